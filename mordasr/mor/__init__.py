@@ -1,0 +1,58 @@
+"""Mixture of Ranks: LoRA whose every rank is an expert, routed per image by degradation scores.
+
+- :mod:`~mordasr.mor.config` — :class:`MoRConfig`, what to adapt and how big.
+- :mod:`~mordasr.mor.router` — :class:`Router`, scores -> top-k gates (eq. 9).
+- :mod:`~mordasr.mor.layer` — :class:`MoRLinear`, :class:`MoRConv2d` (eq. 10), two compute paths.
+- :mod:`~mordasr.mor.balance` — standard and degradation-aware balance losses (eq. 13-17).
+- :mod:`~mordasr.mor.model` — inject, route, merge, save/load, routing statistics.
+"""
+
+from mordasr.mor.balance import load_balance_loss, severity_from_scores
+from mordasr.mor.config import MoRConfig
+from mordasr.mor.layer import MoRConv2d, MoRLayer, MoRLinear
+from mordasr.mor.model import (
+    LayerRouting,
+    balance_loss,
+    inject_mor,
+    load_mor_adapter,
+    load_mor_state_dict,
+    mark_only_mor_trainable,
+    merge_shared,
+    mor_config,
+    mor_layers,
+    mor_parameters,
+    mor_state_dict,
+    routing,
+    routing_stats,
+    save_mor_adapter,
+    set_scores,
+    unmerge_shared,
+)
+from mordasr.mor.router import Router, Routing
+
+__all__ = [
+    "LayerRouting",
+    "MoRConfig",
+    "MoRConv2d",
+    "MoRLayer",
+    "MoRLinear",
+    "Router",
+    "Routing",
+    "balance_loss",
+    "inject_mor",
+    "load_balance_loss",
+    "load_mor_adapter",
+    "load_mor_state_dict",
+    "mark_only_mor_trainable",
+    "merge_shared",
+    "mor_config",
+    "mor_layers",
+    "mor_parameters",
+    "mor_state_dict",
+    "routing",
+    "routing_stats",
+    "save_mor_adapter",
+    "set_scores",
+    "severity_from_scores",
+    "unmerge_shared",
+]

@@ -1,0 +1,364 @@
+"""MoR layers: a frozen ``nn.Linear``/``nn.Conv2d`` plus shared and routed rank-1 experts.
+
+Every rank of the adapter is an expert: row ``i`` of ``A`` and column ``i`` of ``B`` form expert
+``i``. The shared experts are always on; the routed ones are weighted by the router's gates; the
+zero experts exist only as router slots, so they have no parameters and are never computed.
+
+Because routing depends on the image only (not on the position), each image ``b`` has one fixed
+update ``delta_b = scaling * B diag(c_b) A`` where ``c_b`` holds 1 for shared ranks and the gate
+for routed ranks. It can be applied in two ways with the same result:
+
+- low-rank path: ``W0 x + scaling * B (c_b * (A x))`` — costs ``tokens * r * (d_in + d_out)``;
+- merged path: ``(W0 + delta_b) x``, one matmul/convolution per image — costs ``r * d_in * d_out``
+  to build ``delta_b`` and nothing more at inference (plus a full weight gradient in training).
+
+``compute_path="auto"`` picks the cheaper from the shapes of each call. Only the ranks that some
+image in the batch actually uses are gathered, so zero experts and unused experts cost no FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mordasr.mor.config import MoRConfig
+from mordasr.mor.router import Router, Routing
+
+Path = Literal["lowrank", "merged"]
+
+
+def choose_path(
+    *,
+    tokens: int,
+    rank: int,
+    lowrank_cost_per_token: int,
+    weight_numel: int,
+    input_batch: int,
+    update_batch: int,
+    training: bool,
+) -> Path:
+    """Pick the cheaper compute path by counting multiply-adds beyond the frozen layer's own.
+
+    ``update_batch`` is 1 when every image shares the same update (plain LoRA, one score row).
+    In training the merged path also pays a full weight gradient per image, while the low-rank
+    path pays about twice its forward cost again in the backward pass.
+    """
+    lowrank = input_batch * tokens * lowrank_cost_per_token
+    merged = update_batch * rank * weight_numel
+    if training:
+        lowrank *= 3
+        merged = 3 * merged + input_batch * tokens * weight_numel
+    return "merged" if merged < lowrank else "lowrank"
+
+
+class MoRLayer(nn.Module):
+    """Shared logic of :class:`MoRLinear` and :class:`MoRConv2d`; the base layer stays frozen."""
+
+    base_layer: nn.Module
+
+    def __init__(self, base_layer: nn.Module, config: MoRConfig) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        base_layer.requires_grad_(False)
+        self.config = config
+        self.source_config = config
+        self.scaling = config.scaling
+        weight = base_layer.weight
+        self.shared_A, self.shared_B = self._new_factors(config.num_shared, weight)
+        self.routed_A, self.routed_B = self._new_factors(config.num_real, weight)
+        self.router: Router | None = None
+        if config.num_routed:
+            self.router = Router(
+                config.score_dim,
+                config.num_routed,
+                config.num_real,
+                config.top_k,
+                renormalize=config.renormalize_gates,
+            ).to(device=weight.device, dtype=weight.dtype)
+        self.shared_merged = False
+        self._scores: Tensor | None = None
+        self.last_routing: Routing | None = None
+        self._cache: tuple[tuple[Any, ...], Tensor, Tensor, Tensor, Tensor | None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_layer":
+                raise
+            return getattr(self.base_layer, name)
+
+    # Subclass hooks -------------------------------------------------------------------------
+    def _factor_shapes(self, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        raise NotImplementedError
+
+    def _delta(self, a: Tensor, b: Tensor, coeff: Tensor) -> Tensor:
+        """(U, *weight.shape) weight updates, one per row of ``coeff`` (U, r); unscaled."""
+        raise NotImplementedError
+
+    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor, coeff: Tensor) -> Tensor:
+        """``B (coeff * (A x))`` for ``coeff`` of shape (1 or batch, r); unscaled."""
+        raise NotImplementedError
+
+    def _with_weight(self, x: Tensor, weight: Tensor) -> Tensor:
+        """The base layer's operation with ``weight`` of shape (1 or batch, *weight.shape)."""
+        raise NotImplementedError
+
+    def _tokens_and_cost(self, x: Tensor, rank: int) -> tuple[int, int]:
+        """Positions per image and the low-rank path's multiply-adds per position."""
+        raise NotImplementedError
+
+    # Parameters --------------------------------------------------------------------------------
+    def _new_factors(self, rank: int, weight: Tensor) -> tuple[nn.Parameter, nn.Parameter]:
+        a_shape, b_shape = self._factor_shapes(rank)
+        a = torch.empty(a_shape, device=weight.device, dtype=weight.dtype)
+        if rank:
+            nn.init.kaiming_uniform_(a.view(rank, -1), a=math.sqrt(5))
+        b = torch.zeros(b_shape, device=weight.device, dtype=weight.dtype)
+        return nn.Parameter(a), nn.Parameter(b)
+
+    @property
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """Every trainable tensor of this adapter (factors and router)."""
+        params = [self.shared_A, self.shared_B, self.routed_A, self.routed_B]
+        if self.router is not None:
+            params.append(self.router.gate.weight)
+        return params
+
+    # Routing -----------------------------------------------------------------------------------
+    @property
+    def scores(self) -> Tensor | None:
+        """The degradation scores currently routing this layer."""
+        return self._scores
+
+    def set_scores(self, scores: Tensor | None) -> None:
+        """Degradation scores (B, score_dim) that route the next forward calls."""
+        self._scores = scores
+        self._cache = None
+
+    def _active_factors(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Factors of the ranks in use and their per-image coefficients (U, r), U in {1, B}."""
+        parts_a: list[Tensor] = []
+        parts_b: list[Tensor] = []
+        parts_c: list[Tensor] = []
+        if self.config.num_shared and not self.shared_merged:
+            parts_a.append(self.shared_A)
+            parts_b.append(self.shared_B)
+            parts_c.append(x.new_ones(1, self.config.num_shared))
+        if self.router is not None:
+            if self._scores is None:
+                raise RuntimeError(
+                    "this MoR layer routes by degradation scores: call "
+                    "mordasr.set_scores(model, scores) or use `with mordasr.routing(model, scores)`"
+                )
+            scores = self._scores.to(device=x.device)
+            routing = self.router(scores)
+            self.last_routing = routing
+            real = routing.indices[routing.indices < routing.num_real]
+            used = torch.unique(real)
+            if used.numel():
+                gates = routing.real_gates()[:, used].to(x.dtype)
+                parts_a.append(self.routed_A[used])
+                parts_b.append(self.routed_B[:, used])
+                parts_c.append(gates)
+        if not parts_a:
+            empty = x.new_zeros(0)
+            return empty, empty, empty
+        batch = max(c.shape[0] for c in parts_c)
+        coeff = torch.cat([c.expand(batch, -1) for c in parts_c], dim=1)
+        return torch.cat(parts_a, dim=0), torch.cat(parts_b, dim=1), coeff
+
+    def _cache_key(self, x: Tensor) -> tuple[Any, ...]:
+        scores = self._scores
+        versions = tuple(p._version for p in self.adapter_parameters)
+        return (
+            None if scores is None else (id(scores), scores._version),
+            versions,
+            self.base_layer.weight._version,
+            self.shared_merged,
+            x.device,
+            x.dtype,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Frozen layer plus the routed and shared experts of each image (eq. 10)."""
+        use_cache = not torch.is_grad_enabled()
+        key = self._cache_key(x) if use_cache else None
+        hit = use_cache and self._cache is not None and self._cache[0] == key
+        if hit:
+            _, a, b, coeff, merged_weight = self._cache
+        else:
+            a, b, coeff = self._active_factors(x)
+            merged_weight = None
+        rank = coeff.shape[1] if coeff.numel() else 0
+        if rank == 0:
+            return self.base_layer(x)
+        if coeff.shape[0] not in (1, x.shape[0]):
+            raise ValueError(
+                f"scores hold {coeff.shape[0]} images but the input batch is {x.shape[0]}"
+            )
+        if self._path(x, rank, coeff.shape[0]) == "lowrank":
+            out = self.base_layer(x) + self.scaling * self._lowrank(x, a, b, coeff)
+        else:
+            if merged_weight is None:
+                merged_weight = self.base_layer.weight + self.scaling * self._delta(a, b, coeff)
+                hit = False
+            out = self._with_weight(x, merged_weight)
+        if use_cache and not hit:
+            self._cache = (key, a, b, coeff, merged_weight)
+        return out
+
+    def _path(self, x: Tensor, rank: int, update_batch: int) -> Path:
+        if self.config.compute_path != "auto":
+            return self.config.compute_path
+        tokens, per_token = self._tokens_and_cost(x, rank)
+        return choose_path(
+            tokens=tokens,
+            rank=rank,
+            lowrank_cost_per_token=per_token,
+            weight_numel=self.base_layer.weight.numel(),
+            input_batch=x.shape[0],
+            update_batch=update_batch,
+            training=torch.is_grad_enabled()
+            and any(p.requires_grad for p in self.adapter_parameters),
+        )
+
+    # Shared-expert merging -------------------------------------------------------------------
+    @torch.no_grad()
+    def merge_shared(self) -> None:
+        """Fold the always-on ranks into the frozen weight (exact up to float rounding)."""
+        if self.shared_merged or not self.config.num_shared:
+            self.shared_merged = True
+            return
+        ones = self.shared_A.new_ones(1, self.config.num_shared)
+        delta = self._delta(self.shared_A, self.shared_B, ones)[0]
+        self.base_layer.weight += self.scaling * delta
+        self.shared_merged = True
+        self._cache = None
+
+    @torch.no_grad()
+    def unmerge_shared(self) -> None:
+        """Undo :meth:`merge_shared`."""
+        if not self.shared_merged:
+            return
+        if self.config.num_shared:
+            ones = self.shared_A.new_ones(1, self.config.num_shared)
+            delta = self._delta(self.shared_A, self.shared_B, ones)[0]
+            self.base_layer.weight -= self.scaling * delta
+        self.shared_merged = False
+        self._cache = None
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"shared={c.num_shared}, routed={c.num_routed} (zero={c.num_zero}), top_k={c.top_k}, "
+            f"scaling={self.scaling:g}, path={c.compute_path}"
+        )
+
+
+class MoRLinear(MoRLayer):
+    """MoR adapter around an ``nn.Linear``: A is (r, d_in), B is (d_out, r)."""
+
+    base_layer: nn.Linear
+
+    def __init__(self, base_layer: nn.Linear, config: MoRConfig) -> None:
+        super().__init__(base_layer, config)
+
+    def _factor_shapes(self, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        base = self.base_layer
+        return (rank, base.in_features), (base.out_features, rank)
+
+    def _delta(self, a: Tensor, b: Tensor, coeff: Tensor) -> Tensor:
+        return (b.unsqueeze(0) * coeff.unsqueeze(1)) @ a
+
+    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor, coeff: Tensor) -> Tensor:
+        h = F.linear(x, a)
+        if coeff.shape[0] == 1:
+            h = h * coeff[0]
+        else:
+            h = h * coeff.view(coeff.shape[0], *([1] * (x.ndim - 2)), coeff.shape[1])
+        return F.linear(h, b)
+
+    def _with_weight(self, x: Tensor, weight: Tensor) -> Tensor:
+        bias = self.base_layer.bias
+        if weight.shape[0] == 1:
+            return F.linear(x, weight[0], bias)
+        return torch.cat([F.linear(x[i : i + 1], w, bias) for i, w in enumerate(weight)])
+
+    def _tokens_and_cost(self, x: Tensor, rank: int) -> tuple[int, int]:
+        tokens = x.numel() // (x.shape[0] * x.shape[-1]) if x.ndim > 1 else 1
+        base = self.base_layer
+        return tokens, rank * (base.in_features + base.out_features)
+
+
+class MoRConv2d(MoRLayer):
+    """MoR adapter around an ``nn.Conv2d`` (groups=1, zero padding).
+
+    ``kxk_1x1``: A is the k x k convolution (in -> r) with the base stride/padding/dilation and B
+    a 1x1 convolution (r -> out). ``1x1_kxk`` (AdaptSR): A is 1x1 (in -> r) and B carries the
+    kernel (r -> out). Both compose to a single k x k update, so merging is exact.
+    """
+
+    base_layer: nn.Conv2d
+
+    def __init__(self, base_layer: nn.Conv2d, config: MoRConfig) -> None:
+        if base_layer.groups != 1:
+            raise ValueError("MoRConv2d supports groups=1 convolutions only")
+        if base_layer.padding_mode != "zeros":
+            raise ValueError("MoRConv2d supports padding_mode='zeros' only")
+        if isinstance(base_layer.padding, str) and base_layer.padding != "valid":
+            raise ValueError("MoRConv2d needs explicit numeric padding (or 'valid')")
+        super().__init__(base_layer, config)
+
+    @property
+    def _kernel_in_a(self) -> bool:
+        return self.config.conv_variant == "kxk_1x1"
+
+    def _factor_shapes(self, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        base = self.base_layer
+        kh, kw = base.kernel_size
+        if self._kernel_in_a:
+            return (rank, base.in_channels, kh, kw), (base.out_channels, rank)
+        return (rank, base.in_channels), (base.out_channels, rank, kh, kw)
+
+    def _delta(self, a: Tensor, b: Tensor, coeff: Tensor) -> Tensor:
+        base = self.base_layer
+        if self._kernel_in_a:
+            scaled_b = b.unsqueeze(0) * coeff.unsqueeze(1)
+            return (scaled_b @ a.flatten(1)).view(coeff.shape[0], *base.weight.shape)
+        return torch.einsum("orkl,ur,ri->uoikl", b, coeff, a)
+
+    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor, coeff: Tensor) -> Tensor:
+        base = self.base_layer
+        gate = coeff[:, :, None, None]
+        if self._kernel_in_a:
+            h = F.conv2d(x, a, None, base.stride, base.padding, base.dilation)
+            return F.conv2d(h * gate, b[:, :, None, None])
+        h = F.conv2d(x, a[:, :, None, None])
+        return F.conv2d(h * gate, b, None, base.stride, base.padding, base.dilation)
+
+    def _with_weight(self, x: Tensor, weight: Tensor) -> Tensor:
+        base = self.base_layer
+        if weight.shape[0] == 1:
+            return F.conv2d(x, weight[0], base.bias, base.stride, base.padding, base.dilation)
+        return torch.cat(
+            [
+                F.conv2d(x[i : i + 1], w, base.bias, base.stride, base.padding, base.dilation)
+                for i, w in enumerate(weight)
+            ]
+        )
+
+    def _tokens_and_cost(self, x: Tensor, rank: int) -> tuple[int, int]:
+        base = self.base_layer
+        sh, sw = base.stride
+        tokens = (x.shape[-2] // sh) * (x.shape[-1] // sw)
+        kh, kw = base.kernel_size
+        if self._kernel_in_a:
+            per_token = rank * (base.in_channels * kh * kw + base.out_channels)
+        else:
+            per_token = rank * (base.in_channels * sh * sw + base.out_channels * kh * kw)
+        return tokens, per_token

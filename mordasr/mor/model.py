@@ -1,0 +1,219 @@
+"""Model-level MoR operations: inject, route, merge, save/load, inspect, balance."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from mordasr.mor.balance import load_balance_loss, severity_from_scores
+from mordasr.mor.config import MoRConfig
+from mordasr.mor.layer import MoRConv2d, MoRLayer, MoRLinear
+
+CONFIG_NAME = "mor_config.json"
+WEIGHTS_NAME = "mor_adapter.safetensors"
+
+
+def inject_mor(model: nn.Module, config: MoRConfig) -> nn.Module:
+    """Wrap every targeted ``nn.Linear``/``nn.Conv2d`` of ``model`` in a MoR layer, in place.
+
+    The base weights are frozen; only the adapter factors and routers are trainable (everything
+    else in the model is left as it was, so freeze it yourself if you fine-tune adapters only).
+    Because every B starts at zero, the model computes exactly what it did before injection.
+    Returns ``model``.
+    """
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if name
+        and isinstance(module, nn.Linear | nn.Conv2d)
+        and not _inside_mor_layer(model, name)
+        and config.matches(name)
+    ]
+    if not targets:
+        raise ValueError(f"no nn.Linear/nn.Conv2d module matches {config.target_modules!r}")
+    for name, module in targets:
+        wrapper: MoRLayer
+        layer_config = config.for_layer(name)
+        if isinstance(module, nn.Linear):
+            wrapper = MoRLinear(module, layer_config)
+        else:
+            wrapper = MoRConv2d(module, layer_config)
+        wrapper.source_config = config
+        _set_submodule(model, name, wrapper)
+    return model
+
+
+def mor_layers(model: nn.Module) -> Iterator[tuple[str, MoRLayer]]:
+    """Every MoR layer of ``model`` with its qualified name."""
+    for name, module in model.named_modules():
+        if isinstance(module, MoRLayer):
+            yield name, module
+
+
+def mor_config(model: nn.Module) -> MoRConfig:
+    """The config the model's MoR layers were injected with (before per-layer overrides)."""
+    for _, layer in mor_layers(model):
+        return layer.source_config
+    raise ValueError("model has no MoR layers")
+
+
+def set_scores(model: nn.Module, scores: Tensor | None) -> None:
+    """Hand (B, score_dim) degradation scores to every MoR layer for the next forward passes."""
+    for _, layer in mor_layers(model):
+        layer.set_scores(scores)
+
+
+@contextmanager
+def routing(model: nn.Module, scores: Tensor) -> Iterator[nn.Module]:
+    """Route ``model`` by ``scores`` inside the block; the scores are cleared on exit."""
+    set_scores(model, scores)
+    try:
+        yield model
+    finally:
+        set_scores(model, None)
+
+
+def merge_shared(model: nn.Module) -> None:
+    """Fold every layer's always-on ranks into its frozen weight (for plain LoRA: all ranks)."""
+    for _, layer in mor_layers(model):
+        layer.merge_shared()
+
+
+def unmerge_shared(model: nn.Module) -> None:
+    """Undo :func:`merge_shared`."""
+    for _, layer in mor_layers(model):
+        layer.unmerge_shared()
+
+
+def mor_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable adapter tensors (A, B and router ``W_g``) of every MoR layer."""
+    return [p for _, layer in mor_layers(model) for p in layer.adapter_parameters]
+
+
+def mark_only_mor_trainable(model: nn.Module) -> nn.Module:
+    """Freeze everything in ``model`` except the MoR adapter tensors; returns ``model``."""
+    model.requires_grad_(False)
+    for param in mor_parameters(model):
+        param.requires_grad_(True)
+    return model
+
+
+def mor_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Adapter tensors only, keyed by their names in ``model.state_dict()``."""
+    names = {id(p) for p in mor_parameters(model)}
+    return {
+        name: tensor.detach().clone()
+        for name, tensor in model.named_parameters()
+        if id(tensor) in names
+    }
+
+
+def load_mor_state_dict(model: nn.Module, state: dict[str, Tensor], strict: bool = True) -> None:
+    """Load tensors from :func:`mor_state_dict`; with ``strict`` the key sets must match."""
+    params = dict(model.named_parameters())
+    expected = set(mor_state_dict(model))
+    missing, unexpected = expected - set(state), set(state) - expected
+    if strict and (missing or unexpected):
+        raise KeyError(f"missing adapter keys {sorted(missing)}, unexpected {sorted(unexpected)}")
+    with torch.no_grad():
+        for name in expected & set(state):
+            target = params[name]
+            if target.shape != state[name].shape:
+                raise ValueError(f"{name}: shape {tuple(state[name].shape)} != {target.shape}")
+            target.copy_(state[name])
+
+
+def save_mor_adapter(model: nn.Module, directory: str | Path) -> Path:
+    """Write ``mor_config.json`` and ``mor_adapter.safetensors`` into ``directory``."""
+    if any(layer.shared_merged for _, layer in mor_layers(model)):
+        raise RuntimeError("unmerge_shared(model) before saving: merged ranks live in base weights")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = mor_config(model)
+    (directory / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    tensors = {k: v.contiguous().cpu() for k, v in mor_state_dict(model).items()}
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "mordasr-mor"})
+    return directory
+
+
+def load_mor_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
+    """Inject the saved config into a fresh ``model`` and load the saved adapter weights."""
+    directory = Path(directory)
+    config = MoRConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+    inject_mor(model, config)
+    load_mor_state_dict(model, load_file(str(directory / WEIGHTS_NAME)))
+    return model
+
+
+@dataclass(frozen=True)
+class LayerRouting:
+    """What one MoR layer's router did in the last forward pass (detached, on CPU)."""
+
+    indices: Tensor
+    """(B, k) kept slots."""
+    gates: Tensor
+    """(B, k) their gate values."""
+    probs: Tensor
+    """(B, N) the full softmax."""
+    num_zero: Tensor
+    """(B,) how many kept slots were zero experts."""
+    num_real: int
+    """Real experts in this layer (slots ``>= num_real`` are zero experts)."""
+
+
+def routing_stats(model: nn.Module) -> dict[str, LayerRouting]:
+    """Per routed layer: the chosen slots and zero-expert counts of the last forward pass."""
+    stats: dict[str, LayerRouting] = {}
+    for name, layer in mor_layers(model):
+        r = layer.last_routing
+        if r is None:
+            continue
+        stats[name] = LayerRouting(
+            indices=r.indices.detach().cpu(),
+            gates=r.gates.detach().cpu(),
+            probs=r.probs.detach().cpu(),
+            num_zero=r.num_zero_active.detach().cpu(),
+            num_real=r.num_real,
+        )
+    return stats
+
+
+def balance_loss(model: nn.Module, alpha: float = 1.0, degradation_aware: bool = True) -> Tensor:
+    """Mean balance loss over the routed layers of the last forward pass.
+
+    Degradation-aware by default: each image's severity comes from the scores the layers were
+    routed with, reduced as the config's ``severity_reduce`` says. Returns 0 for a model without
+    routed layers (plain LoRA).
+    """
+    losses = []
+    for _, layer in mor_layers(model):
+        r = layer.last_routing
+        if r is None or layer.scores is None:
+            continue
+        severity = None
+        if degradation_aware:
+            severity = severity_from_scores(layer.scores.float(), layer.config.severity_reduce)
+        losses.append(load_balance_loss(r.probs, r.indices, r.num_real, alpha, severity))
+    if not losses:
+        return torch.zeros(())
+    return torch.stack(losses).mean()
+
+
+def _inside_mor_layer(model: nn.Module, name: str) -> bool:
+    parts = name.split(".")
+    return any(
+        isinstance(model.get_submodule(".".join(parts[:i])), MoRLayer) for i in range(1, len(parts))
+    )
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)

@@ -1,0 +1,81 @@
+"""The degradation-aware router: degradation scores -> top-k routed slots and their gates."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Routing:
+    """One routing decision for a batch of images.
+
+    Slots ``0 .. num_real-1`` are real rank-1 experts; slots ``num_real .. N-1`` are zero experts.
+    """
+
+    probs: Tensor
+    """(B, N) softmax over all routed slots (keeps its graph: the balance loss needs it)."""
+    indices: Tensor
+    """(B, k) the kept slots, largest probability first."""
+    gates: Tensor
+    """(B, k) gate value of each kept slot (the softmax value, renormalised if configured)."""
+    num_real: int
+    """Number of real experts among the N slots."""
+
+    @property
+    def zero_mask(self) -> Tensor:
+        """(B, k) True where the kept slot is a zero expert."""
+        return self.indices >= self.num_real
+
+    @property
+    def num_zero_active(self) -> Tensor:
+        """(B,) how many of each image's kept slots are zero experts."""
+        return self.zero_mask.sum(dim=1)
+
+    def real_gates(self) -> Tensor:
+        """(B, num_real) dense gates of the real experts; zero where an expert is not kept."""
+        batch = self.indices.shape[0]
+        dense = self.gates.new_zeros(batch, self.probs.shape[1])
+        dense = dense.scatter(1, self.indices, self.gates)
+        return dense[:, : self.num_real]
+
+
+class Router(nn.Module):
+    """``p = softmax(s W_g)`` over the routed slots, keep the top-k (the paper's eq. 9).
+
+    The gating matrix ``W_g`` is stored as ``gate.weight`` with shape (N, score_dim). Softmax and
+    top-k run in float32 whatever the parameter dtype, so routing does not flip under fp16.
+    """
+
+    def __init__(
+        self,
+        score_dim: int,
+        num_slots: int,
+        num_real: int,
+        top_k: int,
+        renormalize: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 1 <= top_k <= num_slots:
+            raise ValueError("top_k must lie in [1, num_slots]")
+        self.gate = nn.Linear(score_dim, num_slots, bias=False)
+        nn.init.kaiming_uniform_(self.gate.weight, a=math.sqrt(5))
+        self.num_real = num_real
+        self.top_k = top_k
+        self.renormalize = renormalize
+
+    def forward(self, scores: Tensor) -> Routing:
+        """Route a (B, score_dim) batch of degradation scores."""
+        if scores.ndim != 2 or scores.shape[1] != self.gate.in_features:
+            raise ValueError(
+                f"scores must have shape (B, {self.gate.in_features}), got {tuple(scores.shape)}"
+            )
+        logits = scores.float() @ self.gate.weight.float().t()
+        probs = torch.softmax(logits, dim=-1)
+        gates, indices = torch.topk(probs, self.top_k, dim=-1)
+        if self.renormalize:
+            gates = gates / gates.sum(dim=-1, keepdim=True)
+        return Routing(probs=probs, indices=indices, gates=gates, num_real=self.num_real)

@@ -1,0 +1,296 @@
+"""Single MoR layers: identity at init, eq. 10, zero experts, compute paths, merging."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from mordasr.mor import MoRConfig, MoRConv2d, MoRLayer, MoRLinear
+
+SMALL = {"num_shared": 2, "num_routed": 8, "num_zero": 2, "top_k": 3, "score_dim": 7}
+
+
+def _randomise(layer: MoRLayer, seed: int = 0) -> MoRLayer:
+    """Give the B factors non-zero values so the adapter actually changes the output."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for b in (layer.shared_B, layer.routed_B):
+            b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
+    return layer
+
+
+def _force_router(layer: MoRLayer, favoured: list[int], strength: float = 30.0) -> None:
+    """Make score vector e_0 give ``favoured`` slots equal, dominant logits."""
+    assert layer.router is not None
+    with torch.no_grad():
+        layer.router.gate.weight.zero_()
+        layer.router.gate.weight[favoured, 0] = strength
+
+
+def _layers() -> list[MoRLayer]:
+    torch.manual_seed(0)
+    return [
+        MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL)),
+        MoRConv2d(nn.Conv2d(5, 6, 3, padding=1), MoRConfig(**SMALL)),
+        MoRConv2d(nn.Conv2d(5, 6, 3, padding=1), MoRConfig(**SMALL, conv_variant="1x1_kxk")),
+        MoRConv2d(nn.Conv2d(5, 6, 3, stride=2, padding=1, dilation=1), MoRConfig(**SMALL)),
+    ]
+
+
+def _input_for(layer: MoRLayer, batch: int) -> torch.Tensor:
+    if isinstance(layer, MoRLinear):
+        return torch.randn(batch, 9, layer.base_layer.in_features)
+    return torch.randn(batch, layer.base_layer.in_channels, 11, 13)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_freshly_injected_layer_equals_its_base_layer_exactly_on_the_low_rank_path(
+    index: int,
+) -> None:
+    layer = _layers()[index]
+    layer.config.compute_path = "lowrank"
+    x = _input_for(layer, 2)
+    layer.set_scores(torch.rand(2, 7))
+    assert torch.equal(layer(x), layer.base_layer(x))
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_freshly_injected_layer_equals_its_base_layer_on_the_merged_path(index: int) -> None:
+    layer = _layers()[index]
+    layer.config.compute_path = "merged"
+    x = _input_for(layer, 2)
+    layer.set_scores(torch.rand(2, 7))
+    torch.testing.assert_close(layer(x), layer.base_layer(x), atol=1e-6, rtol=0)
+
+
+def test_linear_with_forced_gates_is_plain_lora_of_the_chosen_ranks() -> None:
+    layer = _randomise(MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL)))
+    chosen = [1, 4, 5]
+    _force_router(layer, chosen)
+    scores = torch.zeros(1, 7)
+    scores[0, 0] = 1.0
+    layer.set_scores(scores)
+    x = torch.randn(1, 4, 12)
+
+    gates = torch.softmax(scores @ layer.router.gate.weight.t(), -1)[0, chosen]
+    a = torch.cat([layer.shared_A, layer.routed_A[chosen]])
+    b = torch.cat([layer.shared_B, layer.routed_B[:, chosen]], dim=1)
+    coeff = torch.cat([torch.ones(2), gates])
+    base = layer.base_layer
+    expected = F.linear(x, base.weight, base.bias) + layer.scaling * F.linear(
+        F.linear(x, a) * coeff, b
+    )
+    torch.testing.assert_close(layer(x), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["kxk_1x1", "1x1_kxk"])
+def test_conv_with_forced_gates_is_plain_conv_lora_of_the_chosen_ranks(variant: str) -> None:
+    config = MoRConfig(**SMALL, conv_variant=variant, compute_path="lowrank")
+    layer = _randomise(MoRConv2d(nn.Conv2d(5, 6, 3, padding=1), config))
+    chosen = [0, 2, 3]
+    _force_router(layer, chosen)
+    scores = torch.zeros(1, 7)
+    scores[0, 0] = 1.0
+    layer.set_scores(scores)
+    x = torch.randn(1, 5, 8, 8)
+
+    gates = torch.softmax(scores @ layer.router.gate.weight.t(), -1)[0, chosen]
+    coeff = torch.cat([torch.ones(2), gates])[None, :, None, None]
+    a = torch.cat([layer.shared_A, layer.routed_A[chosen]])
+    b = torch.cat([layer.shared_B, layer.routed_B[:, chosen]], dim=1)
+    base = layer.base_layer
+    if variant == "kxk_1x1":
+        update = F.conv2d(F.conv2d(x, a, padding=1) * coeff, b[:, :, None, None])
+    else:
+        update = F.conv2d(F.conv2d(x, a[:, :, None, None]) * coeff, b, padding=1)
+    expected = base(x) + layer.scaling * update
+    torch.testing.assert_close(layer(x), expected, atol=1e-6, rtol=0)
+
+
+def test_plain_lora_mode_has_no_router_and_applies_every_rank() -> None:
+    layer = _randomise(MoRLinear(nn.Linear(12, 10), MoRConfig.lora(4, alpha=8.0)))
+    x = torch.randn(3, 12)
+    assert layer.router is None
+    base = layer.base_layer
+    expected = base(x) + 2.0 * F.linear(F.linear(x, layer.shared_A), layer.shared_B)
+    torch.testing.assert_close(layer(x), expected, atol=1e-6, rtol=0)
+
+
+def test_router_keeps_exactly_top_k_distinct_slots_per_image() -> None:
+    layer = MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL))
+    layer.set_scores(torch.rand(5, 7))
+    layer(torch.randn(5, 12))
+    routing = layer.last_routing
+    assert routing is not None
+    assert routing.indices.shape == (5, 3)
+    assert all(len(set(row.tolist())) == 3 for row in routing.indices)
+    top = torch.topk(routing.probs, 3).indices
+    assert torch.equal(routing.indices, top)
+
+
+def test_gates_are_raw_softmax_values_unless_renormalised() -> None:
+    raw = MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL))
+    scores = torch.rand(4, 7)
+    raw.set_scores(scores)
+    raw(torch.randn(4, 12))
+    assert torch.all(raw.last_routing.gates.sum(-1) < 1)
+
+    renorm = MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL, renormalize_gates=True))
+    renorm.set_scores(scores)
+    renorm(torch.randn(4, 12))
+    torch.testing.assert_close(renorm.last_routing.gates.sum(-1), torch.ones(4))
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_zero_experts_add_nothing(index: int) -> None:
+    layer = _randomise(_layers()[index])
+    assert layer.config.num_real == 6
+    _force_router(layer, [0, 6, 7])
+    scores = torch.zeros(2, 7)
+    scores[:, 0] = 1.0
+    layer.set_scores(scores)
+    layer.config.compute_path = "lowrank"
+    x = _input_for(layer, 2)
+    out = layer(x)
+    assert torch.equal(layer.last_routing.indices.sort(-1).values, torch.tensor([[0, 6, 7]] * 2))
+
+    gate = layer.last_routing.gates[0, 0]
+    a = torch.cat([layer.shared_A, layer.routed_A[:1]])
+    b = torch.cat([layer.shared_B, layer.routed_B[:, :1]], dim=1)
+    coeff = torch.stack([torch.tensor(1.0), torch.tensor(1.0), gate]).reshape(1, 3)
+    expected = layer.base_layer(x) + layer.scaling * layer._lowrank(x, a, b, coeff)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_zero_experts_cost_no_flops() -> None:
+    config = MoRConfig(num_shared=0, num_routed=6, num_zero=3, top_k=3, score_dim=7)
+    layer = _randomise(MoRConv2d(nn.Conv2d(8, 8, 3, padding=1), config))
+    _force_router(layer, [3, 4, 5])
+    scores = torch.zeros(1, 7)
+    scores[0, 0] = 1.0
+    layer.set_scores(scores)
+    x = torch.randn(1, 8, 32, 32)
+    with FlopCounterMode(display=False) as base_counter:
+        layer.base_layer(x)
+    with FlopCounterMode(display=False) as mor_counter:
+        out = layer(x)
+    router_flops = 2 * 7 * 6
+    assert mor_counter.get_total_flops() == base_counter.get_total_flops() + router_flops
+    assert torch.equal(out, layer.base_layer(x))
+
+
+def test_low_rank_path_computes_only_the_ranks_in_use() -> None:
+    config = MoRConfig(num_shared=2, num_routed=16, num_zero=4, top_k=4, compute_path="lowrank")
+    layer = _randomise(MoRLinear(nn.Linear(64, 64, bias=False), config))
+    layer.set_scores(torch.rand(1, 7))
+    x = torch.randn(1, 100, 64)
+    with FlopCounterMode(display=False) as counter:
+        layer(x)
+    active = 2 + int((layer.last_routing.indices < 12).sum())
+    base, router = 2 * 100 * 64 * 64, 2 * 7 * 16
+    assert counter.get_total_flops() == base + router + 2 * 100 * active * (64 + 64)
+
+
+@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_low_rank_and_merged_paths_agree(index: int, batch: int) -> None:
+    layer = _randomise(_layers()[index])
+    x = _input_for(layer, batch)
+    layer.set_scores(torch.rand(batch, 7))
+    outputs = {}
+    for path in ("lowrank", "merged"):
+        layer.config.compute_path = path
+        outputs[path] = layer(x)
+    torch.testing.assert_close(outputs["lowrank"], outputs["merged"], atol=1e-5, rtol=0)
+
+
+def test_auto_path_at_inference_prefers_merged_for_many_tokens_and_low_rank_for_few() -> None:
+    conv = MoRConv2d(nn.Conv2d(64, 64, 3, padding=1), MoRConfig())
+    linear = MoRLinear(nn.Linear(640, 640), MoRConfig())
+    with torch.no_grad():
+        assert conv._path(torch.zeros(1, 64, 128, 128), rank=16, update_batch=1) == "merged"
+        assert linear._path(torch.zeros(1, 8, 640), rank=16, update_batch=1) == "lowrank"
+
+
+def test_auto_path_in_training_avoids_full_weight_gradients() -> None:
+    conv = MoRConv2d(nn.Conv2d(64, 64, 3, padding=1), MoRConfig())
+    assert conv._path(torch.zeros(1, 64, 128, 128), rank=16, update_batch=1) == "lowrank"
+
+
+def test_one_score_row_routes_a_whole_batch() -> None:
+    layer = _randomise(MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL)))
+    x = torch.randn(3, 5, 12)
+    layer.set_scores(torch.rand(1, 7))
+    together = layer(x)
+    separate = torch.cat([layer(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(together, separate, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_merge_shared_keeps_outputs_and_unmerge_restores_the_weight(index: int) -> None:
+    layer = _randomise(_layers()[index])
+    x = _input_for(layer, 2)
+    layer.set_scores(torch.rand(2, 7))
+    before = layer(x)
+    weight = layer.base_layer.weight.clone()
+    layer.merge_shared()
+    assert not torch.equal(layer.base_layer.weight, weight)
+    torch.testing.assert_close(layer(x), before, atol=1e-5, rtol=0)
+    layer.unmerge_shared()
+    torch.testing.assert_close(layer.base_layer.weight, weight, atol=1e-6, rtol=0)
+    torch.testing.assert_close(layer(x), before, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("path", ["lowrank", "merged"])
+def test_gradients_reach_factors_and_router_but_not_the_base(path: str) -> None:
+    layer = _randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), MoRConfig(**SMALL)))
+    layer.config.compute_path = path
+    layer.set_scores(torch.rand(2, 7))
+    layer(torch.randn(2, 4, 6, 6)).square().mean().backward()
+    for name in ("shared_A", "shared_B", "routed_A", "routed_B"):
+        grad = getattr(layer, name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert layer.router.gate.weight.grad.abs().sum() > 0
+    assert layer.base_layer.weight.grad is None
+    assert layer.base_layer.bias.grad is None
+
+
+def test_routing_without_scores_is_an_error() -> None:
+    layer = MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL))
+    with pytest.raises(RuntimeError, match="set_scores"):
+        layer(torch.randn(2, 12))
+
+
+def test_scores_for_a_different_batch_size_are_an_error() -> None:
+    layer = MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL))
+    layer.set_scores(torch.rand(2, 7))
+    with pytest.raises(ValueError, match="batch"):
+        layer(torch.randn(3, 12))
+
+
+def test_inference_reuses_the_routing_until_scores_or_weights_change() -> None:
+    layer = _randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), MoRConfig(**SMALL)))
+    x = torch.randn(1, 4, 8, 8)
+    layer.set_scores(torch.rand(1, 7))
+    with torch.no_grad():
+        first = layer(x)
+        cached = layer._cache
+        assert torch.equal(layer(x), first)
+        assert layer._cache is cached
+        layer.routed_B.add_(1.0)
+        changed = layer(x)
+    assert not torch.equal(changed, first)
+
+
+def test_grouped_convolution_is_rejected() -> None:
+    with pytest.raises(ValueError, match="groups"):
+        MoRConv2d(nn.Conv2d(4, 4, 3, groups=2), MoRConfig(**SMALL))
+
+
+def test_wrapped_layer_exposes_base_attributes() -> None:
+    layer = MoRConv2d(nn.Conv2d(4, 6, 3), MoRConfig(**SMALL))
+    assert layer.out_channels == 6
+    assert layer.weight is layer.base_layer.weight
