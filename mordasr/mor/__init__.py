@@ -5,8 +5,10 @@
 - :mod:`~mordasr.mor.layer` — :class:`MoRLinear`, :class:`MoRConv2d` (eq. 10), two compute paths.
 - :mod:`~mordasr.mor.balance` — standard and degradation-aware balance losses (eq. 13-17).
 - :mod:`~mordasr.mor.model` — inject, route, merge, save/load, routing statistics.
+- :mod:`~mordasr.mor.allocate` — gradient-importance rank allocation under a budget (AdaptSR).
 """
 
+from mordasr.mor.allocate import allocate_ranks, gradient_importance, params_per_rank
 from mordasr.mor.balance import load_balance_loss, severity_from_scores
 from mordasr.mor.config import MoRConfig
 from mordasr.mor.layer import MoRConv2d, MoRLayer, MoRLinear
@@ -38,7 +40,9 @@ __all__ = [
     "MoRLinear",
     "Router",
     "Routing",
+    "allocate_ranks",
     "balance_loss",
+    "gradient_importance",
     "inject_mor",
     "load_balance_loss",
     "load_mor_adapter",
@@ -49,6 +53,7 @@ __all__ = [
     "mor_layers",
     "mor_parameters",
     "mor_state_dict",
+    "params_per_rank",
     "routing",
     "routing_stats",
     "save_mor_adapter",

@@ -1,0 +1,114 @@
+"""A feed-forward SR backbone with MoR adapters routed by a degradation estimator.
+
+A model folder (``save_pretrained``/``from_pretrained``) holds ``model.json`` (which backbone,
+which estimator, the scale) plus the MoR adapter (``mor_config.json``,
+``mor_adapter.safetensors``). The backbone weights are not copied: they are named (a pretrained
+name such as ``realesrgan-x4plus``) or referenced by path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from mordasr.estimate import DegradationEstimator, load_estimator
+from mordasr.models.loaders import load_realesrgan
+from mordasr.mor import MoRConfig, inject_mor, load_mor_adapter, routing, save_mor_adapter
+
+MODEL_FILE = "model.json"
+BUILTIN = {"default": "default"}
+"""Model names shipped inside the package (folders under ``mordasr/weights``)."""
+
+
+@dataclass
+class SRModelSpec:
+    """What a MoR super-resolution model is made of."""
+
+    backbone: str = "realesrgan-x4plus"
+    """A pretrained backbone name or a weight file (absolute, or relative to the model folder)."""
+    estimator: str = "learned"
+    """Which degradation estimator routes the adapters: ``learned`` or ``clip``."""
+    clip_model: str | None = None
+    """Hub id or local folder of the CLIP weights when ``estimator`` is ``clip``."""
+    scale: int = 4
+    """Upscaling factor of the backbone."""
+
+
+class MoRSuperResolver(nn.Module):
+    """Backbone + MoR adapters + estimator: ``sr = backbone_routed_by(estimator(lr))(lr)``."""
+
+    def __init__(
+        self, backbone: nn.Module, estimator: DegradationEstimator, spec: SRModelSpec
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.estimator = estimator
+        self.spec = spec
+        self.estimator.requires_grad_(False)
+
+    @property
+    def scale(self) -> int:
+        return self.spec.scale
+
+    @classmethod
+    def build(
+        cls, spec: SRModelSpec, mor: MoRConfig | None, base_dir: Path | None = None
+    ) -> MoRSuperResolver:
+        """Load the backbone and estimator and, if ``mor`` is given, inject fresh adapters."""
+        backbone = load_realesrgan(_resolve(spec.backbone, base_dir))
+        backbone.requires_grad_(False)
+        if mor is not None:
+            inject_mor(backbone, mor)
+        estimator = load_estimator(spec.estimator, clip_model=spec.clip_model)
+        return cls(backbone, estimator, spec)
+
+    @torch.no_grad()
+    def estimate(self, lr: Tensor) -> Tensor:
+        """(B, 7) degradation scores of the LR images (the routing input)."""
+        return self.estimator(lr.float()).to(lr.dtype)
+
+    def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
+        """Super-resolve ``lr`` (B, 3, h, w) in [0, 1]; ``scores`` default to the estimate."""
+        if scores is None:
+            scores = self.estimate(lr)
+        with routing(self.backbone, scores):
+            return self.backbone(lr)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``model.json`` and the adapter into ``directory``."""
+        directory = Path(directory)
+        save_mor_adapter(self.backbone, directory)
+        (directory / MODEL_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "default") -> MoRSuperResolver:
+        """Load a built-in model by name (``default``) or a folder written by save_pretrained."""
+        directory = builtin_model_dir(str(name_or_path)) or Path(name_or_path)
+        spec_file = directory / MODEL_FILE
+        if not spec_file.is_file():
+            raise FileNotFoundError(f"{directory} is not a mordasr model folder (no {MODEL_FILE})")
+        spec = SRModelSpec(**json.loads(spec_file.read_text()))
+        model = cls.build(spec, mor=None, base_dir=directory)
+        load_mor_adapter(model.backbone, directory)
+        model.backbone.requires_grad_(False)
+        return model.eval()
+
+
+def builtin_model_dir(name: str) -> Path | None:
+    """The package folder of a built-in model, or None when ``name`` is not one."""
+    if name not in BUILTIN:
+        return None
+    return Path(str(resources.files("mordasr") / "weights" / BUILTIN[name]))
+
+
+def _resolve(backbone: str, base_dir: Path | None) -> str:
+    path = Path(backbone)
+    if base_dir is not None and not path.is_absolute() and (base_dir / path).exists():
+        return str(base_dir / path)
+    return backbone

@@ -1,0 +1,60 @@
+"""`mordasr train CONFIG`: run (or resume) a training run from a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import yaml
+
+from mordasr.train.config import TrainConfig, from_dict
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a config."""
+    data: dict[str, Any] = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not KEY=VALUE")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return from_dict(TrainConfig, data)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` sub-command."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model from a YAML config (resumes from the newest checkpoint)",
+        description="Train from a YAML config. Re-running the same command resumes from the "
+        "newest checkpoint in output_dir. Multi-GPU: `accelerate launch -m mordasr.cli train ...`.",
+    )
+    parser.add_argument("config", help="YAML training config (see configs/)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. total_steps=100",
+    )
+    parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    parser.add_argument("--resume-from", help="resume from this checkpoint folder")
+    parser.add_argument("--stop-at", type=int, help="stop after this step (checkpoint saved)")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even if CUDA exists")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``mordasr train``."""
+    from mordasr.train.trainer import train
+
+    config = apply_overrides(TrainConfig.from_yaml(args.config), args.overrides)
+    resume: bool | str = args.resume_from or not args.no_resume
+    out = train(config, resume=resume, stop_at=args.stop_at, cpu=True if args.cpu else None)
+    print(f"run folder: {out}")
+    return 0

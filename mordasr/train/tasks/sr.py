@@ -1,0 +1,229 @@
+"""Task ``realesrgan-mor``: MoR adapters on a pretrained RRDBNet, routed by degradation scores.
+
+Each step cuts HR patches, synthesises LR inputs on the fly (Real-ESRGAN second-order pipeline,
+every parameter drawn per image), scores them with the frozen estimator, and trains the adapters
+with L1 + perceptual + LPIPS + GAN (U-Net discriminator with spectral norm) + the
+degradation-aware balance loss. Only the adapters and the discriminator are trained; an EMA of the
+adapters is what gets exported.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mordasr.degrade import degrade, resolve_config
+from mordasr.losses.gan import UNetDiscriminatorSN, gan_loss
+from mordasr.losses.lpips import LPIPS
+from mordasr.losses.perceptual import PerceptualLoss
+from mordasr.models.mor_sr import MoRSuperResolver, SRModelSpec
+from mordasr.mor import (
+    MoRConfig,
+    balance_loss,
+    mor_layers,
+    mor_state_dict,
+    routing,
+)
+from mordasr.mor.model import load_mor_state_dict
+from mordasr.train.config import TrainConfig
+from mordasr.train.data import PatchSampler, find_images
+from mordasr.train.ema import EMA
+from mordasr.train.task import TrainTask, register_task
+
+KNOWN_LOSSES = {"l1", "perceptual", "lpips", "gan", "balance"}
+
+
+@register_task("realesrgan-mor")
+class RealESRGANMoRTask(TrainTask):
+    """Adapt a Real-ESRGAN backbone to synthetic real-world degradations with MoR."""
+
+    def __init__(self, config: TrainConfig, accelerator: Any) -> None:
+        super().__init__(config, accelerator)
+        unknown = set(config.losses) - KNOWN_LOSSES
+        if unknown:
+            raise ValueError(f"unknown losses {sorted(unknown)}; known: {sorted(KNOWN_LOSSES)}")
+        options = dict(config.model)
+        mor = MoRConfig(**options.pop("mor", {}))
+        disc_feat = int(options.pop("discriminator_feat", 64))
+        self.spec = SRModelSpec(**options)
+        self.device = accelerator.device
+        self.weights = {k: float(v) for k, v in config.losses.items() if float(v) != 0.0}
+
+        model = MoRSuperResolver.build(self.spec, mor)
+        self.estimator = model.estimator.to(self.device).eval()
+        net_g = model.backbone.to(self.device)
+        self.adapter_params = {
+            name: p for name, p in net_g.named_parameters() if name in mor_state_dict(net_g)
+        }
+        self.optimizer_g = torch.optim.AdamW(
+            self.adapter_params.values(),
+            lr=config.optim.lr,
+            betas=config.optim.betas,
+            weight_decay=config.optim.weight_decay,
+        )
+        self.net_d: nn.Module | None = None
+        self.optimizer_d: torch.optim.Optimizer | None = None
+        if "gan" in self.weights:
+            torch.manual_seed(config.seed + 1)
+            net_d = UNetDiscriminatorSN(3, disc_feat).to(self.device)
+            self.optimizer_d = torch.optim.AdamW(
+                net_d.parameters(), lr=config.optim.lr_discriminator, betas=config.optim.betas
+            )
+            self.net_d, self.optimizer_d = accelerator.prepare(net_d, self.optimizer_d)
+        self.net_g, self.optimizer_g = accelerator.prepare(net_g, self.optimizer_g)
+        self.ema = EMA(self.adapter_params, config.ema_decay) if config.ema_decay > 0 else None
+
+        self.perceptual = PerceptualLoss().to(self.device) if "perceptual" in self.weights else None
+        self.lpips = LPIPS("vgg").to(self.device) if "lpips" in self.weights else None
+        self.degradation = resolve_config(config.degradation.get("preset", "realesrgan"))
+        self.scale = int(config.degradation.get("scale", self.spec.scale))
+        files = find_images(config.data.hr_dirs, config.data.max_images)
+        self.sampler = PatchSampler(files, config.data.patch_size, config.data.augment)
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        optimizers = {"generator": self.optimizer_g}
+        if self.optimizer_d is not None:
+            optimizers["discriminator"] = self.optimizer_d
+        return optimizers
+
+    def _batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        hr = self.sampler.sample(self.config.data.batch_size, generator)
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        result = degrade(hr.to(self.device), self.degradation, scale=self.scale, seed=seed)
+        return result.lr, result.gt
+
+    def _set_lr(self, step: int) -> float:
+        warmup = self.config.optim.warmup_steps
+        factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        lr = self.config.optim.lr * factor
+        for group in self.optimizer_g.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
+        lr_rate = self._set_lr(step)
+        accumulate = self.config.gradient_accumulation_steps
+        logs: dict[str, float] = {}
+        batches = [self._batch(generator) for _ in range(accumulate)]
+
+        self.optimizer_g.zero_grad(set_to_none=True)
+        fakes = []
+        for lr, gt in batches:
+            with torch.no_grad():
+                scores = self.estimator(lr)
+            with self.accelerator.autocast(), routing(self.net_g, scores):
+                sr = self.net_g(lr)
+                losses = self._generator_losses(sr, gt)
+            total = sum(losses.values())
+            self.accelerator.backward(total / accumulate)
+            fakes.append((sr.detach(), gt))
+            for name, value in losses.items():
+                logs[name] = logs.get(name, 0.0) + float(value.detach()) / accumulate
+        if self.config.optim.grad_clip:
+            self.accelerator.clip_grad_norm_(
+                list(self.adapter_params.values()), self.config.optim.grad_clip
+            )
+        self.optimizer_g.step()
+        if self.ema is not None:
+            self.ema.update()
+
+        if self.net_d is not None:
+            logs.update(self._discriminator_step(fakes))
+        logs["zero_experts"] = self._mean_zero_experts()
+        logs["lr"] = lr_rate
+        return logs
+
+    def _generator_losses(self, sr: Tensor, gt: Tensor) -> dict[str, Tensor]:
+        w = self.weights
+        losses: dict[str, Tensor] = {}
+        if "l1" in w:
+            losses["l1"] = w["l1"] * F.l1_loss(sr, gt)
+        if self.perceptual is not None:
+            losses["perceptual"] = w["perceptual"] * self.perceptual(sr, gt)
+        if self.lpips is not None:
+            losses["lpips"] = w["lpips"] * self.lpips(sr.clamp(0, 1), gt).mean()
+        if self.net_d is not None:
+            with _frozen(self.net_d):
+                losses["gan_g"] = w["gan"] * gan_loss(self.net_d(sr), True, for_discriminator=False)
+        if "balance" in w:
+            losses["balance"] = balance_loss(self.net_g, alpha=w["balance"]).to(sr.device)
+        return losses
+
+    def _discriminator_step(self, fakes: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        assert self.net_d is not None and self.optimizer_d is not None
+        self.optimizer_d.zero_grad(set_to_none=True)
+        real_total = fake_total = 0.0
+        for fake, gt in fakes:
+            with self.accelerator.autocast():
+                real = gan_loss(self.net_d(gt), True)
+                fake_loss = gan_loss(self.net_d(fake), False)
+            self.accelerator.backward((real + fake_loss) / len(fakes))
+            real_total += float(real) / len(fakes)
+            fake_total += float(fake_loss) / len(fakes)
+        self.optimizer_d.step()
+        return {"d_real": real_total, "d_fake": fake_total}
+
+    def _mean_zero_experts(self) -> float:
+        counts = [
+            layer.last_routing.num_zero_active.float().mean()
+            for _, layer in mor_layers(self.net_g)
+            if layer.last_routing is not None
+        ]
+        return float(torch.stack(counts).mean()) if counts else 0.0
+
+    def state_tensors(self) -> dict[str, dict[str, Tensor]]:
+        state = {"adapter": mor_state_dict(self.net_g)}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.net_d is not None:
+            state["discriminator"] = self.accelerator.unwrap_model(self.net_d).state_dict()
+        return state
+
+    def load_state_tensors(self, tensors: dict[str, dict[str, Tensor]]) -> None:
+        load_mor_state_dict(self.net_g, tensors["adapter"])
+        if self.ema is not None:
+            self.ema.load_state_dict(tensors["ema"])
+        if self.net_d is not None:
+            self.accelerator.unwrap_model(self.net_d).load_state_dict(tensors["discriminator"])
+
+    def export(self, directory: Path) -> Path:
+        backbone = self.accelerator.unwrap_model(self.net_g)
+        with _swapped_in(self.adapter_params, self.ema):
+            model = MoRSuperResolver(backbone, self.estimator, self.spec)
+            return model.save_pretrained(directory)
+
+
+@contextmanager
+def _frozen(module: nn.Module):
+    """Stop gradients into ``module``'s parameters for the block (the generator's GAN term)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def _swapped_in(params: dict[str, nn.Parameter], ema: EMA | None):
+    """Temporarily replace the parameters by their EMA (no-op without EMA)."""
+    if ema is None:
+        yield
+        return
+    backup = {name: p.detach().clone() for name, p in params.items()}
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(ema.shadow[name])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(backup[name])

@@ -1,0 +1,161 @@
+"""The training loop: accelerate, per-step seeding, progress bar, CSV/TensorBoard logs, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mordasr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mordasr.train.config import TrainConfig
+from mordasr.train.data import step_generator
+from mordasr.train.task import TASKS, TrainTask
+
+
+class MetricLog:
+    """Appends one CSV row per logged step (and TensorBoard scalars when asked)."""
+
+    def __init__(self, output_dir: Path, tensorboard: bool, resume_step: int) -> None:
+        self.path = output_dir / "log.csv"
+        self._truncate_after(resume_step)
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=resume_step)
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop rows logged after the checkpoint we resume from (they will be redone)."""
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        kept = [r for r in rows if int(r["step"]) <= step]
+        self._write(kept, mode="w")
+
+    def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
+        if not rows:
+            if mode == "w":
+                self.path.unlink(missing_ok=True)
+            return
+        exists = self.path.exists() and mode == "a"
+        fields = list(rows[0])
+        if exists:
+            with self.path.open(newline="") as fh:
+                header = next(csv.reader(fh), fields)
+            fields = header + [k for k in fields if k not in header]
+        with self.path.open(mode, newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            if not exists:
+                writer.writeheader()
+            writer.writerows(rows)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self._write([{"step": step, **{k: f"{v:.6g}" for k, v in values.items()}}], mode="a")
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def build_task(config: TrainConfig, accelerator: Any) -> TrainTask:
+    """Instantiate the task the config names (tasks register on import of mordasr.train.tasks)."""
+    import mordasr.train.tasks  # noqa: F401  (registers the built-in tasks)
+
+    if config.task not in TASKS:
+        raise ValueError(f"unknown task {config.task!r}; known: {sorted(TASKS)}")
+    return TASKS[config.task](config, accelerator)
+
+
+def make_accelerator(config: TrainConfig, cpu: bool | None = None) -> Any:
+    """An ``accelerate.Accelerator`` for the config (CPU when no CUDA device is present)."""
+    from accelerate import Accelerator
+
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=cpu)
+
+
+def train(
+    config: TrainConfig,
+    resume: bool | str | Path = True,
+    stop_at: int | None = None,
+    progress: bool = True,
+    cpu: bool | None = None,
+) -> Path:
+    """Train ``config`` and return the run folder.
+
+    ``resume=True`` continues from the newest checkpoint of ``config.output_dir`` (if any); a
+    path resumes from that checkpoint. ``stop_at`` ends the run early after that step, saving a
+    checkpoint there (the export happens only when ``total_steps`` is reached).
+    """
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = make_accelerator(config, cpu=cpu)
+    torch.manual_seed(config.seed)
+    task = build_task(config, accelerator)
+
+    start = 0
+    checkpoint_path = _resume_path(output_dir, resume)
+    if checkpoint_path is not None:
+        checkpoint = load_checkpoint(checkpoint_path)
+        task.load_state_tensors(checkpoint.tensors)
+        for name, optimizer in task.optimizers.items():
+            optimizer.load_state_dict(checkpoint.optimizers[name])
+        start = checkpoint.step
+
+    is_main = accelerator.is_main_process
+    if is_main:
+        (output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    log = MetricLog(output_dir, config.tensorboard, start) if is_main else None
+    end = min(config.total_steps, stop_at) if stop_at is not None else config.total_steps
+    bar = tqdm(
+        total=config.total_steps,
+        initial=start,
+        disable=not (progress and is_main),
+        desc=f"train {config.task}",
+        dynamic_ncols=True,
+    )
+    tic = time.perf_counter()
+    for step in range(start, end):
+        generator = step_generator(config.seed, step, accelerator.process_index)
+        values = task.train_step(step, generator)
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:4]})
+        if log is not None and (done % config.log_every == 0 or done == end):
+            elapsed = time.perf_counter() - tic
+            log.log(done, {**values, "seconds": elapsed})
+        if done % config.checkpoint_every == 0 or done == end:
+            _save(task, output_dir, done, config.keep_checkpoints, is_main)
+            accelerator.wait_for_everyone()
+    bar.close()
+    if log is not None:
+        log.close()
+    if end == config.total_steps and is_main:
+        task.export(output_dir / "final")
+    accelerator.wait_for_everyone()
+    return output_dir
+
+
+def _resume_path(output_dir: Path, resume: bool | str | Path) -> Path | None:
+    if resume is False:
+        return None
+    if resume is True:
+        return latest_checkpoint(output_dir)
+    return Path(resume)
+
+
+def _save(task: TrainTask, output_dir: Path, step: int, keep: int, is_main: bool) -> None:
+    if not is_main:
+        return
+    optimizers = {name: opt.state_dict() for name, opt in task.optimizers.items()}
+    save_checkpoint(output_dir, step, task.state_tensors(), optimizers, task.extra_state(), keep)

@@ -1,0 +1,129 @@
+"""The training loop on a tiny RRDBNet: resume equivalence, checkpoints, logs and export."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mordasr.models.mor_sr import MoRSuperResolver
+from mordasr.models.rrdbnet import RRDBNet
+from mordasr.train.checkpoint import list_checkpoints, load_checkpoint
+from mordasr.train.cli import apply_overrides
+from mordasr.train.config import TrainConfig, from_dict
+from mordasr.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("assets")
+    images = root / "hr"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        smooth = rng.random((8, 8, 3))
+        big = np.kron(smooth, np.ones((16, 16, 1))) + 0.1 * rng.random((128, 128, 3))
+        Image.fromarray((255 * big.clip(0, 1)).astype(np.uint8)).save(images / f"{i}.png")
+    torch.manual_seed(0)
+    net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4)
+    torch.save({"params_ema": net.state_dict()}, root / "tiny_rrdb.pth")
+    return root
+
+
+def _config(assets: Path, out: Path, **changes: object) -> TrainConfig:
+    data = {
+        "task": "realesrgan-mor",
+        "output_dir": str(out),
+        "seed": 3,
+        "total_steps": 4,
+        "checkpoint_every": 2,
+        "keep_checkpoints": 5,
+        "log_every": 1,
+        "ema_decay": 0.9,
+        "data": {"hr_dirs": [str(assets / "hr")], "patch_size": 128, "batch_size": 2},
+        "optim": {"lr": 1e-3},
+        "model": {
+            "backbone": str(assets / "tiny_rrdb.pth"),
+            "discriminator_feat": 4,
+            "mor": {
+                "target_modules": r"conv_(body|up1|up2|hr)|body\.0\.rdb3\.conv5",
+                "num_shared": 2,
+                "num_routed": 6,
+                "num_zero": 2,
+                "top_k": 2,
+            },
+        },
+        "degradation": {"preset": "realesrgan", "scale": 4},
+        "losses": {"l1": 1.0, "lpips": 0.5, "gan": 0.1, "balance": 0.01},
+    }
+    data.update(changes)
+    return from_dict(TrainConfig, data)
+
+
+def test_resumed_run_equals_an_uninterrupted_one(assets: Path, tmp_path: Path) -> None:
+    losses = {"l1": 1.0, "gan": 0.1, "balance": 0.01}
+    straight = train(_config(assets, tmp_path / "straight", losses=losses), progress=False)
+    split_cfg = _config(assets, tmp_path / "split", losses=losses)
+    train(split_cfg, stop_at=2, progress=False)
+    assert [p.name for p in list_checkpoints(split_cfg.output_dir)] == ["step_00000002"]
+    train(split_cfg, progress=False)
+
+    a = load_checkpoint(list_checkpoints(straight)[-1])
+    b = load_checkpoint(list_checkpoints(split_cfg.output_dir)[-1])
+    assert a.step == b.step == 4
+    assert a.tensors.keys() == b.tensors.keys() == {"adapter", "ema", "discriminator"}
+    for group in a.tensors:
+        for name, tensor in a.tensors[group].items():
+            assert torch.equal(tensor, b.tensors[group][name]), f"{group}/{name}"
+    for name in a.optimizers:
+        state_a, state_b = a.optimizers[name]["state"], b.optimizers[name]["state"]
+        for pid in state_a:
+            assert torch.equal(state_a[pid]["exp_avg"], state_b[pid]["exp_avg"])
+
+
+def test_training_changes_the_adapters_and_logs_every_step(assets: Path, tmp_path: Path) -> None:
+    out = train(_config(assets, tmp_path / "run", total_steps=2), progress=False)
+    with (out / "log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert {"l1", "lpips", "gan_g", "balance", "d_real", "d_fake", "zero_experts"} <= set(rows[0])
+    adapter = load_checkpoint(list_checkpoints(out)[-1]).tensors["adapter"]
+    routed_b = [t for name, t in adapter.items() if name.endswith("routed_B")]
+    assert any(t.abs().sum() > 0 for t in routed_b)
+
+
+def test_only_the_newest_checkpoints_are_kept(assets: Path, tmp_path: Path) -> None:
+    cfg = _config(
+        assets, tmp_path / "keep", checkpoint_every=1, keep_checkpoints=2, losses={"l1": 1.0}
+    )
+    train(cfg, progress=False)
+    assert [p.name for p in list_checkpoints(cfg.output_dir)] == [
+        "step_00000003",
+        "step_00000004",
+    ]
+
+
+def test_finished_run_exports_a_loadable_model(assets: Path, tmp_path: Path) -> None:
+    cfg = _config(assets, tmp_path / "export", total_steps=2, losses={"l1": 1.0})
+    out = train(cfg, progress=False)
+    model = MoRSuperResolver.from_pretrained(out / "final")
+    lr = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        sr = model(lr)
+    assert sr.shape == (1, 3, 128, 128)
+
+
+def test_config_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        from_dict(TrainConfig, {"totl_steps": 3})
+
+
+def test_overrides_reach_nested_fields(assets: Path, tmp_path: Path) -> None:
+    cfg = apply_overrides(_config(assets, tmp_path), ["data.batch_size=7", "optim.lr=0.5"])
+    assert cfg.data.batch_size == 7
+    assert cfg.optim.lr == 0.5
+    assert cfg.optim.betas == (0.9, 0.99)
