@@ -9,11 +9,13 @@ name such as ``realesrgan-x4plus``) or referenced by path.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mordasr.estimate import DegradationEstimator, load_estimator
@@ -21,6 +23,7 @@ from mordasr.models.loaders import load_realesrgan
 from mordasr.mor import MoRConfig, inject_mor, load_mor_adapter, routing, save_mor_adapter
 
 MODEL_FILE = "model.json"
+MIN_ESTIMATOR_SIDE = 32
 BUILTIN = {"default": "default"}
 """Model names shipped inside the package (folders under ``mordasr/weights``)."""
 
@@ -69,8 +72,22 @@ class MoRSuperResolver(nn.Module):
 
     @torch.no_grad()
     def estimate(self, lr: Tensor) -> Tensor:
-        """(B, 7) degradation scores of the LR images (the routing input)."""
-        return self.estimator(lr.float()).to(lr.dtype)
+        """(B, 7) degradation scores of the LR images (the routing input).
+
+        Images with a side under ``MIN_ESTIMATOR_SIDE`` are bicubically enlarged first, because
+        the estimator's features need a minimum extent.
+        """
+        image = lr.float()
+        short = min(image.shape[-2:])
+        if short < MIN_ESTIMATOR_SIDE:
+            height, width = image.shape[-2:]
+            size = (
+                math.ceil(height * MIN_ESTIMATOR_SIDE / short),
+                math.ceil(width * MIN_ESTIMATOR_SIDE / short),
+            )
+            image = F.interpolate(image, size=size, mode="bicubic", align_corners=False)
+            image = image.clamp(0.0, 1.0)
+        return self.estimator(image).to(lr.dtype)
 
     def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
         """Super-resolve ``lr`` (B, 3, h, w) in [0, 1]; ``scores`` default to the estimate."""

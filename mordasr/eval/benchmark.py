@@ -1,0 +1,194 @@
+"""`mordasr benchmark`: several SR models on one LR/HR test set, quality and speed in one table.
+
+Models are interleaved image by image (each image is run by every model before the next image),
+so machine noise affects all of them alike; times cover the network only (no file IO, no
+metrics). SR outputs are rounded to 8 bits before scoring, as saved PNGs would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mordasr.eval.evaluate import DEFAULT_METRICS, parse_metrics
+from mordasr.eval.io import list_images, load_image
+from mordasr.eval.metrics import HIGHER_IS_BETTER, metric_functions
+
+DEFAULT_MODELS = ("default", "realesrgan-x4plus", "bicubic")
+_PAIR_TAG = re.compile(r"([_\-.]?(lr|hr)([_\-.]?x?\d)?)$", re.IGNORECASE)
+
+
+@dataclass
+class ModelRun:
+    """One model's per-image metrics and network seconds."""
+
+    name: str
+    description: str
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    seconds: list[float] = field(default_factory=list)
+
+    def means(self) -> dict[str, float]:
+        return {k: sum(v) / len(v) for k, v in self.metrics.items()}
+
+
+def pair_key(stem: str) -> str:
+    """File-name stem with a trailing LR/HR tag removed: ``baby_SRF_4_LR`` -> ``baby_SRF_4``."""
+    return _PAIR_TAG.sub("", stem)
+
+
+def pair_lr_hr(lr_dir: Path, hr_dir: Path) -> list[tuple[Path, Path]]:
+    """(lr, hr) files with the same name once a trailing LR/HR tag is ignored, in HR order."""
+    lrs = {pair_key(p.stem): p for p in list_images(lr_dir)}
+    pairs = [(lrs[pair_key(h.stem)], h) for h in list_images(hr_dir) if pair_key(h.stem) in lrs]
+    if not pairs:
+        raise ValueError(f"no LR image in {lr_dir} matches an HR image in {hr_dir} by name")
+    return pairs
+
+
+def run_benchmark(
+    pairs: list[tuple[Path, Path]],
+    models: list[str],
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    crop_border: int = 0,
+    device: str = "cpu",
+    save_dir: Path | None = None,
+    progress: bool = True,
+) -> list[ModelRun]:
+    """Run every model on every pair; optionally save SR outputs under ``save_dir/<model>/``."""
+    from mordasr.infer.io import save_image
+    from mordasr.infer.pipeline import Upscaler
+    from mordasr.models.zoo import describe
+
+    upscalers = {name: Upscaler(name, device=device) for name in models}
+    runs = {
+        name: ModelRun(name, describe(up.model), {m: [] for m in metrics})
+        for name, up in upscalers.items()
+    }
+    functions = metric_functions(crop_border)
+    for index, (lr_path, hr_path) in enumerate(
+        tqdm(pairs, desc="benchmark", unit="img", disable=not progress)
+    ):
+        lr, hr = load_image(lr_path)[0], load_image(hr_path).to(device)
+        order = models[index % len(models) :] + models[: index % len(models)]
+        for name in order:
+            start = time.perf_counter()
+            sr = upscalers[name].upscale_tensor(lr)
+            if sr.is_cuda:
+                torch.cuda.synchronize()
+            runs[name].seconds.append(time.perf_counter() - start)
+            sr = sr.mul(255).round().div(255)[None]
+            if sr.shape != hr.shape:
+                raise ValueError(
+                    f"{name} turned {lr_path.name} into {tuple(sr.shape[-2:])}, "
+                    f"HR is {tuple(hr.shape[-2:])}"
+                )
+            for metric in metrics:
+                runs[name].metrics[metric].append(float(functions[metric](sr, hr)[0]))
+            if save_dir is not None:
+                folder = save_dir / _safe(name)
+                folder.mkdir(parents=True, exist_ok=True)
+                save_image(folder / f"{pair_key(hr_path.stem)}.png", sr[0].cpu())
+    return [runs[name] for name in models]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).name or name)
+
+
+def markdown(runs: list[ModelRun], reference: str | None) -> str:
+    """One row per model: metric means, seconds per image, time relative to ``reference``."""
+    metrics = list(runs[0].metrics)
+    ref = next((r for r in runs if r.name == reference), None)
+    head = [f"{m.upper()} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in metrics]
+    ratio_head = f"time vs {reference}" if ref else "time ratio"
+    lines = [
+        "| model | " + " | ".join(head) + f" | s/img | {ratio_head} |",
+        "|---|" + "---:|" * (len(metrics) + 2),
+    ]
+    for run in runs:
+        means = run.means()
+        cells = [f"{means[m]:.{2 if m in ('psnr', 'niqe') else 4}f}" for m in metrics]
+        total = sum(run.seconds)
+        ratio = f"{total / sum(ref.seconds):.3f}" if ref else "-"
+        lines.append(
+            f"| {run.name} ({run.description}) | "
+            + " | ".join(cells)
+            + f" | {total / len(run.seconds):.3f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def as_json(runs: list[ModelRun], reference: str | None) -> dict[str, object]:
+    """Means, timings and per-image values of every model."""
+    ref = next((r for r in runs if r.name == reference), None)
+    return {
+        run.name: {
+            "description": run.description,
+            "images": len(run.seconds),
+            "mean": run.means(),
+            "seconds_per_image": sum(run.seconds) / len(run.seconds),
+            "time_ratio_vs_reference": (sum(run.seconds) / sum(ref.seconds)) if ref else None,
+            "per_image": run.metrics,
+            "seconds": run.seconds,
+        }
+        for run in runs
+    }
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``benchmark`` sub-command."""
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="compare SR models side by side on an LR/HR test set",
+        description="Run several models on LR images, score them against HR images and time "
+        "them in one run. LR and HR files pair by name (a trailing _LR/_HR tag is ignored).",
+    )
+    parser.add_argument("--lr", type=Path, required=True, help="folder of LR inputs")
+    parser.add_argument("--hr", type=Path, required=True, help="folder of HR ground truth")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help="models to compare (see `mordasr upscale --model`)",
+    )
+    parser.add_argument(
+        "--reference", default="realesrgan-x4plus", help="model the time ratio is taken against"
+    )
+    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    parser.add_argument("--crop-border", type=int, default=0)
+    parser.add_argument("--limit", type=int, help="use only the first N pairs")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="write results.md, results.json and the SR images here"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``mordasr benchmark``."""
+    try:
+        pairs = pair_lr_hr(args.lr, args.hr)[: args.limit]
+        metrics = parse_metrics(args.metrics)
+    except (ValueError, NotADirectoryError) as error:
+        print(f"mordasr benchmark: {error}", file=sys.stderr)
+        return 1
+    save_dir = args.output / "images" if args.output else None
+    runs = run_benchmark(pairs, args.models, metrics, args.crop_border, args.device, save_dir)
+    reference = args.reference if args.reference in args.models else None
+    table = markdown(runs, reference)
+    data = as_json(runs, reference)
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "results.md").write_text(table + "\n")
+        (args.output / "results.json").write_text(json.dumps(data, indent=2))
+    print(json.dumps(data, indent=2) if args.json else table)
+    return 0

@@ -1,0 +1,112 @@
+"""The upscale pipeline and `mordasr upscale` on a tiny MoR model saved by the test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_models import photo, tiny_mor_model
+
+from mordasr.cli import main
+from mordasr.infer.io import read_image
+from mordasr.infer.pipeline import Upscaler
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_mor_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def upscaler(model_dir: Path) -> Upscaler:
+    return Upscaler(model_dir, device="cpu")
+
+
+def test_tensor_upscale_is_four_times_larger_and_in_range(upscaler: Upscaler) -> None:
+    out = upscaler.upscale_tensor(torch.rand(3, 40, 36))
+    assert out.shape == (3, 160, 144)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_pipeline_routes_by_the_whole_image_scores(upscaler: Upscaler) -> None:
+    lr = torch.from_numpy(photo(48, 48)).permute(2, 0, 1).float()[None] / 255
+    with torch.no_grad():
+        expected = upscaler.model(lr).clamp(0, 1)
+    torch.testing.assert_close(upscaler.upscale_tensor(lr), expected, atol=1e-6, rtol=0)
+
+
+def test_tiled_upscale_matches_untiled(model_dir: Path) -> None:
+    lr = torch.from_numpy(photo(90, 100)).permute(2, 0, 1).float() / 255
+    whole = Upscaler(model_dir, device="cpu").upscale_tensor(lr)
+    tiled = Upscaler(model_dir, device="cpu", tile=64, tile_overlap=24).upscale_tensor(lr)
+    assert (tiled - whole).abs().max() < 2e-3
+
+
+def test_pil_api_keeps_mode_and_scales(upscaler: Upscaler) -> None:
+    rgba = Image.fromarray(photo(32, 40)).convert("RGBA")
+    out = upscaler.upscale_image(rgba)
+    assert out.mode == "RGBA" and out.size == (160, 128)
+    gray = upscaler.upscale_image(Image.fromarray(photo(32, 40)).convert("L"))
+    assert gray.mode == "L" and gray.size == (160, 128)
+
+
+def test_cli_writes_every_readable_input_and_reports_corrupt_ones(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(photo(32, 32)).save(src / "a.png")
+    Image.fromarray(photo(32, 32, 1)).save(src / "b.jpg", quality=90)
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    status = main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", str(model_dir)])
+    assert status == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.jpg"]
+    assert "broken.png" in capsys.readouterr().err
+    assert read_image(tmp_path / "out" / "b.jpg").format == "JPEG"
+
+
+def test_cli_never_overwrites_without_permission(model_dir: Path, tmp_path: Path) -> None:
+    Image.fromarray(photo(32, 32)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"keep me")
+    args = ["upscale", str(tmp_path / "a.png"), "-o", str(out), "--model", str(model_dir)]
+    assert main(args) == 0
+    assert (out / "a.png").read_bytes() == b"keep me"
+    assert main([*args, "--overwrite"]) == 0
+    assert read_image(out / "a.png").tensor.shape == (3, 128, 128)
+
+
+def test_cli_keeps_gray_alpha_and_sixteen_bits(model_dir: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    Image.fromarray(photo(32, 32)).convert("L").save(tmp_path / "gray.png")
+    Image.fromarray(photo(32, 32)).convert("RGBA").save(tmp_path / "alpha.png")
+    Image.fromarray((rng.random((32, 32)) * 65535).astype(np.uint16)).save(tmp_path / "deep.png")
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / n) for n in ("gray.png", "alpha.png", "deep.png")]
+    assert main(["upscale", *inputs, "-o", str(out), "--model", str(model_dir)]) == 0
+    gray, alpha, deep = (read_image(out / n) for n in ("gray.png", "alpha.png", "deep.png"))
+    assert gray.is_gray and gray.tensor.shape == (1, 128, 128)
+    assert alpha.alpha is not None and alpha.alpha.shape == (1, 128, 128)
+    assert deep.bit_depth == 16
+
+
+def test_cli_applies_exif_orientation(model_dir: Path, tmp_path: Path) -> None:
+    image = Image.fromarray(photo(32, 48))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    main(
+        [
+            "upscale",
+            str(tmp_path / "rotated.jpg"),
+            "-o",
+            str(tmp_path / "o"),
+            "--model",
+            str(model_dir),
+        ]
+    )
+    assert read_image(tmp_path / "o" / "rotated.jpg").tensor.shape == (3, 192, 128)

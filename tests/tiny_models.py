@@ -1,0 +1,48 @@
+"""Tiny randomly initialised SR models saved to disk, loaded through the real loading paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mordasr.models.mor_sr import MoRSuperResolver, SRModelSpec
+from mordasr.models.rrdbnet import RRDBNet
+from mordasr.mor import MoRConfig, mor_layers
+
+
+def tiny_backbone(path: Path) -> Path:
+    """Save a 1-block, 8-feature RRDBNet as an official-style .pth file."""
+    torch.manual_seed(0)
+    net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4)
+    torch.save({"params_ema": net.state_dict()}, path)
+    return path
+
+
+def tiny_mor_model(root: Path) -> Path:
+    """A MoR model folder on a tiny backbone, with non-zero adapters."""
+    root.mkdir(parents=True, exist_ok=True)
+    backbone = tiny_backbone(root / "tiny.pth")
+    mor = MoRConfig(
+        target_modules=r"conv_(body|up1|up2|hr|last)",
+        num_shared=2,
+        num_routed=6,
+        num_zero=2,
+        top_k=2,
+    )
+    model = MoRSuperResolver.build(SRModelSpec(backbone=str(backbone)), mor)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _, layer in mor_layers(model.backbone):
+            for b in (layer.shared_B, layer.routed_B):
+                b.copy_(0.05 * torch.randn(b.shape, generator=gen))
+    return model.save_pretrained(root / "mor")
+
+
+def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A photo-like uint8 RGB array: smooth blocks plus fine texture."""
+    rng = np.random.default_rng(seed)
+    smooth = rng.random((height // 8 + 1, width // 8 + 1, 3))
+    big = np.kron(smooth, np.ones((8, 8, 1)))[:height, :width]
+    return (255 * (0.8 * big + 0.2 * rng.random((height, width, 3)))).astype(np.uint8)
