@@ -1,8 +1,9 @@
 """A feed-forward SR backbone with MoR adapters routed by a degradation estimator.
 
 A model folder (``save_pretrained``/``from_pretrained``) holds ``model.json`` (which backbone,
-which estimator, the scale) plus the MoR adapter (``mor_config.json``,
-``mor_adapter.safetensors``). The backbone weights are not copied: they are named (a pretrained
+which estimator, the scale), the MoR adapter (``mor_config.json``, ``mor_adapter.safetensors``)
+and, for the learned estimator, the estimator heads the adapters were trained with
+(``estimator.safetensors``). The backbone weights are not copied: they are named (a pretrained
 name such as ``realesrgan-x4plus``) or referenced by path.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -18,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mordasr.estimate import DegradationEstimator, load_estimator
+from mordasr.estimate import DegradationEstimator, LearnedEstimator, load_estimator
 from mordasr.models.loaders import load_realesrgan
 from mordasr.mor import MoRConfig, inject_mor, load_mor_adapter, routing, save_mor_adapter
 
 MODEL_FILE = "model.json"
+ESTIMATOR_FILE = "estimator.safetensors"
 MIN_ESTIMATOR_SIDE = 32
 BUILTIN = {"default": "default"}
 """Model names shipped inside the package (folders under ``mordasr/weights``)."""
@@ -38,6 +40,9 @@ class SRModelSpec:
     """Which degradation estimator routes the adapters: ``learned`` or ``clip``."""
     clip_model: str | None = None
     """Hub id or local folder of the CLIP weights when ``estimator`` is ``clip``."""
+    estimator_weights: str | None = None
+    """Learned-estimator heads bundled with the model (relative to the model folder), so the
+    adapters are always routed by the estimator they were trained with; None: the package's."""
     scale: int = 4
     """Upscaling factor of the backbone."""
 
@@ -67,7 +72,13 @@ class MoRSuperResolver(nn.Module):
         backbone.requires_grad_(False)
         if mor is not None:
             inject_mor(backbone, mor)
-        estimator = load_estimator(spec.estimator, clip_model=spec.clip_model)
+        if spec.estimator == "learned" and spec.estimator_weights:
+            weights = Path(spec.estimator_weights)
+            if base_dir is not None and not weights.is_absolute():
+                weights = base_dir / weights
+            estimator: DegradationEstimator = LearnedEstimator.from_pretrained(weights)
+        else:
+            estimator = load_estimator(spec.estimator, clip_model=spec.clip_model)
         return cls(backbone, estimator, spec)
 
     @torch.no_grad()
@@ -100,7 +111,11 @@ class MoRSuperResolver(nn.Module):
         """Write ``model.json`` and the adapter into ``directory``."""
         directory = Path(directory)
         save_mor_adapter(self.backbone, directory)
-        (directory / MODEL_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
+        spec = replace(self.spec)
+        if isinstance(self.estimator, LearnedEstimator):
+            self.estimator.save_heads(directory / ESTIMATOR_FILE)
+            spec.estimator_weights = ESTIMATOR_FILE
+        (directory / MODEL_FILE).write_text(json.dumps(asdict(spec), indent=2) + "\n")
         return directory
 
     @classmethod

@@ -51,10 +51,13 @@ def gradient_importance(
             p.grad = saved[p]
 
 
-def params_per_rank(module: nn.Module) -> int:
-    """Adapter parameters one rank costs on ``module`` (one row of A plus one column of B)."""
+def params_per_rank(module: nn.Module, conv_variant: str = "kxk_1x1") -> int:
+    """Adapter parameters one rank costs on ``module`` (one row of A plus one column of B);
+    for convolutions the kernel sits in A (``kxk_1x1``) or in B (``1x1_kxk``)."""
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
+        if conv_variant == "1x1_kxk":
+            return module.in_channels + module.out_channels * kh * kw
         return module.in_channels * kh * kw + module.out_channels
     if isinstance(module, nn.Linear):
         return module.in_features + module.out_features

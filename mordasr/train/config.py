@@ -29,6 +29,10 @@ class DataConfig:
     """Random flips and 90-degree rotations of every crop."""
     max_images: int | None = None
     """Use only the first N images (sorted by path): quick experiments and tests."""
+    pool_size: int = 0
+    """0: synthesise fresh pairs every step (the standard recipe). N > 0: synthesise a fixed
+    pool of N pairs once (seeded) and draw batches from it, which lets a task cache work that
+    depends on the input only (see the task's ``cache_trunk``): the CPU recipe."""
 
 
 @dataclass

@@ -110,3 +110,11 @@ def test_cli_applies_exif_orientation(model_dir: Path, tmp_path: Path) -> None:
         ]
     )
     assert read_image(tmp_path / "o" / "rotated.jpg").tensor.shape == (3, 192, 128)
+
+
+def test_model_folder_bundles_the_estimator_it_was_trained_with(model_dir: Path) -> None:
+    from mordasr.models.mor_sr import MoRSuperResolver
+
+    assert (model_dir / "estimator.safetensors").is_file()
+    model = MoRSuperResolver.from_pretrained(model_dir)
+    assert model.spec.estimator_weights == "estimator.safetensors"

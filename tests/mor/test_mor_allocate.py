@@ -67,6 +67,13 @@ def test_a_budget_below_min_rank_is_an_error() -> None:
         allocate_ranks({"a": 1.0}, {"a": 10}, 5, TEMPLATE, min_rank=1)
 
 
+def test_cost_per_rank_follows_where_the_kernel_sits() -> None:
+    conv = nn.Conv2d(8, 4, 3)
+    assert params_per_rank(conv, "kxk_1x1") == 8 * 9 + 4
+    assert params_per_rank(conv, "1x1_kxk") == 8 + 4 * 9
+    assert params_per_rank(nn.Linear(5, 7)) == 12
+
+
 def test_small_ranks_keep_the_templates_proportions() -> None:
     assert layout(9, TEMPLATE) == {"num_shared": 2, "num_routed": 8, "num_zero": 1, "top_k": 2}
     assert layout(1, TEMPLATE) == {"num_shared": 1, "num_routed": 0, "num_zero": 0, "top_k": 0}

@@ -127,3 +127,45 @@ def test_overrides_reach_nested_fields(assets: Path, tmp_path: Path) -> None:
     assert cfg.data.batch_size == 7
     assert cfg.optim.lr == 0.5
     assert cfg.optim.betas == (0.9, 0.99)
+
+
+def test_rank_allocation_spends_the_budget_and_is_reused_on_resume(
+    assets: Path, tmp_path: Path
+) -> None:
+    cfg = _config(assets, tmp_path / "alloc", total_steps=2, losses={"l1": 1.0})
+    cfg.model["mor"]["target_modules"] = r"conv_(body|up1|up2|hr|last)|body\.0\.rdb\d\.conv\d"
+    cfg.model["allocate"] = {"budget": 3000, "batches": 1}
+    train(cfg, stop_at=1, progress=False)
+    saved = Path(cfg.output_dir) / "allocated_mor.json"
+    allocated = saved.read_text()
+    adapter = load_checkpoint(list_checkpoints(cfg.output_dir)[-1]).tensors["adapter"]
+    factors = [t for name, t in adapter.items() if not name.endswith("gate.weight")]
+    assert 0 < sum(t.numel() for t in factors) <= 3000
+    train(cfg, progress=False)
+    assert saved.read_text() == allocated
+
+
+def test_cached_trunk_features_give_the_same_output_as_the_full_network(
+    assets: Path, tmp_path: Path
+) -> None:
+    from mordasr.mor import routing
+    from mordasr.train.data import step_generator
+    from mordasr.train.trainer import build_task, make_accelerator
+
+    cfg = _config(assets, tmp_path / "pool", losses={"l1": 1.0})
+    cfg.data.pool_size = 3
+    cfg.model["cache_trunk"] = True
+    cfg.model["mor"]["target_modules"] = r"conv_(body|up1|up2|hr|last)"
+    task = build_task(cfg, make_accelerator(cfg, cpu=True))
+    assert task.trunk_start == 1
+    batch = task._draw(step_generator(0, 0))
+    with torch.no_grad(), routing(task.net_g, batch["scores"]):
+        torch.testing.assert_close(task._generate(batch), task.net_g(batch["lr"]))
+
+
+def test_pooled_training_draws_from_a_fixed_pool(assets: Path, tmp_path: Path) -> None:
+    cfg = _config(assets, tmp_path / "pooled", total_steps=2, losses={"l1": 1.0})
+    cfg.data.pool_size = 4
+    cfg.model["cache_trunk"] = True
+    out = train(cfg, progress=False)
+    assert (out / "final" / "mor_adapter.safetensors").is_file()

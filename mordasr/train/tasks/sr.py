@@ -9,6 +9,7 @@ adapters is what gets exported.
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from mordasr.degrade import degrade, resolve_config
 from mordasr.losses.gan import UNetDiscriminatorSN, gan_loss
@@ -24,14 +26,18 @@ from mordasr.losses.perceptual import PerceptualLoss
 from mordasr.models.mor_sr import MoRSuperResolver, SRModelSpec
 from mordasr.mor import (
     MoRConfig,
+    allocate_ranks,
     balance_loss,
+    gradient_importance,
+    inject_mor,
     mor_layers,
     mor_state_dict,
+    params_per_rank,
     routing,
 )
 from mordasr.mor.model import load_mor_state_dict
 from mordasr.train.config import TrainConfig
-from mordasr.train.data import PatchSampler, find_images
+from mordasr.train.data import PatchSampler, find_images, step_generator
 from mordasr.train.ema import EMA
 from mordasr.train.task import TrainTask, register_task
 
@@ -49,14 +55,23 @@ class RealESRGANMoRTask(TrainTask):
             raise ValueError(f"unknown losses {sorted(unknown)}; known: {sorted(KNOWN_LOSSES)}")
         options = dict(config.model)
         mor = MoRConfig(**options.pop("mor", {}))
+        allocation = options.pop("allocate", None)
         disc_feat = int(options.pop("discriminator_feat", 64))
+        cache_trunk = bool(options.pop("cache_trunk", False))
         self.spec = SRModelSpec(**options)
         self.device = accelerator.device
         self.weights = {k: float(v) for k, v in config.losses.items() if float(v) != 0.0}
+        self.degradation = resolve_config(config.degradation.get("preset", "realesrgan"))
+        self.scale = int(config.degradation.get("scale", self.spec.scale))
+        files = find_images(config.data.hr_dirs, config.data.max_images)
+        self.sampler = PatchSampler(files, config.data.patch_size, config.data.augment)
 
-        model = MoRSuperResolver.build(self.spec, mor)
+        model = MoRSuperResolver.build(self.spec, mor=None)
         self.estimator = model.estimator.to(self.device).eval()
         net_g = model.backbone.to(self.device)
+        if allocation is not None:
+            mor = self._allocate(net_g, mor, dict(allocation))
+        inject_mor(net_g, mor)
         self.adapter_params = {
             name: p for name, p in net_g.named_parameters() if name in mor_state_dict(net_g)
         }
@@ -78,12 +93,43 @@ class RealESRGANMoRTask(TrainTask):
         self.net_g, self.optimizer_g = accelerator.prepare(net_g, self.optimizer_g)
         self.ema = EMA(self.adapter_params, config.ema_decay) if config.ema_decay > 0 else None
 
+        self.trunk_start = _first_adapted_block(net_g) if cache_trunk else None
+        if cache_trunk and not config.data.pool_size:
+            raise ValueError("model.cache_trunk needs data.pool_size > 0 (a fixed pool)")
+        self.pool = self._make_pool(config.data.pool_size) if config.data.pool_size else None
+
         self.perceptual = PerceptualLoss().to(self.device) if "perceptual" in self.weights else None
         self.lpips = LPIPS("vgg").to(self.device) if "lpips" in self.weights else None
-        self.degradation = resolve_config(config.degradation.get("preset", "realesrgan"))
-        self.scale = int(config.degradation.get("scale", self.spec.scale))
-        files = find_images(config.data.hr_dirs, config.data.max_images)
-        self.sampler = PatchSampler(files, config.data.patch_size, config.data.augment)
+
+    def _allocate(self, net: nn.Module, template: MoRConfig, options: dict[str, Any]) -> MoRConfig:
+        """AdaptSR allocation: rank the template's target layers by ``||dL1/dW||`` on a few
+        batches and spend ``budget`` adapter parameters on the most important ones.
+
+        The result is written to ``allocated_mor.json`` in the run folder and reused on resume,
+        so a resumed run always rebuilds the same adapter shapes.
+        """
+        saved = Path(self.config.output_dir) / "allocated_mor.json"
+        if saved.is_file():
+            return MoRConfig.from_dict(json.loads(saved.read_text()))
+        batches = int(options.pop("batches", 2))
+        budget = int(options.pop("budget"))
+        samples = [
+            self._batch(step_generator(self.config.seed, 0, 10_000 + i)) for i in range(batches)
+        ]
+
+        def loss(model: nn.Module) -> Tensor:
+            return sum(F.l1_loss(model(lr), gt) for lr, gt in samples)
+
+        importance = gradient_importance(net, loss, template)
+        cost = {
+            name: params_per_rank(net.get_submodule(name), template.conv_variant)
+            for name in importance
+        }
+        allocated = allocate_ranks(importance, cost, budget, template, **options)
+        if self.accelerator.is_main_process:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(allocated.to_dict(), indent=2))
+        return allocated
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -98,6 +144,44 @@ class RealESRGANMoRTask(TrainTask):
         result = degrade(hr.to(self.device), self.degradation, scale=self.scale, seed=seed)
         return result.lr, result.gt
 
+    @torch.no_grad()
+    def _make_pool(self, size: int) -> dict[str, Tensor]:
+        """Synthesise ``size`` pairs once, with their scores and (if asked) the output of the
+        frozen RRDB blocks that precede the first adapter."""
+        generator = step_generator(self.config.seed, 0, 20_000)
+        backbone = self.accelerator.unwrap_model(self.net_g)
+        parts: dict[str, list[Tensor]] = {}
+        with tqdm(total=size, desc="synthesising pool", unit="pair", leave=False) as bar:
+            while bar.n < size:
+                lr, gt = self._batch(generator)
+                items = {"lr": lr, "gt": gt, "scores": self.estimator(lr)}
+                if self.trunk_start is not None:
+                    feat = backbone.head(lr)
+                    items["feat"] = feat
+                    items["hidden"] = backbone.run_body(feat, 0, self.trunk_start)
+                for key, value in items.items():
+                    parts.setdefault(key, []).append(value)
+                bar.update(lr.shape[0])
+        return {key: torch.cat(values)[:size] for key, values in parts.items()}
+
+    def _draw(self, generator: torch.Generator) -> dict[str, Tensor]:
+        """One batch: from the pool when there is one, freshly synthesised otherwise."""
+        if self.pool is None:
+            lr, gt = self._batch(generator)
+            with torch.no_grad():
+                return {"lr": lr, "gt": gt, "scores": self.estimator(lr)}
+        size = self.pool["lr"].shape[0]
+        picks = torch.randint(size, (self.config.data.batch_size,), generator=generator)
+        return {key: value[picks.to(value.device)] for key, value in self.pool.items()}
+
+    def _generate(self, batch: dict[str, Tensor]) -> Tensor:
+        """The adapted backbone's output for a batch (from cached trunk features if present)."""
+        if "hidden" not in batch:
+            return self.net_g(batch["lr"])
+        backbone = self.accelerator.unwrap_model(self.net_g)
+        body_out = backbone.run_body(batch["hidden"], self.trunk_start)
+        return backbone.reconstruct(batch["feat"], body_out)
+
     def _set_lr(self, step: int) -> float:
         warmup = self.config.optim.warmup_steps
         factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
@@ -110,15 +194,14 @@ class RealESRGANMoRTask(TrainTask):
         lr_rate = self._set_lr(step)
         accumulate = self.config.gradient_accumulation_steps
         logs: dict[str, float] = {}
-        batches = [self._batch(generator) for _ in range(accumulate)]
+        batches = [self._draw(generator) for _ in range(accumulate)]
 
         self.optimizer_g.zero_grad(set_to_none=True)
         fakes = []
-        for lr, gt in batches:
-            with torch.no_grad():
-                scores = self.estimator(lr)
-            with self.accelerator.autocast(), routing(self.net_g, scores):
-                sr = self.net_g(lr)
+        for batch in batches:
+            gt = batch["gt"]
+            with self.accelerator.autocast(), routing(self.net_g, batch["scores"]):
+                sr = self._generate(batch)
                 losses = self._generator_losses(sr, gt)
             total = sum(losses.values())
             self.accelerator.backward(total / accumulate)
@@ -164,8 +247,8 @@ class RealESRGANMoRTask(TrainTask):
                 real = gan_loss(self.net_d(gt), True)
                 fake_loss = gan_loss(self.net_d(fake), False)
             self.accelerator.backward((real + fake_loss) / len(fakes))
-            real_total += float(real) / len(fakes)
-            fake_total += float(fake_loss) / len(fakes)
+            real_total += float(real.detach()) / len(fakes)
+            fake_total += float(fake_loss.detach()) / len(fakes)
         self.optimizer_d.step()
         return {"d_real": real_total, "d_fake": fake_total}
 
@@ -197,6 +280,18 @@ class RealESRGANMoRTask(TrainTask):
         with _swapped_in(self.adapter_params, self.ema):
             model = MoRSuperResolver(backbone, self.estimator, self.spec)
             return model.save_pretrained(directory)
+
+
+def _first_adapted_block(backbone: nn.Module) -> int:
+    """Index of the first RRDB block holding an adapter (everything before it is frozen)."""
+    names = [name for name, _ in mor_layers(backbone)]
+    if any(
+        not name.startswith(("body.", "conv_body", "conv_up", "conv_hr", "conv_last"))
+        for name in names
+    ):
+        raise ValueError("cache_trunk needs conv_first to stay frozen (no adapter on it)")
+    blocks = [int(name.split(".")[1]) for name in names if name.startswith("body.")]
+    return min(blocks) if blocks else len(backbone.body)
 
 
 @contextmanager

@@ -1,0 +1,93 @@
+"""Throughput of batched degradation synthesis vs a per-image loop of the same operations.
+
+The loop calls ``degrade`` on one image at a time (batch of 1), as a per-sample data loader
+(e.g. OSEDiff's) would; the batched path synthesises the whole batch in one call. Both run the
+same code, preset and patch size; rounds alternate between the two so that load from other
+processes hits both alike, and the median round is reported.
+
+HR patches are 256x256 crops of ``../shared/data/train/SunHays80_HR`` when that folder exists
+(beside the project root), otherwise smooth random images.
+
+Usage: ``python benchmarks/bench_degrade.py [--preset realesrgan] [--batch 16] [--rounds 5]
+[--threads N]`` (on a machine shared with other jobs, ``--threads 1`` avoids measuring thread
+oversubscription instead of the code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mordasr.degrade import PRESETS, degrade
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "SunHays80_HR"
+
+
+def load_patches(count: int, size: int, seed: int) -> tuple[torch.Tensor, str]:
+    """``count`` HR patches ``(count, 3, size, size)`` and a word on where they came from."""
+    rng = np.random.default_rng(seed)
+    files = sorted(DATA.glob("*")) if DATA.is_dir() else []
+    if not files:
+        gen = torch.Generator().manual_seed(seed)
+        coarse = torch.rand(count, 3, size // 16, size // 16, generator=gen)
+        return F.interpolate(coarse, size=(size, size), mode="bicubic").clamp(0, 1), "synthetic"
+    patches = []
+    for i in range(count):
+        with Image.open(files[i % len(files)]) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+        top = rng.integers(0, arr.shape[0] - size + 1)
+        left = rng.integers(0, arr.shape[1] - size + 1)
+        patches.append(torch.from_numpy(arr[top : top + size, left : left + size].copy()))
+    return torch.stack(patches).permute(0, 3, 1, 2).contiguous(), f"{DATA.name} crops"
+
+
+def time_batched(hr: torch.Tensor, preset: str, seed: int) -> float:
+    start = time.perf_counter()
+    degrade(hr, preset, seed=seed)
+    return time.perf_counter() - start
+
+
+def time_loop(hr: torch.Tensor, preset: str, seed: int) -> float:
+    start = time.perf_counter()
+    for i in range(hr.shape[0]):
+        degrade(hr[i : i + 1], preset, seed=seed * 1000 + i)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="realesrgan", choices=sorted(PRESETS))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    hr, origin = load_patches(args.batch, args.size, seed=0)
+    time_batched(hr, args.preset, seed=0)
+    time_loop(hr[:2], args.preset, seed=0)
+    batched, loop = [], []
+    for r in range(1, args.rounds + 1):
+        batched.append(args.batch / time_batched(hr, args.preset, seed=r))
+        loop.append(args.batch / time_loop(hr, args.preset, seed=r))
+    ratios = [b / lo for b, lo in zip(batched, loop, strict=True)]
+    print(
+        f"preset={args.preset} batch={args.batch} HR={args.size}x{args.size} ({origin}) "
+        f"threads={torch.get_num_threads()} rounds={args.rounds}"
+    )
+    print(f"batched : {statistics.median(batched):7.2f} images/s (median)")
+    print(f"loop    : {statistics.median(loop):7.2f} images/s (median)")
+    print(f"ratio   : {statistics.median(ratios):7.2f}x (median of per-round ratios)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""``mordasr degrade``: write degraded LR copies of a folder of HR images.
+
+Every regular file of ``HR_DIR`` that Pillow can open (format detected from content, not from
+the name) is read as RGB (grayscale is repeated, alpha dropped, 16-bit scaled to [0, 1]). Its LR
+image is written to ``OUT_DIR`` as PNG under the same stem (``photo.jpg`` -> ``photo.png``), and
+one JSON line per image goes to ``OUT_DIR/params.jsonl``: input name, output name, seed, preset
+and the sampled parameters. ``--save-gt`` also writes the ground truth (unsharp-masked when the
+preset says so) to ``OUT_DIR/gt/``. Existing outputs are never replaced without ``--overwrite``.
+
+Images are processed in name order, consecutive images of equal size sharing a batch; batch
+``k`` uses seed ``seed + k``, so results are reproducible for the same folder, seed and
+``--batch-size``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from mordasr.degrade.config import PRESETS
+from mordasr.degrade.pipeline import degrade
+
+PARAMS_FILE = "params.jsonl"
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` float32 in [0, 1]; raises ``UnidentifiedImageError``."""
+    with Image.open(path) as im:
+        if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            gray = np.asarray(im, dtype=np.float32)
+            peak = 65535.0 if gray.max() > 255 or im.mode != "I" else 255.0
+            return np.repeat((gray / peak).clip(0, 1)[..., None], 3, axis=2)
+        if im.mode == "F":
+            return np.repeat(np.asarray(im, dtype=np.float32).clip(0, 1)[..., None], 3, axis=2)
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """Write a ``(3, H, W)`` tensor in [0, 1] as an 8-bit RGB PNG."""
+    arr = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(arr, mode="RGB").save(path, format="PNG")
+
+
+def _readable_images(hr_dir: Path) -> tuple[list[tuple[Path, tuple[int, int]]], list[str]]:
+    """Image files of a folder with their sizes (headers only), and the names skipped."""
+    images, skipped = [], []
+    for path in sorted(p for p in hr_dir.iterdir() if p.is_file()):
+        try:
+            with Image.open(path) as im:
+                images.append((path, im.size))
+        except (UnidentifiedImageError, OSError):
+            skipped.append(path.name)
+    return images, skipped
+
+
+def _batches(
+    images: list[tuple[Path, tuple[int, int]]], batch_size: int
+) -> list[list[tuple[Path, tuple[int, int]]]]:
+    """Consecutive images of equal size, at most ``batch_size`` per batch."""
+    batches: list[list[tuple[Path, tuple[int, int]]]] = []
+    for item in images:
+        last = batches[-1] if batches else None
+        if last and len(last) < batch_size and last[0][1] == item[1]:
+            last.append(item)
+        else:
+            batches.append([item])
+    return batches
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``mordasr degrade``; returns the exit status."""
+    hr_dir, out_dir = Path(args.hr_dir), Path(args.output)
+    if not hr_dir.is_dir():
+        print(f"mordasr degrade: {hr_dir} is not a directory", file=sys.stderr)
+        return 2
+    images, skipped = _readable_images(hr_dir)
+    for name in skipped:
+        print(f"mordasr degrade: skipping {name} (not an image)", file=sys.stderr)
+    if not images:
+        print(f"mordasr degrade: no readable images in {hr_dir}", file=sys.stderr)
+        return 1
+    names = [path.stem + ".png" for path, _ in images]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        print(f"mordasr degrade: several inputs map to {clashes}", file=sys.stderr)
+        return 2
+    small = [p.name for p, size in images if min(size) < args.scale]
+    if small:
+        print(f"mordasr degrade: smaller than the scale: {small}", file=sys.stderr)
+        return 2
+
+    targets = [out_dir / n for n in names] + [out_dir / PARAMS_FILE]
+    if args.save_gt:
+        targets += [out_dir / "gt" / n for n in names]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        print(
+            f"mordasr degrade: {len(existing)} output(s) exist, e.g. {existing[0]}; "
+            "pass --overwrite to replace them",
+            file=sys.stderr,
+        )
+        return 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.save_gt:
+        (out_dir / "gt").mkdir(exist_ok=True)
+
+    device = torch.device(args.device)
+    with open(out_dir / PARAMS_FILE, "w", encoding="utf-8") as log:
+        for k, batch in enumerate(_batches(images, args.batch_size)):
+            hr = torch.from_numpy(np.stack([load_rgb(p) for p, _ in batch])).permute(0, 3, 1, 2)
+            seed = args.seed + k
+            result = degrade(hr.to(device), args.preset, scale=args.scale, seed=seed)
+            for i, (path, _) in enumerate(batch):
+                out_name = path.stem + ".png"
+                save_png(result.lr[i], out_dir / out_name)
+                if args.save_gt:
+                    save_png(result.gt[i], out_dir / "gt" / out_name)
+                record = {
+                    "input": path.name,
+                    "output": out_name,
+                    "preset": args.preset,
+                    "seed": seed,
+                    "index_in_batch": i,
+                    "params": result.params[i],
+                }
+                log.write(json.dumps(record) + "\n")
+    print(f"mordasr degrade: wrote {len(images)} LR image(s) to {out_dir}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``degrade`` sub-command."""
+    parser = subparsers.add_parser(
+        "degrade",
+        help="synthesise low-quality images from clean ones",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("hr_dir", metavar="HR_DIR", help="folder of clean (HR) images")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder")
+    parser.add_argument("--preset", default="realesrgan", choices=sorted(PRESETS))
+    parser.add_argument("--scale", type=int, default=4, help="downscaling factor (default 4)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--save-gt", action="store_true", help="also write ground truth to gt/")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.set_defaults(func=run)

@@ -1,0 +1,136 @@
+"""Run an image-to-image network on overlapping tiles and blend the results seamlessly.
+
+Large images do not fit a super-resolution network's activations in memory, so the input is cut
+into tiles of at most ``tile`` pixels a side. Neighbouring tiles share a strip of at least
+``2 * overlap`` pixels; the seam sits in the middle of that strip and the two outputs are
+cross-faded there with a raised-cosine ramp ``blend`` pixels wide. An output pixel therefore only
+ever takes weight from tiles in which it lies at least ``overlap - blend / 2`` input pixels away
+from a cut edge: for a network whose receptive field reaches no further than that, the tiled
+result equals the untiled one (up to float rounding). Image borders are not cut edges; the
+network sees them exactly as it would untiled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+TileFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Evenly spread start offsets of tiles covering ``length`` pixels.
+
+    Consecutive tiles share at least ``2 * overlap`` pixels; a length that fits in one tile
+    gives the single start 0 (that tile is then only ``length`` long).
+    """
+    if length <= tile:
+        return [0]
+    step = tile - 2 * overlap
+    count = math.ceil((length - tile) / step) + 1
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def _seams(starts: Sequence[int], size: int) -> list[float]:
+    """Seam positions: the middle of the strip each pair of neighbouring tiles shares."""
+    return [(nxt + prev + size) / 2 for prev, nxt in itertools.pairwise(starts)]
+
+
+def _rise(positions: torch.Tensor, seam: float, half: float) -> torch.Tensor:
+    """0 before the seam, 1 after it, with a raised-cosine ramp of half-width ``half``."""
+    if half <= 0:
+        return (positions >= seam).to(positions.dtype)
+    t = ((positions - (seam - half)) / (2 * half)).clamp(0, 1)
+    return 0.5 - 0.5 * torch.cos(math.pi * t)
+
+
+def axis_weights(
+    length: int, tile: int, overlap: int, blend: float, scale: int
+) -> list[tuple[int, int, torch.Tensor]]:
+    """Per tile along one axis: input start, input size and its output-resolution weights.
+
+    The weights of all tiles sum to one at every output pixel.
+    """
+    starts = tile_starts(length, tile, overlap)
+    size = min(tile, length)
+    seams = _seams(starts, size)
+    # Keep neighbouring ramps apart so at most two tiles ever share a pixel.
+    gaps = [b - a for a, b in itertools.pairwise(seams)]
+    halves = [
+        min([blend / 2] + [gap / 2 for gap in gaps[max(j - 1, 0) : j + 1]])
+        for j in range(len(seams))
+    ]
+    result = []
+    for index, start in enumerate(starts):
+        positions = torch.arange(start * scale, (start + size) * scale, dtype=torch.float64) + 0.5
+        weight = torch.ones_like(positions)
+        if index > 0:
+            weight *= _rise(positions, seams[index - 1] * scale, halves[index - 1] * scale)
+        if index < len(seams):
+            weight *= 1 - _rise(positions, seams[index] * scale, halves[index] * scale)
+        result.append((start, size, weight))
+    return result
+
+
+def tiled_forward(
+    fn: TileFn,
+    image: torch.Tensor,
+    scale: int,
+    tile: int | None = 256,
+    overlap: int = 16,
+    *,
+    blend: float | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Apply ``fn`` ((B, C, h, w) -> (B, C', h*scale, w*scale)) to ``image`` tile by tile.
+
+    ``tile`` is the largest input tile side (``None`` or 0: one pass over the whole image),
+    ``overlap`` the context each tile keeps beyond a seam, in input pixels, and ``blend`` the
+    width of the cross-fade at a seam (default ``overlap``; 0 gives hard seams). The result is
+    exact for networks whose receptive radius is at most ``overlap - blend / 2`` input pixels.
+    ``progress`` shows a tqdm bar over the tiles.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"expected a (B, C, H, W) image, got shape {tuple(image.shape)}")
+    height, width = image.shape[-2:]
+    if not tile or (height <= tile and width <= tile):
+        return fn(image)
+    blend = overlap if blend is None else blend
+    if overlap < 0 or tile <= 2 * overlap:
+        raise ValueError(f"tile ({tile}) must exceed twice the overlap ({overlap}), overlap >= 0")
+    if not 0 <= blend <= 2 * overlap:
+        raise ValueError(f"blend must lie in [0, 2 * overlap], got {blend}")
+    rows = axis_weights(height, tile, overlap, blend, scale)
+    cols = axis_weights(width, tile, overlap, blend, scale)
+    output: torch.Tensor | None = None
+    total: torch.Tensor | None = None
+    with tqdm(total=len(rows) * len(cols), desc="tiles", disable=not progress, leave=False) as bar:
+        for y0, tile_h, weight_y in rows:
+            for x0, tile_w, weight_x in cols:
+                bar.update()
+                weight = weight_y[:, None] * weight_x[None, :]
+                if not bool(weight.any()):
+                    continue
+                result = fn(image[..., y0 : y0 + tile_h, x0 : x0 + tile_w])
+                expected = (tile_h * scale, tile_w * scale)
+                if result.ndim != 4 or tuple(result.shape[-2:]) != expected:
+                    raise ValueError(
+                        f"fn returned shape {tuple(result.shape)} for a {tile_h}x{tile_w} tile; "
+                        f"expected (..., {expected[0]}, {expected[1]}) at scale {scale}"
+                    )
+                if output is None or total is None:
+                    shape = (*result.shape[:2], height * scale, width * scale)
+                    output = result.new_zeros(shape)
+                    total = torch.zeros(shape[-2:], dtype=torch.float64, device=result.device)
+                ys = slice(y0 * scale, y0 * scale + expected[0])
+                xs = slice(x0 * scale, x0 * scale + expected[1])
+                weight = weight.to(result.device)
+                output[..., ys, xs] += result * weight.to(result.dtype)
+                total[ys, xs] += weight
+    if output is None or total is None:
+        raise RuntimeError("no tile carried any weight")
+    return output / total.to(output.dtype)
