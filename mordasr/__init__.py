@@ -1,5 +1,6 @@
 """mordasr: real-world image super-resolution with Mixture-of-Ranks, degradation-aware adapters."""
 
+from mordasr.infer.pipeline import Upscaler
 from mordasr.mor import (
     MoRConfig,
     balance_loss,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MoRConfig",
+    "Upscaler",
     "__version__",
     "balance_loss",
     "inject_mor",

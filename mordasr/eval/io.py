@@ -4,30 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from mordasr.infer.io import read_image
 
 SUFFIX_SEPARATORS = ("_", "-", ".")
 
 
 def load_image(path: Path) -> torch.Tensor:
-    """Read any Pillow-readable image (format detected from content) as (1, 3, H, W) in [0, 1].
+    """Read any supported image (format detected from content) as (1, 3, H, W) in [0, 1].
 
     Grayscale is replicated to RGB, alpha is dropped, 16-bit data keeps its precision.
     """
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(image, dtype=np.float64)
-            peak = 65535.0 if array.max() > 255 or image.mode.startswith("I;16") else 255.0
-            gray = torch.from_numpy(array / peak).float().clamp(0, 1)
-            return gray.expand(3, -1, -1).unsqueeze(0).contiguous()
-        if image.mode == "F":
-            gray = torch.from_numpy(np.asarray(image, dtype=np.float32)).clamp(0, 1)
-            return gray.expand(3, -1, -1).unsqueeze(0).contiguous()
-        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    decoded = read_image(path)
+    return decoded.tensor.expand(3, -1, -1).unsqueeze(0).contiguous()
 
 
 def is_image(path: Path) -> bool:

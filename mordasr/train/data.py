@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch import Tensor
+
+from mordasr.infer.io import read_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -54,10 +55,8 @@ class PatchSampler:
     def image(self, index: int) -> Tensor:
         """(3, H, W) uint8 RGB of image ``index``, at least one patch in each side."""
         if index not in self._cache:
-            with Image.open(self.files[index]) as img:
-                rgb = ImageOps.exif_transpose(img).convert("RGB")
-                array = np.asarray(rgb).copy()
-            tensor = torch.from_numpy(array).permute(2, 0, 1)
+            colour = read_image(self.files[index]).tensor.expand(3, -1, -1)
+            tensor = colour.mul(255.0).round().to(torch.uint8)
             pad_h = max(0, self.patch_size - tensor.shape[1])
             pad_w = max(0, self.patch_size - tensor.shape[2])
             if pad_h or pad_w:

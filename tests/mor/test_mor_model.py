@@ -30,22 +30,9 @@ from mordasr.mor import (
     set_scores,
     unmerge_shared,
 )
+from mordasr.mor.config import DEFAULT_TARGETS
 
-UNET_TARGETS = [
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "proj_in",
-    "proj_out",
-    "ff.net.0.proj",
-    "ff.net.2",
-    "conv1",
-    "conv2",
-    "conv_shortcut",
-    "conv_in",
-    "conv_out",
-]
+UNET_TARGETS = list(DEFAULT_TARGETS)
 SMALL = {"num_shared": 2, "num_routed": 8, "num_zero": 2, "top_k": 3}
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mordasr.degrade import PRESETS
 from mordasr.models.mor_sr import MoRSuperResolver
 from mordasr.models.rrdbnet import RRDBNet
 from mordasr.train.checkpoint import list_checkpoints, load_checkpoint
@@ -169,3 +170,15 @@ def test_pooled_training_draws_from_a_fixed_pool(assets: Path, tmp_path: Path) -
     cfg.model["cache_trunk"] = True
     out = train(cfg, progress=False)
     assert (out / "final" / "mor_adapter.safetensors").is_file()
+
+
+def test_several_presets_split_every_batch_between_them(assets: Path, tmp_path: Path) -> None:
+    from mordasr.train.data import step_generator
+    from mordasr.train.trainer import build_task, make_accelerator
+
+    cfg = _config(assets, tmp_path / "mix", losses={"l1": 1.0})
+    cfg.degradation = {"preset": ["mordasr-mild", "mordasr-severe"], "scale": 4}
+    task = build_task(cfg, make_accelerator(cfg, cpu=True))
+    assert task.degradations == [PRESETS["mordasr-mild"], PRESETS["mordasr-severe"]]
+    lr, gt = task._batch(step_generator(0, 0))
+    assert lr.shape == (2, 3, 32, 32) and gt.shape == (2, 3, 128, 128)

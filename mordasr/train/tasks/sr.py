@@ -61,7 +61,9 @@ class RealESRGANMoRTask(TrainTask):
         self.spec = SRModelSpec(**options)
         self.device = accelerator.device
         self.weights = {k: float(v) for k, v in config.losses.items() if float(v) != 0.0}
-        self.degradation = resolve_config(config.degradation.get("preset", "realesrgan"))
+        presets = config.degradation.get("preset", "realesrgan")
+        names = [presets] if isinstance(presets, str) else list(presets)
+        self.degradations = [resolve_config(name) for name in names]
         self.scale = int(config.degradation.get("scale", self.spec.scale))
         files = find_images(config.data.hr_dirs, config.data.max_images)
         self.sampler = PatchSampler(files, config.data.patch_size, config.data.augment)
@@ -139,10 +141,19 @@ class RealESRGANMoRTask(TrainTask):
         return optimizers
 
     def _batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        hr = self.sampler.sample(self.config.data.batch_size, generator)
-        seed = int(torch.randint(2**62, (1,), generator=generator))
-        result = degrade(hr.to(self.device), self.degradation, scale=self.scale, seed=seed)
-        return result.lr, result.gt
+        """HR patches degraded on the fly; with several presets the batch is split evenly
+        between them (e.g. the paper's mild and severe degradations side by side)."""
+        hr = self.sampler.sample(self.config.data.batch_size, generator).to(self.device)
+        lrs, gts = [], []
+        for chunk, preset in zip(
+            hr.tensor_split(len(self.degradations)), self.degradations, strict=True
+        ):
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            if chunk.shape[0]:
+                result = degrade(chunk, preset, scale=self.scale, seed=seed)
+                lrs.append(result.lr)
+                gts.append(result.gt)
+        return torch.cat(lrs), torch.cat(gts)
 
     @torch.no_grad()
     def _make_pool(self, size: int) -> dict[str, Tensor]:
