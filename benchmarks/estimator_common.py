@@ -22,8 +22,8 @@ from mordasr.degrade import (
     anisotropic_gaussian_kernel,
     filter2d,
 )
-from mordasr.estimate.cli import load_rgb
 from mordasr.estimate.labels import Degradation
+from mordasr.infer.io import read_rgb
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRAIN_DIRS = (DATA / "train" / "SunHays80_HR", DATA / "train" / "BSDS200")
@@ -40,7 +40,7 @@ def image_paths(directories: tuple[Path, ...]) -> list[Path]:
 
 def load_image(path: Path) -> torch.Tensor:
     """``(3, H, W)`` float image in ``[0, 1]``."""
-    return load_rgb(path)[0]
+    return read_rgb(path)
 
 
 def gaussian_blur(

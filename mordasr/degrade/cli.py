@@ -19,32 +19,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from mordasr.degrade.config import PRESETS
 from mordasr.degrade.pipeline import degrade
+from mordasr.infer.io import read_rgb, save_image
 
 PARAMS_FILE = "params.jsonl"
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` float32 in [0, 1]; raises ``UnidentifiedImageError``."""
-    with Image.open(path) as im:
-        if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-            gray = np.asarray(im, dtype=np.float32)
-            peak = 65535.0 if gray.max() > 255 or im.mode != "I" else 255.0
-            return np.repeat((gray / peak).clip(0, 1)[..., None], 3, axis=2)
-        if im.mode == "F":
-            return np.repeat(np.asarray(im, dtype=np.float32).clip(0, 1)[..., None], 3, axis=2)
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-
-
-def save_png(image: torch.Tensor, path: Path) -> None:
-    """Write a ``(3, H, W)`` tensor in [0, 1] as an 8-bit RGB PNG."""
-    arr = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    Image.fromarray(arr, mode="RGB").save(path, format="PNG")
 
 
 def _readable_images(hr_dir: Path) -> tuple[list[tuple[Path, tuple[int, int]]], list[str]]:
@@ -113,14 +95,14 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     with open(out_dir / PARAMS_FILE, "w", encoding="utf-8") as log:
         for k, batch in enumerate(_batches(images, args.batch_size)):
-            hr = torch.from_numpy(np.stack([load_rgb(p) for p, _ in batch])).permute(0, 3, 1, 2)
+            hr = torch.stack([read_rgb(p) for p, _ in batch])
             seed = args.seed + k
             result = degrade(hr.to(device), args.preset, scale=args.scale, seed=seed)
             for i, (path, _) in enumerate(batch):
                 out_name = path.stem + ".png"
-                save_png(result.lr[i], out_dir / out_name)
+                save_image(out_dir / out_name, result.lr[i].cpu())
                 if args.save_gt:
-                    save_png(result.gt[i], out_dir / "gt" / out_name)
+                    save_image(out_dir / "gt" / out_name, result.gt[i].cpu())
                 record = {
                     "input": path.name,
                     "output": out_name,

@@ -5,30 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-
-import numpy as np
-import torch
-from PIL import Image
 
 from mordasr.estimate import DIMENSIONS, load_estimator
-
-
-def load_rgb(path: str | Path) -> torch.Tensor:
-    """Read any PIL-readable image as a ``(1, 3, H, W)`` float tensor in ``[0, 1]``.
-
-    Grayscale is replicated to three channels, alpha is dropped and 16-bit data keeps its
-    precision; the format is detected from the content, not the extension.
-    """
-    with Image.open(path) as image:
-        image.load()
-        if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-            scale = 1.0 if image.mode == "F" else 65535.0
-            gray = np.asarray(image, dtype=np.float32) / scale
-            array = np.repeat(gray[..., None], 3, axis=2)
-        else:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].clamp(0.0, 1.0)
+from mordasr.infer.io import ImageReadError, read_rgb
 
 
 def _format_table(rows: list[dict[str, object]]) -> str:
@@ -55,12 +34,18 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     rows: list[dict[str, object]] = []
+    failed = 0
     for path in args.images:
-        image = load_rgb(path).to(args.device)
+        try:
+            image = read_rgb(path)[None].to(args.device)
+        except ImageReadError as error:
+            print(f"mordasr estimate: skipped {error}", file=sys.stderr)
+            failed += 1
+            continue
         (scores,) = estimator.score_dict(image)
         rows.append({"image": str(path), "scores": scores})
     print(json.dumps(rows, indent=2) if args.json else _format_table(rows))
-    return 0
+    return 1 if failed else 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from mordasr.infer.io import read_image
+from mordasr.infer.io import read_rgb
 
 SUFFIX_SEPARATORS = ("_", "-", ".")
 
@@ -17,8 +17,7 @@ def load_image(path: Path) -> torch.Tensor:
 
     Grayscale is replicated to RGB, alpha is dropped, 16-bit data keeps its precision.
     """
-    decoded = read_image(path)
-    return decoded.tensor.expand(3, -1, -1).unsqueeze(0).contiguous()
+    return read_rgb(path).unsqueeze(0)
 
 
 def is_image(path: Path) -> bool:

@@ -156,6 +156,12 @@ def read_image(path: str | Path) -> DecodedImage:
         raise ImageReadError(path, str(error) or type(error).__name__) from error
 
 
+def read_rgb(path: str | Path) -> torch.Tensor:
+    """Read an image file as a (3, H, W) float RGB tensor in [0, 1], for code that needs colour
+    only: gray is replicated, alpha dropped, 16-bit precision and EXIF orientation kept."""
+    return read_image(path).tensor.expand(3, -1, -1).contiguous()
+
+
 def _to_hwc(tensor: torch.Tensor, alpha: torch.Tensor | None) -> np.ndarray:
     if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
         raise ValueError(f"expected a (1|3, H, W) tensor, got shape {tuple(tensor.shape)}")

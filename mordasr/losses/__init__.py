@@ -1,1 +1,5 @@
-"""losses"""
+"""Training losses: LPIPS, VGG perceptual loss, the U-Net discriminator and GAN losses.
+
+Pixel losses are plain ``torch.nn.functional`` calls; the balance losses of MoR live with the
+router in :mod:`mordasr.mor.balance`.
+"""

@@ -10,7 +10,7 @@ from PIL import Image
 
 from mordasr.cli import main
 from mordasr.estimate import DIMENSIONS
-from mordasr.estimate.cli import load_rgb
+from mordasr.infer.io import read_rgb
 
 
 @pytest.fixture
@@ -47,9 +47,9 @@ def test_grayscale_and_16_bit_images_load_as_rgb(tmp_path):
     Image.fromarray(np.full((8, 8), 128, dtype=np.uint8)).save(gray)
     deep = tmp_path / "deep.png"
     Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)).save(deep)
-    assert load_rgb(gray).shape == (1, 3, 8, 8)
-    assert load_rgb(gray).max().item() == pytest.approx(128 / 255)
-    assert load_rgb(deep).min().item() == pytest.approx(1.0)
+    assert read_rgb(gray).shape == (3, 8, 8)
+    assert read_rgb(gray).max().item() == pytest.approx(128 / 255)
+    assert read_rgb(deep).min().item() == pytest.approx(1.0)
 
 
 def test_missing_clip_model_directory_is_reported_not_raised(image_file, tmp_path, capsys):
