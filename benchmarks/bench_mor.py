@@ -2,7 +2,8 @@
 
 Cases (from the foundation issue): conv 64->64 3x3 on 128x128 and linear 640->640 on 4096
 tokens, batch 1 and 8, inference and one training step. All variants of one case are timed in the
-same process, interleaved round by round, and reported as medians and ratios, so machine noise
+same process, interleaved round by round in a rotating order; the table gives the median time
+and the median over rounds of the time ratio to the baseline of the same round, so machine noise
 hits them alike.
 
 MoR uses the paper's layout (8 shared + 32 routed slots of which 4 zero, top-8); LoRA has rank 40.
@@ -102,16 +103,30 @@ def _routed_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
 
 
-def _time(fns: dict[str, Callable], rounds: int) -> dict[str, float]:
+def _time(fns: dict[str, Callable], rounds: int) -> dict[str, list[float]]:
+    """Per-variant timings; every round runs each variant once, in a rotating order."""
     for fn in fns.values():
         fn()
+    names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    for index in range(rounds):
+        for name in names[index % len(names) :] + names[: index % len(names)]:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def _summarise(samples: dict[str, list[float]], reference: str) -> dict[str, tuple[float, float]]:
+    """Median time and median per-round ratio to ``reference`` of every variant."""
+    ref = samples[reference]
+    return {
+        name: (
+            statistics.median(values),
+            statistics.median(v / r for v, r in zip(values, ref, strict=True)),
+        )
+        for name, values in samples.items()
+    }
 
 
 def run_case(case: Case, batch: int, rounds: int) -> list[dict]:
@@ -140,44 +155,36 @@ def run_case(case: Case, batch: int, rounds: int) -> list[dict]:
         routed=True,
         fresh=False,
     )
-    infer_times = _time(inference, rounds)
+    infer_times = _summarise(_time(inference, rounds), "frozen base")
     training = {
         name: _train_fn(model, x, routed=name.startswith("MoR"))
         for name, model in variants.items()
         if name != "frozen base"
     }
-    train_times = _time(training, max(3, rounds // 3))
+    train_times = _summarise(_time(training, max(3, rounds // 3)), "LoRA r40")
     rows = []
-    for name, seconds in infer_times.items():
-        rows.append(
-            {
-                "case": case.name,
-                "batch": batch,
-                "mode": "inference",
-                "variant": name,
-                "ms": 1e3 * seconds,
-                "vs": "frozen base",
-                "ratio": seconds / infer_times["frozen base"],
-            }
-        )
-    for name, seconds in train_times.items():
-        rows.append(
-            {
-                "case": case.name,
-                "batch": batch,
-                "mode": "train step",
-                "variant": name,
-                "ms": 1e3 * seconds,
-                "vs": "LoRA r40",
-                "ratio": seconds / train_times["LoRA r40"],
-            }
-        )
+    for mode, times, reference in (
+        ("inference", infer_times, "frozen base"),
+        ("train step", train_times, "LoRA r40"),
+    ):
+        for name, (seconds, ratio) in times.items():
+            rows.append(
+                {
+                    "case": case.name,
+                    "batch": batch,
+                    "mode": mode,
+                    "variant": name,
+                    "ms": 1e3 * seconds,
+                    "vs": reference,
+                    "ratio": ratio,
+                }
+            )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--json", help="also write the rows to this JSON file")
@@ -188,7 +195,9 @@ def main() -> None:
         for batch in args.batches:
             rows.extend(run_case(case, batch, args.rounds))
             print(f"done: {case.name}, batch {batch}", flush=True)
-    print(f"\ntorch {torch.__version__}, {args.threads} threads, median of {args.rounds} rounds\n")
+    print(
+        f"\ntorch {torch.__version__}, {args.threads} threads, {args.rounds} rounds (inference)\n"
+    )
     print("| case | batch | mode | variant | ms | ratio | vs |")
     print("|---|---:|---|---|---:|---:|---|")
     for r in rows:

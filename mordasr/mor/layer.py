@@ -55,6 +55,20 @@ def choose_path(
     return "merged" if merged < lowrank else "lowrank"
 
 
+def _used_experts(routing: Routing) -> tuple[Tensor, Tensor]:
+    """Real experts kept for some image of the batch and their (B, used) gates.
+
+    Zero experts are dropped here, so they are never gathered or computed. With one image the
+    kept slots are already distinct, so no union is needed.
+    """
+    if routing.indices.shape[0] == 1:
+        keep = routing.indices[0] < routing.num_real
+        return routing.indices[0][keep], routing.gates[:, keep]
+    real = routing.indices[routing.indices < routing.num_real]
+    used = torch.unique(real)
+    return used, routing.real_gates()[:, used]
+
+
 class MoRLayer(nn.Module):
     """Shared logic of :class:`MoRLinear` and :class:`MoRConv2d`; the base layer stays frozen."""
 
@@ -83,6 +97,7 @@ class MoRLayer(nn.Module):
         self._scores: Tensor | None = None
         self.last_routing: Routing | None = None
         self._cache: tuple[tuple[Any, ...], Tensor, Tensor, Tensor, Tensor | None] | None = None
+        self._merged_buffer: Tensor | None = None
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -158,13 +173,11 @@ class MoRLayer(nn.Module):
             scores = self._scores.to(device=x.device)
             routing = self.router(scores)
             self.last_routing = routing
-            real = routing.indices[routing.indices < routing.num_real]
-            used = torch.unique(real)
+            used, gates = _used_experts(routing)
             if used.numel():
-                gates = routing.real_gates()[:, used].to(x.dtype)
                 parts_a.append(self.routed_A[used])
                 parts_b.append(self.routed_B[:, used])
-                parts_c.append(gates)
+                parts_c.append(gates.to(x.dtype))
         if not parts_a:
             empty = x.new_zeros(0)
             return empty, empty, empty
@@ -205,12 +218,24 @@ class MoRLayer(nn.Module):
             out = self.base_layer(x) + self.scaling * self._lowrank(x, a, b, coeff)
         else:
             if merged_weight is None:
-                merged_weight = self.base_layer.weight + self.scaling * self._delta(a, b, coeff)
+                delta = self._delta(a, b, coeff)
+                out = self._weight_buffer(delta) if use_cache else None
+                merged_weight = torch.add(
+                    self.base_layer.weight, delta, alpha=self.scaling, out=out
+                )
                 hit = False
             out = self._with_weight(x, merged_weight)
         if use_cache and not hit:
             self._cache = (key, a, b, coeff, merged_weight)
         return out
+
+    def _weight_buffer(self, like: Tensor) -> Tensor:
+        """Reused storage for merged weights at inference (no allocation per image)."""
+        buffer = self._merged_buffer
+        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
+            buffer = torch.empty_like(like)
+            self._merged_buffer = buffer
+        return buffer
 
     def _path(self, x: Tensor, rank: int, update_batch: int) -> Path:
         if self.config.compute_path != "auto":
