@@ -73,6 +73,8 @@ class MoRLayer(nn.Module):
     """Shared logic of :class:`MoRLinear` and :class:`MoRConv2d`; the base layer stays frozen."""
 
     base_layer: nn.Module
+    _supports_flat_fold = False
+    """Whether the update is ``B @ A.flatten(1)`` in the weight's flat layout (one matmul)."""
 
     def __init__(self, base_layer: nn.Module, config: MoRConfig) -> None:
         super().__init__()
@@ -98,6 +100,7 @@ class MoRLayer(nn.Module):
         self.last_routing: Routing | None = None
         self._cache: tuple[tuple[Any, ...], Tensor, Tensor, Tensor, Tensor | None] | None = None
         self._merged_buffer: Tensor | None = None
+        self._shared_cache: tuple[tuple[Any, ...], Tensor] | None = None
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -202,6 +205,12 @@ class MoRLayer(nn.Module):
         use_cache = not torch.is_grad_enabled()
         key = self._cache_key(x) if use_cache else None
         hit = use_cache and self._cache is not None and self._cache[0] == key
+        if hit and self._cache[1] is None:
+            return self._with_weight(x, self._cache[4])
+        if not hit and use_cache and self._folds_in_one_step(x):
+            weight = self._fold_one_image(x)
+            self._cache = (key, None, None, None, weight)
+            return self._with_weight(x, weight)
         if hit:
             _, a, b, coeff, merged_weight = self._cache
         else:
@@ -229,8 +238,57 @@ class MoRLayer(nn.Module):
             self._cache = (key, a, b, coeff, merged_weight)
         return out
 
+    def _folds_in_one_step(self, x: Tensor) -> bool:
+        """Inference with one score row on the merged path: fold with two fused matmuls."""
+        if not self._supports_flat_fold or self.config.compute_path == "lowrank":
+            return False
+        if self.router is not None and (self._scores is None or self._scores.shape[0] != 1):
+            return False
+        if self.config.compute_path == "merged":
+            return True
+        rank = self.config.num_shared + (self.config.top_k if self.router is not None else 0)
+        return self._path(x, max(rank, 1), 1) == "merged"
+
+    def _fold_one_image(self, x: Tensor) -> Tensor:
+        """``W0 + scaling * (B_s A_s + B_r diag(g) A_r)`` for the real experts the image keeps.
+
+        The shared part is folded once per weight version and reused; zero experts and experts
+        the image does not keep are never gathered.
+        """
+        weight = self._shared_folded()
+        if self.router is not None:
+            routing = self.router(self._scores.to(device=x.device))
+            self.last_routing = routing
+            keep = routing.indices[0] < routing.num_real
+            used = routing.indices[0][keep]
+            if used.numel():
+                gates = routing.gates[0][keep].to(weight.dtype)
+                b = self.routed_B[:, used] * gates
+                weight = torch.addmm(
+                    weight,
+                    b,
+                    self.routed_A[used].flatten(1),
+                    alpha=self.scaling,
+                    out=self._weight_buffer(weight),
+                )
+        return weight.view(1, *self.base_layer.weight.shape)
+
+    def _shared_folded(self) -> Tensor:
+        """(d_out, d_in_flat) frozen weight with the always-on ranks folded in, cached."""
+        base = self.base_layer.weight
+        key = (self.shared_A._version, self.shared_B._version, base._version, self.shared_merged)
+        if self._shared_cache is None or self._shared_cache[0] != key:
+            flat = base.flatten(1)
+            if self.config.num_shared and not self.shared_merged:
+                flat = torch.addmm(
+                    flat, self.shared_B, self.shared_A.flatten(1), alpha=self.scaling
+                )
+            self._shared_cache = (key, flat)
+        return self._shared_cache[1]
+
     def _weight_buffer(self, like: Tensor) -> Tensor:
-        """Reused storage for merged weights at inference (no allocation per image)."""
+        """Reused storage for merged weights at inference: a fresh allocation per image costs
+        more than the fold itself (large blocks are mapped and faulted in anew each time)."""
         buffer = self._merged_buffer
         if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
             buffer = torch.empty_like(like)
@@ -289,6 +347,7 @@ class MoRLinear(MoRLayer):
     """MoR adapter around an ``nn.Linear``: A is (r, d_in), B is (d_out, r)."""
 
     base_layer: nn.Linear
+    _supports_flat_fold = True
 
     def __init__(self, base_layer: nn.Linear, config: MoRConfig) -> None:
         super().__init__(base_layer, config)
@@ -329,6 +388,10 @@ class MoRConv2d(MoRLayer):
     """
 
     base_layer: nn.Conv2d
+
+    @property
+    def _supports_flat_fold(self) -> bool:
+        return self._kernel_in_a
 
     def __init__(self, base_layer: nn.Conv2d, config: MoRConfig) -> None:
         if base_layer.groups != 1:

@@ -294,3 +294,31 @@ def test_wrapped_layer_exposes_base_attributes() -> None:
     layer = MoRConv2d(nn.Conv2d(4, 6, 3), MoRConfig(**SMALL))
     assert layer.out_channels == 6
     assert layer.weight is layer.base_layer.weight
+
+
+@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("merge", [False, True])
+def test_inference_fold_matches_the_training_computation(index: int, merge: bool) -> None:
+    layer = _randomise(_layers()[index])
+    layer.config.compute_path = "merged"
+    x = _input_for(layer, 2)
+    layer.set_scores(torch.rand(1, 7))
+    if merge:
+        layer.merge_shared()
+    expected = layer(x).detach()
+    with torch.no_grad():
+        folded = layer(x)
+        assert layer._cache is not None
+    torch.testing.assert_close(folded, expected, atol=1e-5, rtol=0)
+
+
+def test_inference_fold_gathers_only_kept_real_experts() -> None:
+    config = MoRConfig(num_shared=0, num_routed=6, num_zero=3, top_k=3, compute_path="merged")
+    layer = _randomise(MoRConv2d(nn.Conv2d(8, 8, 3, padding=1), config))
+    _force_router(layer, [3, 4, 5])
+    scores = torch.zeros(1, 7)
+    scores[0, 0] = 1.0
+    layer.set_scores(scores)
+    x = torch.randn(1, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(layer(x), layer.base_layer(x))
