@@ -40,13 +40,13 @@ from estimator_common import (
     gaussian_noise,
     image_paths,
     jpeg,
-    load_image,
 )
 from scipy.stats import spearmanr
 
 from mordasr.degrade import degrade
 from mordasr.estimate import DIMENSIONS, LearnedEstimator
 from mordasr.estimate.learned import shipped_weights_path
+from mordasr.infer.io import read_rgb
 
 Degrader = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -80,11 +80,11 @@ def evaluate(
     levels: dict[str, list[np.ndarray]] = {name: [] for name in FACTORS}
     overall_wins, mean_wins, small_wins = [], [], []
     for index, path in enumerate(paths):
-        x = center_crop(load_image(path), crop)
+        x = center_crop(read_rgb(path), crop)
         for name, (dimension, values, fn) in FACTORS.items():
             batch = torch.cat([fn(x, v) for v in values])
             levels[name].append(model(batch)[:, DIMENSIONS.index(dimension)].numpy())
-        hr = center_crop(load_image(path), severe_crop)
+        hr = center_crop(read_rgb(path), severe_crop)
         severe = degrade(hr, "mordasr-severe", scale=4, seed=index).lr.clamp(0, 1)
         small = F.interpolate(hr, size=severe.shape[-2:], mode="bicubic", antialias=True)
         small = small.clamp(0, 1)

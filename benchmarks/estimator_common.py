@@ -1,4 +1,4 @@
-"""Image loading and single-factor degradations shared by the estimator training and benchmark.
+"""Image lists and single-factor degradations shared by the estimator training and benchmark.
 
 Each degradation returns the degraded batch and the :class:`Degradation` summary its labels and
 severity levels are built from (see :mod:`mordasr.estimate.labels`). Data come from
@@ -23,7 +23,6 @@ from mordasr.degrade import (
     filter2d,
 )
 from mordasr.estimate.labels import Degradation
-from mordasr.infer.io import read_rgb
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRAIN_DIRS = (DATA / "train" / "SunHays80_HR", DATA / "train" / "BSDS200")
@@ -36,11 +35,6 @@ def image_paths(directories: tuple[Path, ...]) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"no images under {[str(d) for d in directories]}")
     return paths
-
-
-def load_image(path: Path) -> torch.Tensor:
-    """``(3, H, W)`` float image in ``[0, 1]``."""
-    return read_rgb(path)
 
 
 def gaussian_blur(

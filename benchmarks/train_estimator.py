@@ -37,7 +37,6 @@ from estimator_common import (
     gaussian_noise,
     image_paths,
     jpeg,
-    load_image,
     poisson_noise,
 )
 from scipy.stats import spearmanr
@@ -46,6 +45,7 @@ from mordasr.degrade import degrade
 from mordasr.estimate.base import DIMENSIONS
 from mordasr.estimate.labels import Degradation, dimension_labels, pipeline_degradation
 from mordasr.estimate.learned import LearnedEstimator
+from mordasr.infer.io import read_rgb
 
 PRESET_NAMES = ("realesrgan", "mordasr-mild", "mordasr-severe")
 CROP_SIZES = (96, 128, 160)
@@ -148,7 +148,7 @@ def build_dataset(
     """``count`` samples: images, ``(count, 7)`` targets and the kind of each sample."""
     kinds = list(KIND_WEIGHTS)
     weights = torch.tensor([KIND_WEIGHTS[k] for k in kinds])
-    images = [load_image(p) for p in paths]
+    images = [read_rgb(p) for p in paths]
     samples, targets, sample_kinds = [], [], []
     for _ in range(count):
         kind = kinds[int(torch.multinomial(weights, 1, generator=generator))]

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mordasr.estimate import DegradationEstimator, LearnedEstimator, load_estimator
+from mordasr.estimate.learned import MIN_SIDE
 from mordasr.models.loaders import load_realesrgan
 from mordasr.mor import MoRConfig, inject_mor, load_mor_adapter, routing, save_mor_adapter
 
 MODEL_FILE = "model.json"
 ESTIMATOR_FILE = "estimator.safetensors"
-MIN_ESTIMATOR_SIDE = 32
 BUILTIN = {"default": "default"}
 """Model names shipped inside the package (folders under ``mordasr/weights``)."""
 
@@ -85,16 +85,16 @@ class MoRSuperResolver(nn.Module):
     def estimate(self, lr: Tensor) -> Tensor:
         """(B, 7) degradation scores of the LR images (the routing input).
 
-        Images with a side under ``MIN_ESTIMATOR_SIDE`` are bicubically enlarged first, because
+        Images with a side under ``MIN_SIDE`` are bicubically enlarged first, because
         the estimator's features need a minimum extent.
         """
         image = lr.float()
         short = min(image.shape[-2:])
-        if short < MIN_ESTIMATOR_SIDE:
+        if short < MIN_SIDE:
             height, width = image.shape[-2:]
             size = (
-                math.ceil(height * MIN_ESTIMATOR_SIDE / short),
-                math.ceil(width * MIN_ESTIMATOR_SIDE / short),
+                math.ceil(height * MIN_SIDE / short),
+                math.ceil(width * MIN_SIDE / short),
             )
             image = F.interpolate(image, size=size, mode="bicubic", align_corners=False)
             image = image.clamp(0.0, 1.0)

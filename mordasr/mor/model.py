@@ -105,20 +105,21 @@ def mark_only_mor_trainable(model: nn.Module) -> nn.Module:
     return model
 
 
+def mor_named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The adapter tensors keyed by their names in ``model.state_dict()``."""
+    ids = {id(p) for p in mor_parameters(model)}
+    return {name: p for name, p in model.named_parameters() if id(p) in ids}
+
+
 def mor_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """Adapter tensors only, keyed by their names in ``model.state_dict()``."""
-    names = {id(p) for p in mor_parameters(model)}
-    return {
-        name: tensor.detach().clone()
-        for name, tensor in model.named_parameters()
-        if id(tensor) in names
-    }
+    """Adapter tensors only (detached copies), keyed by their names in ``model.state_dict()``."""
+    return {name: p.detach().clone() for name, p in mor_named_parameters(model).items()}
 
 
 def load_mor_state_dict(model: nn.Module, state: dict[str, Tensor], strict: bool = True) -> None:
     """Load tensors from :func:`mor_state_dict`; with ``strict`` the key sets must match."""
-    params = dict(model.named_parameters())
-    expected = set(mor_state_dict(model))
+    params = mor_named_parameters(model)
+    expected = set(params)
     missing, unexpected = expected - set(state), set(state) - expected
     if strict and (missing or unexpected):
         raise KeyError(f"missing adapter keys {sorted(missing)}, unexpected {sorted(unexpected)}")

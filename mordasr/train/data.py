@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mordasr.infer.io import read_image
+from mordasr.infer.io import read_rgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -55,8 +55,7 @@ class PatchSampler:
     def image(self, index: int) -> Tensor:
         """(3, H, W) uint8 RGB of image ``index``, at least one patch in each side."""
         if index not in self._cache:
-            colour = read_image(self.files[index]).tensor.expand(3, -1, -1)
-            tensor = colour.mul(255.0).round().to(torch.uint8)
+            tensor = read_rgb(self.files[index]).mul(255.0).round().to(torch.uint8)
             pad_h = max(0, self.patch_size - tensor.shape[1])
             pad_w = max(0, self.patch_size - tensor.shape[2])
             if pad_h or pad_w:

@@ -30,6 +30,13 @@ def _force_router(layer: MoRLayer, favoured: list[int], strength: float = 30.0) 
         layer.router.gate.weight[favoured, 0] = strength
 
 
+def _first_axis_scores(batch: int) -> torch.Tensor:
+    """Scores e_0 for every image: the input :func:`_force_router` is set up for."""
+    scores = torch.zeros(batch, 7)
+    scores[:, 0] = 1.0
+    return scores
+
+
 def _layers() -> list[MoRLayer]:
     torch.manual_seed(0)
     return [
@@ -70,8 +77,7 @@ def test_linear_with_forced_gates_is_plain_lora_of_the_chosen_ranks() -> None:
     layer = _randomise(MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL)))
     chosen = [1, 4, 5]
     _force_router(layer, chosen)
-    scores = torch.zeros(1, 7)
-    scores[0, 0] = 1.0
+    scores = _first_axis_scores(1)
     layer.set_scores(scores)
     x = torch.randn(1, 4, 12)
 
@@ -92,8 +98,7 @@ def test_conv_with_forced_gates_is_plain_conv_lora_of_the_chosen_ranks(variant: 
     layer = _randomise(MoRConv2d(nn.Conv2d(5, 6, 3, padding=1), config))
     chosen = [0, 2, 3]
     _force_router(layer, chosen)
-    scores = torch.zeros(1, 7)
-    scores[0, 0] = 1.0
+    scores = _first_axis_scores(1)
     layer.set_scores(scores)
     x = torch.randn(1, 5, 8, 8)
 
@@ -149,8 +154,7 @@ def test_zero_experts_add_nothing(index: int) -> None:
     layer = _randomise(_layers()[index])
     assert layer.config.num_real == 6
     _force_router(layer, [0, 6, 7])
-    scores = torch.zeros(2, 7)
-    scores[:, 0] = 1.0
+    scores = _first_axis_scores(2)
     layer.set_scores(scores)
     layer.config.compute_path = "lowrank"
     x = _input_for(layer, 2)
@@ -169,8 +173,7 @@ def test_zero_experts_cost_no_flops() -> None:
     config = MoRConfig(num_shared=0, num_routed=6, num_zero=3, top_k=3, score_dim=7)
     layer = _randomise(MoRConv2d(nn.Conv2d(8, 8, 3, padding=1), config))
     _force_router(layer, [3, 4, 5])
-    scores = torch.zeros(1, 7)
-    scores[0, 0] = 1.0
+    scores = _first_axis_scores(1)
     layer.set_scores(scores)
     x = torch.randn(1, 8, 32, 32)
     with FlopCounterMode(display=False) as base_counter:
@@ -316,8 +319,7 @@ def test_inference_fold_gathers_only_kept_real_experts() -> None:
     config = MoRConfig(num_shared=0, num_routed=6, num_zero=3, top_k=3, compute_path="merged")
     layer = _randomise(MoRConv2d(nn.Conv2d(8, 8, 3, padding=1), config))
     _force_router(layer, [3, 4, 5])
-    scores = torch.zeros(1, 7)
-    scores[0, 0] = 1.0
+    scores = _first_axis_scores(1)
     layer.set_scores(scores)
     x = torch.randn(1, 8, 32, 32)
     with torch.no_grad():

@@ -31,6 +31,7 @@ from mordasr.mor import (
     gradient_importance,
     inject_mor,
     mor_layers,
+    mor_named_parameters,
     mor_state_dict,
     params_per_rank,
     routing,
@@ -74,9 +75,7 @@ class RealESRGANMoRTask(TrainTask):
         if allocation is not None:
             mor = self._allocate(net_g, mor, dict(allocation))
         inject_mor(net_g, mor)
-        self.adapter_params = {
-            name: p for name, p in net_g.named_parameters() if name in mor_state_dict(net_g)
-        }
+        self.adapter_params = mor_named_parameters(net_g)
         self.optimizer_g = torch.optim.AdamW(
             self.adapter_params.values(),
             lr=config.optim.lr,
