@@ -186,7 +186,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"mordasr benchmark: {error}", file=sys.stderr)
         return 1
     save_dir = args.output / "images" if args.output else None
-    runs = run_benchmark(pairs, args.models, metrics, args.crop_border, args.device, save_dir)
+    try:
+        runs = run_benchmark(pairs, args.models, metrics, args.crop_border, args.device, save_dir)
+    except FileNotFoundError as error:
+        print(f"mordasr benchmark: {error}", file=sys.stderr)
+        return 1
     reference = args.reference if args.reference in args.models else None
     table = markdown(runs, reference)
     data = as_json(runs, reference)

@@ -75,16 +75,20 @@ def run(args: argparse.Namespace) -> int:
     from mordasr.infer.pipeline import Upscaler
 
     files = collect_inputs(args.inputs)
+    try:
+        upscaler = Upscaler(
+            args.model,
+            device=args.device,
+            dtype=DTYPES[args.dtype],
+            tile=args.tile or None,
+            tile_overlap=args.tile_overlap,
+            progress=False,
+        )
+    except FileNotFoundError as error:
+        print(f"mordasr upscale: {error}", file=sys.stderr)
+        return 2
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    upscaler = Upscaler(
-        args.model,
-        device=args.device,
-        dtype=DTYPES[args.dtype],
-        tile=args.tile or None,
-        tile_overlap=args.tile_overlap,
-        progress=False,
-    )
     done, skipped, failed = 0, 0, 0
     for source in tqdm(files, desc="upscale", unit="img", disable=len(files) < 2):
         try:

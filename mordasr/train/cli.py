@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -53,7 +55,14 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``mordasr train``."""
     from mordasr.train.trainer import train
 
-    config = apply_overrides(TrainConfig.from_yaml(args.config), args.overrides)
+    try:
+        config = apply_overrides(TrainConfig.from_yaml(args.config), args.overrides)
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as error:
+        print(f"mordasr train: bad config {args.config}: {error}", file=sys.stderr)
+        return 1
+    if args.resume_from and not Path(args.resume_from).is_dir():
+        print(f"mordasr train: no checkpoint folder at {args.resume_from}", file=sys.stderr)
+        return 1
     resume: bool | str = args.resume_from or not args.no_resume
     out = train(config, resume=resume, stop_at=args.stop_at, cpu=True if args.cpu else None)
     print(f"run folder: {out}")

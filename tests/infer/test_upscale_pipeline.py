@@ -118,3 +118,13 @@ def test_model_folder_bundles_the_estimator_it_was_trained_with(model_dir: Path)
     assert (model_dir / "estimator.safetensors").is_file()
     model = MoRSuperResolver.from_pretrained(model_dir)
     assert model.spec.estimator_weights == "estimator.safetensors"
+
+
+def test_cli_names_an_unknown_model_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Image.fromarray(photo(32, 32)).save(tmp_path / "a.png")
+    args = ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", "nope"]
+    assert main(args) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

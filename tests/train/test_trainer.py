@@ -182,3 +182,15 @@ def test_several_presets_split_every_batch_between_them(assets: Path, tmp_path: 
     assert task.degradations == [PRESETS["mordasr-mild"], PRESETS["mordasr-severe"]]
     lr, gt = task._batch(step_generator(0, 0))
     assert lr.shape == (2, 3, 32, 32) and gt.shape == (2, 3, 128, 128)
+
+
+def test_cli_reports_a_config_typo_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mordasr.cli import main
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("totl_steps: 3\n")
+    assert main(["train", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "totl_steps" in err and err.count("\n") == 1
