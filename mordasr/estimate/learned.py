@@ -113,9 +113,13 @@ class EstimatorHeads(nn.Module):
         self.heads = nn.Linear(hidden, 2 * dimensions)
         self.dimensions = dimensions
 
+    def standardize(self, features: torch.Tensor) -> torch.Tensor:
+        """Features on the training set's scale: zero mean, unit variance per feature."""
+        return (features - self.feature_mean) / self.feature_std
+
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, 7, 2)`` positive/negative logits."""
-        z = self.input_dropout((features - self.feature_mean) / self.feature_std)
+        z = self.input_dropout(self.standardize(features))
         return self.heads(self.trunk(z)).view(-1, self.dimensions, 2)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -156,6 +160,16 @@ class LearnedEstimator(DegradationEstimator):
         config = {"hidden": self.heads.trunk[0].out_features, "layers": list(self.features.layers)}
         state = {key: value.contiguous() for key, value in self.heads.state_dict().items()}
         save_file(state, str(path), metadata={"config": json.dumps(config)})
+
+    @property
+    def feature_dim(self) -> int:
+        """Length of :meth:`embed`'s vectors."""
+        return self.features.dim
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, feature_dim)`` standardised VGG16 statistics of ``images``: what the heads read,
+        before any degradation-specific layer (the "LR features" router input of Table 8)."""
+        return self.heads.standardize(self.features(images)).to(images.dtype)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.heads(self.features(images)).to(images.dtype)

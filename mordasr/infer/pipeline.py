@@ -76,7 +76,7 @@ class Upscaler:
         batch = (lr[None] if single else lr).to(self.device)
         net_input = batch.to(self.dtype)
         if isinstance(self.model, MoRSuperResolver):
-            scores = self.model.estimate(batch.float()).to(self.dtype)
+            scores = self.model.route_input(batch.float()).to(self.dtype)
             with routing(self.model.backbone, scores):
                 out = self._tiled(self.model.backbone, net_input)
         else:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from mordasr.estimate import DegradationEstimator, LearnedEstimator, load_estimator
 from mordasr.estimate.learned import MIN_SIDE
 from mordasr.models.loaders import load_realesrgan
+from mordasr.models.router_input import RouterInput, router_input
 from mordasr.mor import MoRConfig, inject_mor, load_mor_adapter, routing, save_mor_adapter
 
 MODEL_FILE = "model.json"
@@ -45,6 +46,9 @@ class SRModelSpec:
     adapters are always routed by the estimator they were trained with; None: the package's."""
     scale: int = 4
     """Upscaling factor of the backbone."""
+    router_input: RouterInput = "scores"
+    """What the routers see: all seven ``scores``, ``blur-noise`` only, or ``lr-features``
+    (see :mod:`mordasr.models.router_input`)."""
 
 
 class MoRSuperResolver(nn.Module):
@@ -83,27 +87,21 @@ class MoRSuperResolver(nn.Module):
 
     @torch.no_grad()
     def estimate(self, lr: Tensor) -> Tensor:
-        """(B, 7) degradation scores of the LR images (the routing input).
+        """(B, 7) degradation scores of the LR images."""
+        return self.estimator(_estimator_view(lr)).to(lr.dtype)
 
-        Images with a side under ``MIN_SIDE`` are bicubically enlarged first, because
-        the estimator's features need a minimum extent.
-        """
-        image = lr.float()
-        short = min(image.shape[-2:])
-        if short < MIN_SIDE:
-            height, width = image.shape[-2:]
-            size = (
-                math.ceil(height * MIN_SIDE / short),
-                math.ceil(width * MIN_SIDE / short),
-            )
-            image = F.interpolate(image, size=size, mode="bicubic", align_corners=False)
-            image = image.clamp(0.0, 1.0)
-        return self.estimator(image).to(lr.dtype)
+    @torch.no_grad()
+    def route_input(self, lr: Tensor) -> Tensor:
+        """What the routers see for the LR images, as ``spec.router_input`` says (by default
+        the seven scores of :meth:`estimate`)."""
+        image = _estimator_view(lr)
+        return router_input(self.spec.router_input, self.estimator, image).to(lr.dtype)
 
     def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
-        """Super-resolve ``lr`` (B, 3, h, w) in [0, 1]; ``scores`` default to the estimate."""
+        """Super-resolve ``lr`` (B, 3, h, w) in [0, 1]; ``scores`` (the routers' input)
+        default to :meth:`route_input`."""
         if scores is None:
-            scores = self.estimate(lr)
+            scores = self.route_input(lr)
         with routing(self.backbone, scores):
             return self.backbone(lr)
 
@@ -137,6 +135,19 @@ def builtin_model_dir(name: str) -> Path | None:
     if name not in BUILTIN:
         return None
     return Path(str(resources.files("mordasr") / "weights" / BUILTIN[name]))
+
+
+def _estimator_view(lr: Tensor) -> Tensor:
+    """``lr`` in float32, bicubically enlarged when a side is under ``MIN_SIDE``: the
+    estimator's features need a minimum extent."""
+    image = lr.float()
+    short = min(image.shape[-2:])
+    if short < MIN_SIDE:
+        height, width = image.shape[-2:]
+        size = (math.ceil(height * MIN_SIDE / short), math.ceil(width * MIN_SIDE / short))
+        image = F.interpolate(image, size=size, mode="bicubic", align_corners=False)
+        image = image.clamp(0.0, 1.0)
+    return image
 
 
 def _resolve(backbone: str, base_dir: Path | None) -> str:

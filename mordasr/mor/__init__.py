@@ -6,6 +6,7 @@
 - :mod:`~mordasr.mor.balance` — standard and degradation-aware balance losses (eq. 13-17).
 - :mod:`~mordasr.mor.model` — inject, route, merge, save/load, routing statistics.
 - :mod:`~mordasr.mor.allocate` — gradient-importance rank allocation under a budget (AdaptSR).
+- :mod:`~mordasr.mor.variants` — the paper's Table 2 ablations (LoRA, LoRA-MoE, MoR-v1/v2).
 """
 
 from mordasr.mor.allocate import allocate_ranks, gradient_importance, params_per_rank
@@ -32,8 +33,10 @@ from mordasr.mor.model import (
     unmerge_shared,
 )
 from mordasr.mor.router import Router, Routing
+from mordasr.mor.variants import VARIANTS, Variant, degradation_aware_balance, variant_config
 
 __all__ = [
+    "VARIANTS",
     "LayerRouting",
     "MoRConfig",
     "MoRConv2d",
@@ -41,8 +44,10 @@ __all__ = [
     "MoRLinear",
     "Router",
     "Routing",
+    "Variant",
     "allocate_ranks",
     "balance_loss",
+    "degradation_aware_balance",
     "gradient_importance",
     "inject_mor",
     "load_balance_loss",
@@ -62,4 +67,5 @@ __all__ = [
     "set_scores",
     "severity_from_scores",
     "unmerge_shared",
+    "variant_config",
 ]

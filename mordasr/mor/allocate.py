@@ -77,7 +77,10 @@ def allocate_ranks(
     Every layer first gets ``min_rank`` real ranks; then, from the most important layer down, each
     is raised to ``max_rank`` (default: the template's shared + real ranks) while the budget
     lasts, and the last one gets what is left. Layers left at rank 0 are not adapted.
+    Rank-1 experts only: a LoRA-MoE template (``expert_rank > 1``) cannot be split rank by rank.
     """
+    if template.expert_rank != 1:
+        raise ValueError("rank allocation needs rank-1 experts (expert_rank == 1)")
     full = template.num_shared + template.num_real
     max_rank = full if max_rank is None else max_rank
     if not 0 <= min_rank <= max_rank:

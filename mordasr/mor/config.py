@@ -36,10 +36,12 @@ class MoRConfig:
     A per-layer router maps the image's degradation scores (``score_dim`` values in [0, 1]) to a
     softmax over the routed slots and keeps the ``top_k`` largest. The layer computes
     ``W0 x + scaling * (sum_topk g_i B_i A_i x + sum_shared B_j A_j x)`` with
-    ``scaling = alpha / rank`` and ``rank = num_shared + num_routed`` (the paper's "40 ranks").
+    ``scaling = alpha / rank`` and ``rank = num_shared + num_routed * expert_rank`` (the paper's
+    "40 ranks").
 
     With ``num_routed == 0`` the adapter is a plain LoRA of rank ``num_shared`` (no router); use
-    :meth:`lora` to build one, so LoRA and MoR are compared on the same code.
+    :meth:`lora` to build one, so LoRA and MoR are compared on the same code. With
+    ``expert_rank > 1`` every routed slot is a whole rank-``expert_rank`` LoRA (a LoRA-MoE).
     """
 
     target_modules: list[str] | str = field(default_factory=lambda: list(DEFAULT_TARGETS))
@@ -56,6 +58,10 @@ class MoRConfig:
     """How many routed slots are zero experts: no parameters, no computation (paper: 4)."""
     top_k: int = 8
     """Routed slots kept per image (paper: 8)."""
+    expert_rank: int = 1
+    """Ranks per routed slot. 1 is MoR: every rank is its own expert. ``r > 1`` makes every real
+    slot a rank-r LoRA whose r ranks share one gate: the "LoRA+MoE" baseline of the paper's
+    Table 2, built on the same layers so both compute paths and merging work unchanged."""
     score_dim: int = 7
     """Length of the degradation score vector fed to the routers (paper: 7 quality dimensions)."""
     alpha: float | None = None
@@ -87,6 +93,8 @@ class MoRConfig:
             raise ValueError("num_zero must lie in [0, num_routed]")
         if self.num_routed and not 1 <= self.top_k <= self.num_routed:
             raise ValueError("top_k must lie in [1, num_routed]")
+        if self.expert_rank < 1:
+            raise ValueError("expert_rank must be >= 1")
         if self.score_dim < 1:
             raise ValueError("score_dim must be >= 1")
         if self.conv_variant not in ("kxk_1x1", "1x1_kxk"):
@@ -103,13 +111,18 @@ class MoRConfig:
 
     @property
     def rank(self) -> int:
-        """Nominal rank of the adapter: shared ranks plus routed slots."""
-        return self.num_shared + self.num_routed
+        """Nominal rank of the adapter: shared ranks plus the ranks of all routed slots."""
+        return self.num_shared + self.num_routed * self.expert_rank
 
     @property
     def num_real(self) -> int:
-        """Routed slots that are real rank-1 experts."""
+        """Routed slots that are real experts (not zero experts)."""
         return self.num_routed - self.num_zero
+
+    @property
+    def num_real_ranks(self) -> int:
+        """Ranks owned by the real routed experts: the rows of ``routed_A``."""
+        return self.num_real * self.expert_rank
 
     @property
     def is_lora(self) -> bool:

@@ -3,6 +3,8 @@
 Every rank of the adapter is an expert: row ``i`` of ``A`` and column ``i`` of ``B`` form expert
 ``i``. The shared experts are always on; the routed ones are weighted by the router's gates; the
 zero experts exist only as router slots, so they have no parameters and are never computed.
+With ``expert_rank = r > 1`` (LoRA-MoE) routed slot ``i`` owns rows ``i r .. i r + r - 1`` of the
+routed factors and its gate multiplies all of them.
 
 Because routing depends on the image only (not on the position), each image ``b`` has one fixed
 update ``delta_b = scaling * B diag(c_b) A`` where ``c_b`` holds 1 for shared ranks and the gate
@@ -69,6 +71,19 @@ def _used_experts(routing: Routing) -> tuple[Tensor, Tensor]:
     return used, routing.real_gates()[:, used]
 
 
+def _slot_ranks(slots: Tensor, gates: Tensor, expert_rank: int) -> tuple[Tensor, Tensor]:
+    """Rows of ``routed_A`` owned by ``slots`` and their gates (..., len(slots) * expert_rank).
+
+    Slot ``i`` owns rows ``i * r .. i * r + r - 1``; its gate is repeated over its ``r`` ranks,
+    so a whole-LoRA expert is switched and weighted as one.
+    """
+    if expert_rank == 1:
+        return slots, gates
+    offsets = torch.arange(expert_rank, device=slots.device)
+    rows = (slots.unsqueeze(-1) * expert_rank + offsets).flatten()
+    return rows, gates.repeat_interleave(expert_rank, dim=-1)
+
+
 class MoRLayer(nn.Module):
     """Shared logic of :class:`MoRLinear` and :class:`MoRConv2d`; the base layer stays frozen."""
 
@@ -85,7 +100,7 @@ class MoRLayer(nn.Module):
         self.scaling = config.scaling
         weight = base_layer.weight
         self.shared_A, self.shared_B = self._new_factors(config.num_shared, weight)
-        self.routed_A, self.routed_B = self._new_factors(config.num_real, weight)
+        self.routed_A, self.routed_B = self._new_factors(config.num_real_ranks, weight)
         self.router: Router | None = None
         if config.num_routed:
             self.router = Router(
@@ -176,7 +191,7 @@ class MoRLayer(nn.Module):
             scores = self._scores.to(device=x.device)
             routing = self.router(scores)
             self.last_routing = routing
-            used, gates = _used_experts(routing)
+            used, gates = _slot_ranks(*_used_experts(routing), self.config.expert_rank)
             if used.numel():
                 parts_a.append(self.routed_A[used])
                 parts_b.append(self.routed_B[:, used])
@@ -246,7 +261,8 @@ class MoRLayer(nn.Module):
             return False
         if self.config.compute_path == "merged":
             return True
-        rank = self.config.num_shared + (self.config.top_k if self.router is not None else 0)
+        routed = self.config.top_k * self.config.expert_rank if self.router is not None else 0
+        rank = self.config.num_shared + routed
         return self._path(x, max(rank, 1), 1) == "merged"
 
     def _fold_one_image(self, x: Tensor) -> Tensor:
@@ -260,10 +276,11 @@ class MoRLayer(nn.Module):
             routing = self.router(self._scores.to(device=x.device))
             self.last_routing = routing
             keep = routing.indices[0] < routing.num_real
-            used = routing.indices[0][keep]
+            used, gates = _slot_ranks(
+                routing.indices[0][keep], routing.gates[0][keep], self.config.expert_rank
+            )
             if used.numel():
-                gates = routing.gates[0][keep].to(weight.dtype)
-                b = self.routed_B[:, used] * gates
+                b = self.routed_B[:, used] * gates.to(weight.dtype)
                 weight = torch.addmm(
                     weight,
                     b,
@@ -339,6 +356,7 @@ class MoRLayer(nn.Module):
         c = self.config
         return (
             f"shared={c.num_shared}, routed={c.num_routed} (zero={c.num_zero}), top_k={c.top_k}, "
+            f"expert_rank={c.expert_rank}, "
             f"scaling={self.scaling:g}, path={c.compute_path}"
         )
 

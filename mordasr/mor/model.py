@@ -186,12 +186,18 @@ def routing_stats(model: nn.Module) -> dict[str, LayerRouting]:
     return stats
 
 
-def balance_loss(model: nn.Module, alpha: float = 1.0, degradation_aware: bool = True) -> Tensor:
+def balance_loss(
+    model: nn.Module,
+    alpha: float = 1.0,
+    degradation_aware: bool = True,
+    severity_scores: Tensor | None = None,
+) -> Tensor:
     """Mean balance loss over the routed layers of the last forward pass.
 
-    Degradation-aware by default: each image's severity comes from the scores the layers were
-    routed with, reduced as the config's ``severity_reduce`` says. Returns 0 for a model without
-    routed layers (plain LoRA).
+    Degradation-aware by default: each image's severity comes from ``severity_scores`` (B, D)
+    degradation scores in [0, 1] (default: the scores the layers were routed with), reduced as
+    the config's ``severity_reduce`` says. Pass them when the routers see something else, such
+    as LR features. Returns 0 for a model without routed layers (plain LoRA).
     """
     losses = []
     for _, layer in mor_layers(model):
@@ -200,7 +206,8 @@ def balance_loss(model: nn.Module, alpha: float = 1.0, degradation_aware: bool =
             continue
         severity = None
         if degradation_aware:
-            severity = severity_from_scores(layer.scores.float(), layer.config.severity_reduce)
+            scores = layer.scores if severity_scores is None else severity_scores
+            severity = severity_from_scores(scores.float(), layer.config.severity_reduce)
         losses.append(load_balance_loss(r.probs, r.indices, r.num_real, alpha, severity))
     if not losses:
         return torch.zeros(())

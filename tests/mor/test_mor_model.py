@@ -18,6 +18,7 @@ from mordasr.mor import (
     MoRLinear,
     balance_loss,
     inject_mor,
+    load_balance_loss,
     load_mor_adapter,
     load_mor_state_dict,
     mark_only_mor_trainable,
@@ -215,3 +216,15 @@ def test_layer_overrides_give_matching_layers_their_own_sizes(tmp_path: Path) ->
     save_mor_adapter(model, tmp_path)
     restored = load_mor_adapter(TinyUNetBlock(), tmp_path)
     assert restored.conv_out.config.top_k == 2
+
+
+def test_balance_loss_takes_severities_from_the_given_scores() -> None:
+    model = inject_mor(small_conv_net(), MoRConfig(target_modules=["2"], **SMALL))
+    with routing(model, torch.zeros(4, 7)):
+        model(torch.randn(4, 3, 8, 8))
+        loss = balance_loss(model, alpha=0.1, severity_scores=torch.ones(4, 3))
+        routed_by = balance_loss(model, alpha=0.1)
+    r = model[2].last_routing
+    expected = load_balance_loss(r.probs, r.indices, r.num_real, 0.1, torch.ones(4))
+    torch.testing.assert_close(loss, expected)
+    assert loss > routed_by

@@ -3,14 +3,16 @@
 Each step cuts HR patches, synthesises LR inputs on the fly (Real-ESRGAN second-order pipeline,
 every parameter drawn per image), scores them with the frozen estimator, and trains the adapters
 with L1 + perceptual + LPIPS + GAN (U-Net discriminator with spectral norm) + the
-degradation-aware balance loss. Only the adapters and the discriminator are trained; an EMA of the
-adapters is what gets exported.
+degradation-aware balance loss. Only the adapters and the discriminator are trained; an EMA of
+the adapters is what gets exported. ``model.variant`` and ``model.router_input`` select the
+paper's ablations (Tables 2 and 8-12; see the README's "Ablations").
 """
 
 from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,12 @@ from mordasr.losses.gan import UNetDiscriminatorSN, gan_loss
 from mordasr.losses.lpips import LPIPS
 from mordasr.losses.perceptual import PerceptualLoss
 from mordasr.models.mor_sr import MoRSuperResolver, SRModelSpec
+from mordasr.models.router_input import router_input, router_input_dim
 from mordasr.mor import (
     MoRConfig,
     allocate_ranks,
     balance_loss,
+    degradation_aware_balance,
     gradient_importance,
     inject_mor,
     mor_layers,
@@ -35,6 +39,7 @@ from mordasr.mor import (
     mor_state_dict,
     params_per_rank,
     routing,
+    variant_config,
 )
 from mordasr.mor.model import load_mor_state_dict
 from mordasr.train.config import TrainConfig
@@ -55,7 +60,11 @@ class RealESRGANMoRTask(TrainTask):
         if unknown:
             raise ValueError(f"unknown losses {sorted(unknown)}; known: {sorted(KNOWN_LOSSES)}")
         options = dict(config.model)
-        mor = MoRConfig(**options.pop("mor", {}))
+        variant = options.pop("variant", "mor")
+        mor = variant_config(
+            MoRConfig(**options.pop("mor", {})), variant, int(options.pop("expert_rank", 4))
+        )
+        self.degradation_aware = degradation_aware_balance(variant)
         allocation = options.pop("allocate", None)
         disc_feat = int(options.pop("discriminator_feat", 64))
         cache_trunk = bool(options.pop("cache_trunk", False))
@@ -71,6 +80,7 @@ class RealESRGANMoRTask(TrainTask):
 
         model = MoRSuperResolver.build(self.spec, mor=None)
         self.estimator = model.estimator.to(self.device).eval()
+        mor = replace(mor, score_dim=router_input_dim(self.spec.router_input, self.estimator))
         net_g = model.backbone.to(self.device)
         if allocation is not None:
             mor = self._allocate(net_g, mor, dict(allocation))
@@ -164,7 +174,7 @@ class RealESRGANMoRTask(TrainTask):
         with tqdm(total=size, desc="synthesising pool", unit="pair", leave=False) as bar:
             while bar.n < size:
                 lr, gt = self._batch(generator)
-                items = {"lr": lr, "gt": gt, "scores": self.estimator(lr)}
+                items = self._scored(lr, gt)
                 if self.trunk_start is not None:
                     feat = backbone.head(lr)
                     items["feat"] = feat
@@ -174,12 +184,20 @@ class RealESRGANMoRTask(TrainTask):
                 bar.update(lr.shape[0])
         return {key: torch.cat(values)[:size] for key, values in parts.items()}
 
+    @torch.no_grad()
+    def _scored(self, lr: Tensor, gt: Tensor) -> dict[str, Tensor]:
+        """A pair with its degradation scores and, when the routers see something else
+        (``model.router_input``), their input under ``route``."""
+        scores = self.estimator(lr)
+        items = {"lr": lr, "gt": gt, "scores": scores}
+        if self.spec.router_input != "scores":
+            items["route"] = router_input(self.spec.router_input, self.estimator, lr, scores)
+        return items
+
     def _draw(self, generator: torch.Generator) -> dict[str, Tensor]:
         """One batch: from the pool when there is one, freshly synthesised otherwise."""
         if self.pool is None:
-            lr, gt = self._batch(generator)
-            with torch.no_grad():
-                return {"lr": lr, "gt": gt, "scores": self.estimator(lr)}
+            return self._scored(*self._batch(generator))
         size = self.pool["lr"].shape[0]
         picks = torch.randint(size, (self.config.data.batch_size,), generator=generator)
         return {key: value[picks.to(value.device)] for key, value in self.pool.items()}
@@ -210,9 +228,10 @@ class RealESRGANMoRTask(TrainTask):
         fakes = []
         for batch in batches:
             gt = batch["gt"]
-            with self.accelerator.autocast(), routing(self.net_g, batch["scores"]):
+            route = batch.get("route", batch["scores"])
+            with self.accelerator.autocast(), routing(self.net_g, route):
                 sr = self._generate(batch)
-                losses = self._generator_losses(sr, gt)
+                losses = self._generator_losses(sr, gt, batch["scores"])
             total = sum(losses.values())
             self.accelerator.backward(total / accumulate)
             fakes.append((sr.detach(), gt))
@@ -232,7 +251,8 @@ class RealESRGANMoRTask(TrainTask):
         logs["lr"] = lr_rate
         return logs
 
-    def _generator_losses(self, sr: Tensor, gt: Tensor) -> dict[str, Tensor]:
+    def _generator_losses(self, sr: Tensor, gt: Tensor, scores: Tensor) -> dict[str, Tensor]:
+        """Weighted generator losses; ``scores`` give the balance loss its severities."""
         w = self.weights
         losses: dict[str, Tensor] = {}
         if "l1" in w:
@@ -245,7 +265,13 @@ class RealESRGANMoRTask(TrainTask):
             with _frozen(self.net_d):
                 losses["gan_g"] = w["gan"] * gan_loss(self.net_d(sr), True, for_discriminator=False)
         if "balance" in w:
-            losses["balance"] = balance_loss(self.net_g, alpha=w["balance"]).to(sr.device)
+            balance = balance_loss(
+                self.net_g,
+                alpha=w["balance"],
+                degradation_aware=self.degradation_aware,
+                severity_scores=scores,
+            )
+            losses["balance"] = balance.to(sr.device)
         return losses
 
     def _discriminator_step(self, fakes: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
