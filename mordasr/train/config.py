@@ -80,18 +80,50 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        """Read a YAML file; relative paths inside it are taken from the file's folder."""
+        """Read a YAML file; relative paths inside it are taken from the file's folder.
+
+        A top-level ``base: other.yaml`` (relative to the file) starts from that config and
+        overrides it key by key: mappings merge recursively, any other value (a list, ``null``)
+        replaces the base's. Paths keep resolving against the file that wrote them.
+        """
         path = Path(path)
-        data = yaml.safe_load(path.read_text()) or {}
-        config = from_dict(cls, data)
-        base = path.resolve().parent
-        config.output_dir = str(_resolve(base, config.output_dir))
-        config.data.hr_dirs = [str(_resolve(base, d)) for d in config.data.hr_dirs]
+        config = from_dict(cls, read_yaml(path))
+        folder = path.resolve().parent
+        config.output_dir = str(_resolve(folder, config.output_dir))
+        config.data.hr_dirs = [str(_resolve(folder, d)) for d in config.data.hr_dirs]
         return config
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for saving beside checkpoints."""
         return dataclasses.asdict(self)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file's data with its ``base`` merged in and its paths made absolute."""
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise TypeError(f"{path} must hold a mapping, got {type(data).__name__}")
+    folder = path.resolve().parent
+    if "output_dir" in data:
+        data["output_dir"] = str(_resolve(folder, data["output_dir"]))
+    section = data.get("data")
+    if isinstance(section, dict) and "hr_dirs" in section:
+        section["hr_dirs"] = [str(_resolve(folder, d)) for d in section["hr_dirs"]]
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return merge(read_yaml(folder / base), data)
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``: nested mappings merge, other values replace."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -50,6 +50,25 @@ from mordasr.train.task import TrainTask, register_task
 KNOWN_LOSSES = {"l1", "perceptual", "lpips", "gan", "balance"}
 
 
+ADAPTER_KEYS = ("mor", "variant", "expert_rank")
+"""``model`` options that shape the adapters (read by :func:`adapter_layout`)."""
+
+
+def adapter_layout(model: dict[str, Any]) -> tuple[MoRConfig, bool]:
+    """The MoR layout that ``model`` options ask for and whether the balance loss is
+    degradation-aware.
+
+    ``model.mor`` is the template (:class:`MoRConfig` fields), ``model.variant`` one of the
+    paper's Table 2 rows (:mod:`mordasr.mor.variants`, default ``mor``) and ``model.expert_rank``
+    the rank of each ``lora-moe`` expert (default 4). The routers' ``score_dim`` is set later
+    from ``model.router_input``.
+    """
+    variant = model.get("variant", "mor")
+    template = MoRConfig(**model.get("mor", {}))
+    layout = variant_config(template, variant, int(model.get("expert_rank", 4)))
+    return layout, degradation_aware_balance(variant)
+
+
 @register_task("realesrgan-mor")
 class RealESRGANMoRTask(TrainTask):
     """Adapt a Real-ESRGAN backbone to synthetic real-world degradations with MoR."""
@@ -60,11 +79,9 @@ class RealESRGANMoRTask(TrainTask):
         if unknown:
             raise ValueError(f"unknown losses {sorted(unknown)}; known: {sorted(KNOWN_LOSSES)}")
         options = dict(config.model)
-        variant = options.pop("variant", "mor")
-        mor = variant_config(
-            MoRConfig(**options.pop("mor", {})), variant, int(options.pop("expert_rank", 4))
-        )
-        self.degradation_aware = degradation_aware_balance(variant)
+        mor, self.degradation_aware = adapter_layout(options)
+        for key in ADAPTER_KEYS:
+            options.pop(key, None)
         allocation = options.pop("allocate", None)
         disc_feat = int(options.pop("discriminator_feat", 64))
         cache_trunk = bool(options.pop("cache_trunk", False))
