@@ -39,7 +39,7 @@ def describe(backbone: nn.Module) -> dict[str, int]:
         for layer in layers
         for p in (layer.shared_A, layer.shared_B, layer.routed_A, layer.routed_B)
     )
-    routers = sum(layer.router.gate.weight.numel() for layer in layers if layer.router)
+    routers = sum(p.numel() for layer in layers if layer.router for p in layer.router.parameters())
     c = layers[0].config
     active = c.num_shared + (min(c.top_k, c.num_real) * c.expert_rank if c.num_routed else 0)
     return {"layers": len(layers), "factors": factors, "routers": routers, "active": active}

@@ -66,6 +66,10 @@ class MoRConfig:
     """Length of the degradation score vector fed to the routers (paper: 7 quality dimensions)."""
     alpha: float | None = None
     """LoRA alpha; ``None`` means ``alpha = rank`` so that ``scaling = 1``."""
+    router_bias: bool = False
+    """Give every router a learnable per-slot bias, ``softmax(s W_g + b)`` (starts at 0). Off by
+    default, as in the paper's eq. 9; an ablation for routers that barely separate mild from
+    severe images (their score vectors point nearly the same way)."""
     renormalize_gates: bool = False
     """Renormalise the kept gates to sum to 1. The paper's eq. 9 keeps the raw softmax values of
     the top-k slots (no renormalisation), which is the default."""

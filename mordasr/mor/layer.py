@@ -109,6 +109,7 @@ class MoRLayer(nn.Module):
                 config.num_real,
                 config.top_k,
                 renormalize=config.renormalize_gates,
+                bias=config.router_bias,
             ).to(device=weight.device, dtype=weight.dtype)
         self.shared_merged = False
         self._scores: Tensor | None = None
@@ -159,7 +160,7 @@ class MoRLayer(nn.Module):
         """Every trainable tensor of this adapter (factors and router)."""
         params = [self.shared_A, self.shared_B, self.routed_A, self.routed_B]
         if self.router is not None:
-            params.append(self.router.gate.weight)
+            params.extend(self.router.parameters())
         return params
 
     # Routing -----------------------------------------------------------------------------------

@@ -48,6 +48,10 @@ class Router(nn.Module):
 
     The gating matrix ``W_g`` is stored as ``gate.weight`` with shape (N, score_dim). Softmax and
     top-k run in float32 whatever the parameter dtype, so routing does not flip under fp16.
+    With ``bias`` the logits get a learnable per-slot offset, ``softmax(s W_g + b)``, starting at
+    zero: without it, score vectors that point the same way (mild and severe images whose
+    dimensions all rise together) can only scale the logits, never reorder a slot past its
+    threshold. A fixed centring ``(s - c) W_g = s W_g - c W_g`` is a special case of the bias.
     """
 
     def __init__(
@@ -57,12 +61,15 @@ class Router(nn.Module):
         num_real: int,
         top_k: int,
         renormalize: bool = False,
+        bias: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= top_k <= num_slots:
             raise ValueError("top_k must lie in [1, num_slots]")
-        self.gate = nn.Linear(score_dim, num_slots, bias=False)
+        self.gate = nn.Linear(score_dim, num_slots, bias=bias)
         nn.init.kaiming_uniform_(self.gate.weight, a=math.sqrt(5))
+        if bias:
+            nn.init.zeros_(self.gate.bias)
         self.num_real = num_real
         self.top_k = top_k
         self.renormalize = renormalize
@@ -74,6 +81,8 @@ class Router(nn.Module):
                 f"scores must have shape (B, {self.gate.in_features}), got {tuple(scores.shape)}"
             )
         logits = scores.float() @ self.gate.weight.float().t()
+        if self.gate.bias is not None:
+            logits = logits + self.gate.bias.float()
         probs = torch.softmax(logits, dim=-1)
         gates, indices = torch.topk(probs, self.top_k, dim=-1)
         if self.renormalize:

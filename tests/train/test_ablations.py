@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -148,8 +149,9 @@ def test_yaml_zero_experts_and_top_k_reach_every_layer(assets: Path, tmp_path: P
         {"variant": "mor-standard-balance"},
         {"router_input": "blur-noise"},
         {"router_input": "lr-features"},
+        {"mor": {"router_bias": True}},
     ],
-    ids=lambda model: "-".join(str(v) for v in model.values()),
+    ids=["lora", "lora-moe", "mor-no-zero", "mor-v2", "blur-noise", "lr-features", "bias"],
 )
 def test_every_ablation_trains_a_step_and_exports_a_loadable_model(
     assets: Path, tmp_path: Path, model: dict[str, object]
@@ -207,11 +209,19 @@ def test_router_ablation_configs_change_only_the_router_input(
     assert adapter_layout(config.model) == adapter_layout(_ablation("mor_full").model)
 
 
+def test_router_bias_config_adds_only_the_bias() -> None:
+    mor, aware = adapter_layout(_ablation("router_bias").model)
+    full, full_aware = adapter_layout(_ablation("mor_full").model)
+    assert mor.router_bias and not full.router_bias
+    assert (replace(mor, router_bias=False), aware) == (full, full_aware)
+
+
 def test_default_recipe_still_builds_the_shipped_default_layout() -> None:
     config = TrainConfig.from_yaml(CONFIGS / "realesrgan_mor.yaml")
     mor, degradation_aware = adapter_layout(config.model)
     assert mor == MoRConfig(**config.model["mor"])
     assert degradation_aware
+    assert (mor.expert_rank, mor.router_bias) == (1, False)
     assert "router_input" not in config.model
     shipped = json.loads((SHIPPED / "mor_config.json").read_text())
     for field in ("num_shared", "num_routed", "num_zero", "top_k", "score_dim", "conv_variant"):
