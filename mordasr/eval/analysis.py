@@ -260,7 +260,9 @@ def compare_sets(mild: SetRouting, severe: SetRouting) -> dict[str, Any]:
     """Whether ``severe`` keeps more real experts than ``mild``, on average and image by image.
 
     The sets must hold the same images in the same order (as :func:`analyse_set` makes them
-    from one image list), so the per-image differences are paired.
+    from one image list), so the per-image differences are paired. ``score_cosine`` is the
+    cosine of the two sets' mean score vectors: a router without bias sees score vectors of one
+    direction as the same input at another scale, so near 1 the sets are hard to route apart.
     """
     if mild.images != severe.images:
         raise ValueError("compare sets built from the same images")
@@ -278,6 +280,9 @@ def compare_sets(mild: SetRouting, severe: SetRouting) -> dict[str, Any]:
             severe.name: float(severe.severity.mean()),
         },
         "difference": float(diff.mean()),
+        "score_cosine": float(
+            torch.cosine_similarity(mild.scores.mean(dim=0), severe.scores.mean(dim=0), dim=0)
+        ),
         "images_severe_more": int((diff > 0).sum()),
         "images_severe_fewer": int((diff < 0).sum()),
         "severe_keeps_more": bool(diff.mean() > 0),

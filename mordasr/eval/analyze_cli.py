@@ -64,7 +64,8 @@ def report_text(summary: dict[str, Any], command: str) -> str:
     verdict = (
         f"**Yes.** `{severe}` images keep more real experts than `{mild}` images"
         if cmp["severe_keeps_more"]
-        else f"**No.** `{severe}` images do not keep more real experts than `{mild}` images"
+        else f"**No.** `{severe}` images do not keep more real experts than `{mild}` images "
+        "(the paper's claim does not hold for this model on these images)"
     )
     lines = [
         f"# Expert activations of `{summary['model']}`",
@@ -82,7 +83,9 @@ def report_text(summary: dict[str, Any], command: str) -> str:
         f"Image by image, the `{severe}` version keeps more on {cmp['images_severe_more']} of "
         f"{cmp['images']} images and fewer on {cmp['images_severe_fewer']}. Mean estimator "
         f"severity: {cmp['mean_severity'][mild]:.3f} (`{mild}`) vs "
-        f"{cmp['mean_severity'][severe]:.3f} (`{severe}`).",
+        f"{cmp['mean_severity'][severe]:.3f} (`{severe}`); cosine of their mean score vectors "
+        f"{cmp['score_cosine']:.3f} (the routers have no bias, so score vectors of one "
+        "direction differ to them only in scale).",
         "",
         f"Correlation of severity and real experts kept, over all {summary['points']} routed "
         f"images of every set: Pearson r = {summary['pearson_severity_real_experts']:.3f}.",
