@@ -261,8 +261,9 @@ def compare_sets(mild: SetRouting, severe: SetRouting) -> dict[str, Any]:
 
     The sets must hold the same images in the same order (as :func:`analyse_set` makes them
     from one image list), so the per-image differences are paired. ``score_cosine`` is the
-    cosine of the two sets' mean score vectors: a router without bias sees score vectors of one
-    direction as the same input at another scale, so near 1 the sets are hard to route apart.
+    cosine of the two sets' mean score vectors: a router without bias keeps the top-k of
+    ``s W_g``, whose order does not change when ``s`` is scaled, so near 1 the two sets keep
+    nearly the same experts however different their severities.
     """
     if mild.images != severe.images:
         raise ValueError("compare sets built from the same images")

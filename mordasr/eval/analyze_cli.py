@@ -84,8 +84,9 @@ def report_text(summary: dict[str, Any], command: str) -> str:
         f"{cmp['images']} images and fewer on {cmp['images_severe_fewer']}. Mean estimator "
         f"severity: {cmp['mean_severity'][mild]:.3f} (`{mild}`) vs "
         f"{cmp['mean_severity'][severe]:.3f} (`{severe}`); cosine of their mean score vectors "
-        f"{cmp['score_cosine']:.3f} (the routers have no bias, so score vectors of one "
-        "direction differ to them only in scale).",
+        f"{cmp['score_cosine']:.3f}. A router without bias keeps the top-k of `s W_g`, "
+        "and scaling `s` scales those logits without reordering them: which experts an image "
+        "keeps depends on the direction of its scores, not on their size.",
         "",
         f"Correlation of severity and real experts kept, over all {summary['points']} routed "
         f"images of every set: Pearson r = {summary['pearson_severity_real_experts']:.3f}.",

@@ -42,9 +42,14 @@ def short_names(names: list[str]) -> list[str]:
     return [".".join(p[common:]) for p in parts]
 
 
+DPI = 110
+MIN_PANEL = 96
+"""Smallest width in pixels of one crop of the comparison figure."""
+
+
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.05)
     pyplot().close(fig)
     return path
 
@@ -122,25 +127,32 @@ def plot_real_experts_vs_score(rows: list[dict[str, Any]], path: Path) -> Path:
 def plot_comparison(
     grid: list[list[np.ndarray]], columns: list[str], rows: list[str], path: Path
 ) -> Path:
-    """Image grid: one row per image, one titled column per method, no axes."""
+    """Image grid: one row per image, one titled column per method, no axes; each crop is
+    drawn at its own pixel size (at least ``MIN_PANEL`` pixels wide, enlarged nearest)."""
     plt = pyplot()
     height, width = grid[0][0].shape[:2]
-    panel = 2.3
-    fig, axes = plt.subplots(
-        len(grid),
-        len(columns),
-        figsize=(panel * len(columns), panel * height / width * len(grid) + 0.4),
-        squeeze=False,
+    zoom = max(1, -(-MIN_PANEL // width))
+    panel_w, panel_h = width * zoom / DPI, height * zoom / DPI
+    gap, title, label = 0.04, 0.25, 0.2
+    fig_w = label + len(columns) * panel_w + (len(columns) - 1) * gap
+    fig_h = title + len(grid) * panel_h + (len(grid) - 1) * gap
+    fig, axes = plt.subplots(len(grid), len(columns), figsize=(fig_w, fig_h), squeeze=False)
+    fig.subplots_adjust(
+        left=label / fig_w,
+        right=1.0,
+        bottom=0.0,
+        top=1.0 - title / fig_h,
+        wspace=gap / panel_w,
+        hspace=gap / panel_h,
     )
-    for r, (row, label) in enumerate(zip(grid, rows, strict=True)):
+    for r, (row, name) in enumerate(zip(grid, rows, strict=True)):
         for c, image in enumerate(row):
             ax = axes[r][c]
             ax.imshow(image, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(columns[c], fontsize=9)
+                ax.set_title(columns[c], fontsize=8)
             if c == 0:
-                ax.set_ylabel(label, fontsize=8)
-    fig.subplots_adjust(wspace=0.03, hspace=0.05)
+                ax.set_ylabel(name, fontsize=8)
     return _save(fig, path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from nets import small_conv_net
@@ -167,3 +169,11 @@ def test_noise_only_images_are_reproducible_per_seed() -> None:
     hr = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     assert torch.equal(analysis.noise_only(hr, 5), analysis.noise_only(hr, 5))
     assert not torch.equal(analysis.noise_only(hr, 5), analysis.noise_only(hr, 6))
+
+
+def test_score_cosine_is_one_when_severe_scores_are_mild_ones_scaled() -> None:
+    a = hand_made_set("a", {"conv": [[0, 1], [0, 1]]})
+    mild_scores = torch.rand(2, 7, generator=torch.Generator().manual_seed(4))
+    a = replace(a, scores=mild_scores)
+    b = replace(a, name="b", scores=3 * mild_scores)
+    assert analysis.compare_sets(a, b)["score_cosine"] == pytest.approx(1.0)
