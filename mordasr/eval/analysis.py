@@ -239,6 +239,14 @@ def real_experts_vs_score(sets: list[SetRouting]) -> list[dict[str, Any]]:
     ]
 
 
+def severity_correlation(sets: list[SetRouting]) -> float:
+    """Pearson correlation of severity and real experts kept, over every image of every set
+    (0 when either is constant)."""
+    severity = torch.cat([s.severity for s in sets])
+    real = torch.cat([s.real_experts() for s in sets])
+    return float(torch.corrcoef(torch.stack([severity, real]))[0, 1].nan_to_num(0.0))
+
+
 def most_varied_layer(sets: list[SetRouting]) -> str:
     """The layer whose kept slots vary most across all images (the last one on a tie).
 

@@ -131,11 +131,6 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _pearson(rows: list[dict[str, Any]]) -> float:
-    pairs = torch.tensor([[r["severity"], r["real_experts"]] for r in rows]).t()
-    return float(torch.corrcoef(pairs)[0, 1].nan_to_num(0.0))
-
-
 def analyse(args: argparse.Namespace, route: analysis.RouteFn, scale: int) -> dict[str, Any]:
     """Route every set, write the tables, figures, summary and report; returns the summary."""
     files = list_images(args.images)[: args.max_images]
@@ -187,7 +182,7 @@ def analyse(args: argparse.Namespace, route: analysis.RouteFn, scale: int) -> di
         "frequency_file": frequency_file,
         "sets": {name: analysis.set_summary(s) for name, s in sets.items()},
         "comparison": analysis.compare_sets(severity_sets[0], severity_sets[-1]),
-        "pearson_severity_real_experts": _pearson(score_rows),
+        "pearson_severity_real_experts": analysis.severity_correlation(list(sets.values())),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report_text(summary, command_line(args)))

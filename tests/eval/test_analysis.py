@@ -177,3 +177,8 @@ def test_score_cosine_is_one_when_severe_scores_are_mild_ones_scaled() -> None:
     a = replace(a, scores=mild_scores)
     b = replace(a, name="b", scores=3 * mild_scores)
     assert analysis.compare_sets(a, b)["score_cosine"] == pytest.approx(1.0)
+
+
+def test_severity_correlation_is_positive_when_worse_images_keep_more_real_experts() -> None:
+    s = hand_made_set("x", {"conv": [[3, 4], [0, 4], [0, 1]]})
+    assert analysis.severity_correlation([s]) == pytest.approx(1.0)
