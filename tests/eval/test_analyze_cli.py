@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,16 @@ def test_a_plain_backbone_cannot_be_analysed(
     args = ["analyze", "--model", str(model / ".." / "tiny.pth"), "--images", str(hr)]
     assert main([*args, "-o", str(tmp_path / "out")]) == 1
     assert "not a MoR model" in capsys.readouterr().err
+
+
+def test_without_matplotlib_it_says_how_to_install_it(
+    setup: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    model, hr = setup
+    args = ["analyze", "--model", str(model), "--images", str(hr), "-o", str(tmp_path / "out")]
+    assert main(args) == 1
+    assert "pip install 'mordasr[analyze]'" in capsys.readouterr().err
