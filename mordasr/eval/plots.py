@@ -72,7 +72,7 @@ def plot_zero_experts_per_layer(
     ax.set_ylabel(f"zero experts kept per image (of top-{top_k})")
     ax.set_title("Zero-expert activations per layer, by degradation severity")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="degradation")
+    ax.legend(title="degradation", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
@@ -89,8 +89,9 @@ def plot_expert_frequency(
         ax.axvline(num_real - 0.5, color="white", linewidth=2)
         ax.text(
             (num_real + len(rows) - 1) / 2,
-            -0.62,
+            1.01,
             "zero experts",
+            transform=ax.get_xaxis_transform(),
             ha="center",
             va="bottom",
             fontsize=8,
@@ -99,7 +100,7 @@ def plot_expert_frequency(
     ax.set_yticks(np.arange(len(sets)), sets)
     ax.set_xlabel("routed slot (expert index)")
     ax.set_ylabel("degradation")
-    ax.set_title(f"Expert activation frequency in {layer}", pad=14)
+    ax.set_title(f"Expert activation frequency in {layer}", pad=18)
     fig.colorbar(image, ax=ax, label="fraction of images keeping the slot", pad=0.02)
     return _save(fig, path)
 
