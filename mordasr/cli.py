@@ -1,14 +1,12 @@
 """The `mordasr` command line: one sub-command per capability.
 
 Each capability module exposes ``register(subparsers)`` which adds its sub-command and sets
-``func`` on the parser; this module only assembles them. Sub-commands that are not built yet are
-registered as placeholders that say so and exit with status 2.
+``func`` on the parser; this module only assembles them.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 
 from mordasr import __version__
@@ -16,23 +14,10 @@ from mordasr import __version__
 Register = Callable[[argparse._SubParsersAction], None]
 
 
-def _placeholder(name: str, summary: str) -> Register:
-    def register(subparsers: argparse._SubParsersAction) -> None:
-        parser = subparsers.add_parser(name, help=f"{summary} (not yet available)")
-        parser.add_argument("args", nargs=argparse.REMAINDER)
-
-        def run(_: argparse.Namespace) -> int:
-            print(f"mordasr {name}: not yet available in this version.", file=sys.stderr)
-            return 2
-
-        parser.set_defaults(func=run)
-
-    return register
-
-
 def _registrars() -> list[Register]:
     from mordasr.degrade.cli import register as degrade_register
     from mordasr.estimate.cli import register as estimate_register
+    from mordasr.eval.analyze_cli import register as analyze_register
     from mordasr.eval.benchmark import register as benchmark_register
     from mordasr.eval.cli import register as eval_register
     from mordasr.infer.cli import register as upscale_register
@@ -45,7 +30,7 @@ def _registrars() -> list[Register]:
         train_register,
         eval_register,
         benchmark_register,
-        _placeholder("analyze", "plot expert activations"),
+        analyze_register,
     ]
 
 

@@ -1,6 +1,9 @@
-"""Evaluation: metrics, `mordasr eval` and `mordasr benchmark`.
+"""Evaluation: metrics, `mordasr eval`, `mordasr benchmark` and `mordasr analyze`.
 
 - :mod:`~mordasr.eval.metrics` — PSNR/SSIM on the Y channel, LPIPS, DISTS, NIQE on tensors.
 - :mod:`~mordasr.eval.evaluate` — metrics over folders of SR/HR pairs.
-- :mod:`~mordasr.eval.benchmark` — several models on one test set, quality and speed.
+- :mod:`~mordasr.eval.benchmark` — several models on one test set, quality and speed, the report.
+- :mod:`~mordasr.eval.analysis` — which experts a MoR model keeps for which degradations.
+- :mod:`~mordasr.eval.plots` — the figures of `mordasr analyze` and `mordasr benchmark`.
+- :mod:`~mordasr.eval.analyze_cli` — `mordasr analyze`.
 """

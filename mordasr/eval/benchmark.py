@@ -4,6 +4,10 @@ Every model first runs once untimed on the first image (one-time start-up costs)
 are interleaved image by image (each image is run by every model before the next image), so
 machine noise affects all of them alike; times cover the network only (no file IO, no
 metrics). SR outputs are rounded to 8 bits before scoring, as saved PNGs would be.
+
+With an output folder it writes ``report.md`` (the table, ready to paste), ``results.json`` and
+``comparison.png``: the same detailed crop of the first few images as LR (nearest-upscaled),
+every model and HR, side by side.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mordasr.eval.evaluate import DEFAULT_METRICS, parse_metrics
@@ -35,6 +41,8 @@ class ModelRun:
     description: str
     metrics: dict[str, list[float]] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
+    samples: list[torch.Tensor] = field(default_factory=list)
+    """SR outputs (3, H, W) of the first images, kept for the comparison figure."""
 
     def means(self) -> dict[str, float]:
         return {k: sum(v) / len(v) for k, v in self.metrics.items()}
@@ -62,8 +70,10 @@ def run_benchmark(
     device: str = "cpu",
     save_dir: Path | None = None,
     progress: bool = True,
+    keep: int = 0,
 ) -> list[ModelRun]:
-    """Run every model on every pair; optionally save SR outputs under ``save_dir/<model>/``."""
+    """Run every model on every pair; optionally save SR outputs under ``save_dir/<model>/``
+    and keep those of the first ``keep`` pairs in ``ModelRun.samples``."""
     from mordasr.infer.io import save_image
     from mordasr.infer.pipeline import Upscaler
     from mordasr.models.zoo import describe
@@ -96,6 +106,8 @@ def run_benchmark(
                 )
             for metric in metrics:
                 runs[name].metrics[metric].append(float(functions[metric](sr, hr)[0]))
+            if index < keep:
+                runs[name].samples.append(sr[0].cpu())
             if save_dir is not None:
                 folder = save_dir / _safe(name)
                 folder.mkdir(parents=True, exist_ok=True)
@@ -105,6 +117,62 @@ def run_benchmark(
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).name or name)
+
+
+def detail_box(hr: torch.Tensor, size: int, multiple: int) -> tuple[int, int, int]:
+    """(top, left, side) of the ``size`` square of (3, H, W) ``hr`` with the most gradient energy,
+    corners and side multiples of ``multiple`` (so the LR crop is exact)."""
+    side = min(size, *hr.shape[-2:]) // multiple * multiple
+    gray = hr.mean(dim=0)
+    energy = gray.new_zeros(gray.shape)
+    energy[:, 1:] += (gray[:, 1:] - gray[:, :-1]).abs()
+    energy[1:] += (gray[1:] - gray[:-1]).abs()
+    windows = F.avg_pool2d(energy[None, None], side, stride=multiple)[0, 0]
+    row, col = divmod(int(windows.argmax()), windows.shape[1])
+    return row * multiple, col * multiple, side
+
+
+def _crop(image: torch.Tensor, top: int, left: int, side: int) -> np.ndarray:
+    patch = image[:, top : top + side, left : left + side].clamp(0, 1)
+    return (patch.permute(1, 2, 0) * 255).round().byte().numpy()
+
+
+def comparison_grid(
+    pairs: list[tuple[Path, Path]], runs: list[ModelRun], size: int
+) -> tuple[list[list[np.ndarray]], list[str]]:
+    """Rows of crops (LR nearest-upscaled, each model's SR, HR) of the pairs the runs kept,
+    and the column titles."""
+    grid, lr_title = [], "LR"
+    for index, (lr_path, hr_path) in enumerate(pairs[: len(runs[0].samples)]):
+        lr, hr = load_image(lr_path)[0], load_image(hr_path)[0]
+        scale = hr.shape[-1] // lr.shape[-1]
+        lr_title = f"LR (nearest x{scale})"
+        top, left, side = detail_box(hr, size, scale)
+        lr_up = lr.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+        row = [_crop(lr_up, top, left, side)]
+        row += [_crop(run.samples[index], top, left, side) for run in runs]
+        grid.append([*row, _crop(hr, top, left, side)])
+    return grid, [lr_title, *(_safe(run.name) for run in runs), "HR"]
+
+
+def write_report(
+    folder: Path, runs: list[ModelRun], pairs: list[tuple[Path, Path]], table: str, size: int
+) -> Path:
+    """``report.md`` with the table and, where matplotlib is installed, ``comparison.png``."""
+    from mordasr.eval.plots import MissingMatplotlibError, plot_comparison
+
+    lines = [f"# Benchmark ({len(runs[0].seconds)} LR/HR pairs)", "", table, ""]
+    grid, columns = comparison_grid(pairs, runs, size)
+    if grid:
+        try:
+            rows = [pair_key(hr.stem) for _, hr in pairs[: len(grid)]]
+            plot_comparison(grid, columns, rows, folder / "comparison.png")
+            lines += ["![side-by-side crops](comparison.png)", ""]
+        except MissingMatplotlibError as error:
+            print(f"mordasr benchmark: no comparison.png ({error})", file=sys.stderr)
+    report = folder / "report.md"
+    report.write_text("\n".join(lines))
+    return report
 
 
 def markdown(runs: list[ModelRun], reference: str | None) -> str:
@@ -171,7 +239,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, help="use only the first N pairs")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "-o", "--output", type=Path, help="write results.md, results.json and the SR images here"
+        "-o",
+        "--output",
+        type=Path,
+        help="write report.md, results.json, comparison.png and the SR images here",
+    )
+    parser.add_argument(
+        "--figure-images", type=int, default=4, help="rows of comparison.png (default 4)"
+    )
+    parser.add_argument(
+        "--figure-crop", type=int, default=128, help="HR side of each crop (default 128)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     parser.set_defaults(func=run)
@@ -187,7 +264,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     save_dir = args.output / "images" if args.output else None
     try:
-        runs = run_benchmark(pairs, args.models, metrics, args.crop_border, args.device, save_dir)
+        keep = args.figure_images if args.output else 0
+        runs = run_benchmark(
+            pairs, args.models, metrics, args.crop_border, args.device, save_dir, keep=keep
+        )
     except FileNotFoundError as error:
         print(f"mordasr benchmark: {error}", file=sys.stderr)
         return 1
@@ -196,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     data = as_json(runs, reference)
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / "results.md").write_text(table + "\n")
         (args.output / "results.json").write_text(json.dumps(data, indent=2))
+        write_report(args.output, runs, pairs, table, args.figure_crop)
     print(json.dumps(data, indent=2) if args.json else table)
     return 0

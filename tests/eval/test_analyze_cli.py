@@ -1,0 +1,124 @@
+"""`mordasr analyze` end to end on a tiny MoR model and a few generated photos."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from tiny_models import photo, tiny_mor_model
+
+from mordasr.cli import main
+
+PRESETS = ["--preset", "mordasr-mild", "--preset", "mordasr-severe"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("analyze")
+    (root / "HR").mkdir()
+    for i in range(3):
+        Image.fromarray(photo(72, 64, seed=i)).save(root / "HR" / f"p{i}.png")
+    return tiny_mor_model(root / "models"), root / "HR"
+
+
+@pytest.fixture(scope="module")
+def analysed(setup: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, hr = setup
+    out = tmp_path_factory.mktemp("out") / "analysis"
+    args = ["analyze", "--model", str(model), "--images", str(hr), *PRESETS, "--crop", "64"]
+    assert main([*args, "-o", str(out)]) == 0
+    return out
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_table_figure_and_report_is_written(analysed: Path) -> None:
+    layer = json.loads((analysed / "summary.json").read_text())["frequency_file"]
+    stems = ["zero_experts_per_layer", layer, "real_experts_vs_score"]
+    for stem in stems:
+        assert (analysed / f"{stem}.csv").is_file()
+        with Image.open(analysed / f"{stem}.png") as figure:
+            figure.load()
+            assert figure.format == "PNG" and min(figure.size) > 200
+    assert (analysed / "report.md").is_file()
+
+
+def test_tables_have_one_column_per_set(analysed: Path) -> None:
+    zero = read_csv(analysed / "zero_experts_per_layer.csv")
+    assert list(zero[0]) == ["layer", "mordasr-mild", "mordasr-severe"]
+    assert len(zero) == 5
+    layer = json.loads((analysed / "summary.json").read_text())["frequency_file"]
+    frequency = read_csv(analysed / f"{layer}.csv")
+    assert list(frequency[0]) == [
+        "slot",
+        "kind",
+        "blur",
+        "noise",
+        "jpeg",
+        "mordasr-mild",
+        "mordasr-severe",
+    ]
+    assert [row["kind"] for row in frequency] == ["real"] * 4 + ["zero"] * 2
+    points = read_csv(analysed / "real_experts_vs_score.csv")
+    assert list(points[0]) == ["set", "image", "severity", "real_experts"]
+    assert len(points) == 3 * 5
+
+
+def test_report_answers_the_severity_question_with_the_summary_numbers(analysed: Path) -> None:
+    summary = json.loads((analysed / "summary.json").read_text())
+    comparison = summary["comparison"]
+    report = (analysed / "report.md").read_text()
+    answer = "**Yes.**" if comparison["severe_keeps_more"] else "**No.**"
+    assert answer in report
+    for value in comparison["mean_real_experts"].values():
+        assert f"{value:.3f}" in report
+    assert summary["images"] == 3 and summary["top_k"] == 2
+
+
+def test_one_preset_is_not_a_comparison(
+    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, hr = setup
+    args = ["analyze", "--model", str(model), "--images", str(hr), "--preset", "mordasr-mild"]
+    assert main([*args, "-o", str(tmp_path / "out")]) == 1
+    assert "two or more --preset" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_layer_is_reported_with_the_known_ones(
+    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, hr = setup
+    args = ["analyze", "--model", str(model), "--images", str(hr), *PRESETS, "--crop", "64"]
+    assert main([*args, "--layer", "nope", "-o", str(tmp_path / "out")]) == 1
+    assert "unknown layer 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_plain_backbone_cannot_be_analysed(
+    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, hr = setup
+    args = ["analyze", "--model", str(model / ".." / "tiny.pth"), "--images", str(hr)]
+    assert main([*args, "-o", str(tmp_path / "out")]) == 1
+    assert "not a MoR model" in capsys.readouterr().err
+
+
+def test_without_matplotlib_it_says_how_to_install_it(
+    setup: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    model, hr = setup
+    args = ["analyze", "--model", str(model), "--images", str(hr), "-o", str(tmp_path / "out")]
+    assert main(args) == 1
+    assert "pip install 'mordasr[analyze]'" in capsys.readouterr().err
