@@ -101,6 +101,7 @@ class RealESRGANMoRTask(TrainTask):
         net_g = model.backbone.to(self.device)
         if allocation is not None:
             mor = self._allocate(net_g, mor, dict(allocation))
+        torch.manual_seed(config.seed)  # adapter init must not depend on what loaded before
         inject_mor(net_g, mor)
         self.adapter_params = mor_named_parameters(net_g)
         self.optimizer_g = torch.optim.AdamW(
