@@ -9,6 +9,7 @@ content: padding for convolution and JPEG is rebuilt from the valid area with in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,27 @@ def full_sizes(x: Tensor) -> tuple[Tensor, Tensor]:
         torch.full((b,), h, dtype=torch.long, device=x.device),
         torch.full((b,), w, dtype=torch.long, device=x.device),
     )
+
+
+CHUNK_VALUES = 1 << 20
+"""Elements per slice of a batch in memory-bound stages on CPU (see ``map_chunks``)."""
+
+
+def map_chunks(fn: Callable[..., Tensor], x: Tensor, *per_image: Tensor) -> Tensor:
+    """``fn(x, *per_image)`` applied to slices of the batch of about ``CHUNK_VALUES`` elements.
+
+    For stages where each image is processed independently: on CPU, the intermediates of a
+    slice stay in cache, which makes memory-bound stages (FFT filtering, JPEG, unsharp mask)
+    up to twice as fast on large batches. Other devices take the whole batch at once.
+    """
+    step = max(1, CHUNK_VALUES // max(1, x[0].numel()))
+    if x.device.type != "cpu" or step >= x.shape[0]:
+        return fn(x, *per_image)
+    parts = [
+        fn(x[i : i + step], *(t[i : i + step] for t in per_image))
+        for i in range(0, x.shape[0], step)
+    ]
+    return torch.cat(parts)
 
 
 def size_groups(areas: list[int], overhead: float) -> list[list[int]]:
