@@ -28,6 +28,23 @@ def gather_cols(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(3, index.view(b, 1, 1, -1).expand(b, c, h, index.shape[1]))
 
 
+def repeat_last_rows(x: Tensor, hs: Tensor) -> Tensor:
+    """Rows at or below each image's height replaced by its last valid row.
+
+    Equals ``gather_rows(x, clamp_index(H, hs))``; a selection is cheaper than a gather.
+    """
+    last = gather_rows(x, (hs - 1).view(-1, 1))
+    inside = torch.arange(x.shape[-2], device=x.device).view(1, 1, -1, 1) < hs.view(-1, 1, 1, 1)
+    return torch.where(inside, x, last)
+
+
+def repeat_last_cols(x: Tensor, ws: Tensor) -> Tensor:
+    """Columns at or right of each image's width replaced by its last valid column."""
+    last = gather_cols(x, (ws - 1).view(-1, 1))
+    inside = torch.arange(x.shape[-1], device=x.device).view(1, 1, 1, -1) < ws.view(-1, 1, 1, 1)
+    return torch.where(inside, x, last)
+
+
 def clamp_index(length: int, sizes: Tensor, offset: int = 0) -> Tensor:
     """Positions ``offset .. offset+length-1`` clamped into each image's ``[0, size)``."""
     pos = torch.arange(length, device=sizes.device) + offset

@@ -13,13 +13,11 @@ compare against Pillow for several sizes (including odd ones) and qualities.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mordasr.degrade.canvas import clamp_index, full_sizes, gather_cols, gather_rows, map_chunks
+from mordasr.degrade.canvas import full_sizes, map_chunks, repeat_last_cols, repeat_last_rows
 
 LUMA_TABLE = torch.tensor(
     [
@@ -58,10 +56,7 @@ def _fix(value: float) -> float:
 
 
 # libjpeg's "islow" integer DCT (jfdctint.c / jidctint.c): 13-bit constants, 2 extra bits
-# between the passes. Each 1-D pass is an integer linear map followed by one rounding shift, so
-# it is written once as libjpeg's butterflies, evaluated on the unit basis into an integer 8x8
-# matrix, and applied as a float64 matrix product: every product and sum is an integer below
-# 2^53, hence exact, and both DCTs reproduce libjpeg bit for bit.
+# between the passes; both DCTs here reproduce it bit for bit.
 _CONST_BITS = 13
 _PASS1_BITS = 2
 (F0298, F0390, F0541, F0765, F0899, F1175, F1501, F1847, F1961, F2053, F2562, F3072) = (
@@ -78,8 +73,10 @@ _PASS1_BITS = 2
     20995,
     25172,
 )
-_FDCT_SHIFTS = (_CONST_BITS - _PASS1_BITS, _CONST_BITS + _PASS1_BITS)
-_IDCT_SHIFTS = (_CONST_BITS - _PASS1_BITS, _CONST_BITS + _PASS1_BITS + 3)
+
+
+def _descale(x: Tensor, n: int) -> Tensor:
+    return (x + (1 << (n - 1))) >> n
 
 
 def _odd_part(a: Tensor, b: Tensor, c: Tensor, d: Tensor) -> tuple[Tensor, ...]:
@@ -91,63 +88,46 @@ def _odd_part(a: Tensor, b: Tensor, c: Tensor, d: Tensor) -> tuple[Tensor, ...]:
     return a * F0298 + z1 + z3, b * F2053 + z2 + z4, c * F3072 + z2 + z3, d * F1501 + z1 + z4
 
 
-def _fdct_1d(d: tuple[Tensor, ...]) -> list[Tensor]:
-    """One forward pass before its rounding shift.
-
-    libjpeg shifts outputs 0 and 4 by ``_PASS1_BITS`` (left in pass 1, rounding right in pass
-    2) instead of the others' shift; scaling them by ``2^_CONST_BITS`` here makes the common
-    shift give exactly that.
-    """
+def _fdct_1d(d: tuple[Tensor, ...], first: bool) -> list[Tensor]:
     tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
     tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
     tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
     tmp3, tmp4 = d[3] + d[4], d[3] - d[4]
     tmp10, tmp13, tmp11, tmp12 = tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2
-    out0, out4 = (tmp10 + tmp11) * 2**_CONST_BITS, (tmp10 - tmp11) * 2**_CONST_BITS
+    shift = _CONST_BITS - _PASS1_BITS if first else _CONST_BITS + _PASS1_BITS
+    if first:
+        out0, out4 = (tmp10 + tmp11) << _PASS1_BITS, (tmp10 - tmp11) << _PASS1_BITS
+    else:
+        out0, out4 = _descale(tmp10 + tmp11, _PASS1_BITS), _descale(tmp10 - tmp11, _PASS1_BITS)
     z1 = (tmp12 + tmp13) * F0541
-    out2, out6 = z1 + tmp13 * F0765, z1 - tmp12 * F1847
-    o7, o5, o3, o1 = _odd_part(tmp4, tmp5, tmp6, tmp7)
+    out2 = _descale(z1 + tmp13 * F0765, shift)
+    out6 = _descale(z1 - tmp12 * F1847, shift)
+    o7, o5, o3, o1 = (_descale(t, shift) for t in _odd_part(tmp4, tmp5, tmp6, tmp7))
     return [out0, o1, out2, o3, out4, o5, out6, o7]
 
 
-def _idct_1d(c: tuple[Tensor, ...]) -> list[Tensor]:
-    """One inverse pass before its rounding shift."""
+def _idct_1d(c: tuple[Tensor, ...], shift: int) -> list[Tensor]:
     z1 = (c[2] + c[6]) * F0541
     tmp2, tmp3 = z1 - c[6] * F1847, z1 + c[2] * F0765
-    tmp0, tmp1 = (c[0] + c[4]) * 2**_CONST_BITS, (c[0] - c[4]) * 2**_CONST_BITS
+    tmp0, tmp1 = (c[0] + c[4]) << _CONST_BITS, (c[0] - c[4]) << _CONST_BITS
     tmp10, tmp13, tmp11, tmp12 = tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2
     t0, t1, t2, t3 = _odd_part(c[7], c[5], c[3], c[1])
     pairs = ((tmp10, t3), (tmp11, t2), (tmp12, t1), (tmp13, t0))
-    return [e + o for e, o in pairs] + [e - o for e, o in reversed(pairs)]
+    return [_descale(e + o, shift) for e, o in pairs] + [
+        _descale(e - o, shift) for e, o in reversed(pairs)
+    ]
 
 
-def _pass_matrix(butterflies: Callable[[tuple[Tensor, ...]], list[Tensor]]) -> Tensor:
-    """The integer matrix ``M`` of a pass (``out = M @ in``), from its butterflies."""
-    return torch.stack(butterflies(torch.eye(8, dtype=torch.float64).unbind(-1)))
+def _fdct(blocks: Tensor) -> Tensor:
+    """Forward DCT of level-shifted ``(..., 8, 8)`` int32 blocks, coefficients scaled by 8."""
+    rows = torch.stack(_fdct_1d(blocks.unbind(-1), first=True), dim=-1)
+    return torch.stack(_fdct_1d(rows.unbind(-2), first=False), dim=-2)
 
 
-_FDCT = _pass_matrix(_fdct_1d)
-_IDCT = _pass_matrix(_idct_1d)
-
-
-def _descale(x: Tensor, n: int) -> Tensor:
-    """libjpeg's rounding right shift ``(x + 2^(n-1)) >> n`` on integers held in float64."""
-    return torch.floor((x + 2.0 ** (n - 1)) * 2.0**-n)
-
-
-def _transform(planes: Tensor, matrix: Tensor, shifts: tuple[int, int], rows_first: bool) -> Tensor:
-    """2-D separable pass pair on every 8x8 block of ``(..., H, W)`` float64 planes."""
-    *lead, h, w = planes.shape
-    m = matrix.to(planes.device)
-
-    def along_rows(x: Tensor, shift: int) -> Tensor:
-        return _descale(x.reshape(*lead, h, w // 8, 8) @ m.T, shift).view(*lead, h, w)
-
-    def along_cols(x: Tensor, shift: int) -> Tensor:
-        return _descale(m @ x.reshape(*lead, h // 8, 8, w), shift).view(*lead, h, w)
-
-    first, second = (along_rows, along_cols) if rows_first else (along_cols, along_rows)
-    return second(first(planes, shifts[0]), shifts[1])
+def _idct(coef: Tensor) -> Tensor:
+    """Inverse DCT of dequantised ``(..., 8, 8)`` int32 coefficients to level-shifted samples."""
+    cols = torch.stack(_idct_1d(coef.unbind(-2), _CONST_BITS - _PASS1_BITS), dim=-2)
+    return torch.stack(_idct_1d(cols.unbind(-1), _CONST_BITS + _PASS1_BITS + 3), dim=-1)
 
 
 _RGB_TO_YCC = (
@@ -187,8 +167,7 @@ def quant_tables(quality: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _fill(planes: Tensor, hs: Tensor, ws: Tensor) -> Tensor:
-    h, w = planes.shape[-2:]
-    return gather_cols(gather_rows(planes, clamp_index(h, hs)), clamp_index(w, ws))
+    return repeat_last_cols(repeat_last_rows(planes, hs), ws)
 
 
 def _downsample_2x2(planes: Tensor) -> Tensor:
@@ -210,18 +189,15 @@ def _upsample_fancy(planes: Tensor) -> Tensor:
 
 
 def _code_planes(planes: Tensor, table: Tensor) -> Tensor:
-    """Level-shift, DCT, quantise, dequantise, inverse-DCT ``(B, C, H, W)`` planes of bytes.
-
-    Coefficients come out of the forward DCT scaled by 8, hence the divisor ``8 * step``.
-    """
+    """Level-shift, DCT, quantise, dequantise, inverse-DCT ``(B, C, H, W)`` planes of bytes."""
     b, c, h, w = planes.shape
-    coef = _transform(planes.double() - 128, _FDCT, _FDCT_SHIFTS, rows_first=True)
-    step = table.to(planes.device, torch.float64).view(b, 1, 1, 8, 1, 8)
-    blocks = coef.view(b, c, h // 8, 8, w // 8, 8)
-    levels = torch.floor((blocks.abs() + 4 * step) / (8 * step)).copysign_(blocks)
-    dequantised = (levels * step).view(b, c, h, w)
-    pixels = _transform(dequantised, _IDCT, _IDCT_SHIFTS, rows_first=False) + 128
-    return pixels.clamp_(0, 255).to(planes.dtype)
+    blocks = (planes.int() - 128).view(b, c, h // 8, 8, w // 8, 8).transpose(3, 4)
+    coef = _fdct(blocks)
+    step = table.to(planes.device, torch.int32).view(b, 1, 1, 1, 8, 8)
+    divisor = step * 8
+    levels = torch.sign(coef) * torch.div(coef.abs() + divisor // 2, divisor, rounding_mode="floor")
+    pixels = (_idct(levels * step) + 128).clamp_(0, 255)
+    return pixels.transpose(3, 4).reshape(b, c, h, w).to(planes.dtype)
 
 
 def jpeg_canvas(x: Tensor, hs: Tensor, ws: Tensor, quality: Tensor) -> Tensor:
@@ -246,7 +222,7 @@ def _round_trip(x: Tensor, hs: Tensor, ws: Tensor, quality: Tensor) -> Tensor:
     # libjpeg pads the full-resolution rows to even and columns to whole blocks before
     # downsampling, then repeats the last chroma row down to a whole block.
     small = _downsample_2x2(ycc[:, 1:])
-    chroma = gather_rows(small, clamp_index(small.shape[-2], chs))
+    chroma = repeat_last_rows(small, chs)
     chroma = _fill(_code_planes(chroma, chroma_q), chs, cws)
     chroma = _upsample_fancy(chroma)
     rgb = _ycc_to_rgb(y, chroma)
