@@ -33,6 +33,8 @@ def repeat_last_rows(x: Tensor, hs: Tensor) -> Tensor:
 
     Equals ``gather_rows(x, clamp_index(H, hs))``; a selection is cheaper than a gather.
     """
+    if bool((hs == x.shape[-2]).all()):
+        return x
     last = gather_rows(x, (hs - 1).view(-1, 1))
     inside = torch.arange(x.shape[-2], device=x.device).view(1, 1, -1, 1) < hs.view(-1, 1, 1, 1)
     return torch.where(inside, x, last)
@@ -40,6 +42,8 @@ def repeat_last_rows(x: Tensor, hs: Tensor) -> Tensor:
 
 def repeat_last_cols(x: Tensor, ws: Tensor) -> Tensor:
     """Columns at or right of each image's width replaced by its last valid column."""
+    if bool((ws == x.shape[-1]).all()):
+        return x
     last = gather_cols(x, (ws - 1).view(-1, 1))
     inside = torch.arange(x.shape[-1], device=x.device).view(1, 1, 1, -1) < ws.view(-1, 1, 1, 1)
     return torch.where(inside, x, last)
