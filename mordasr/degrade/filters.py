@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from mordasr.degrade.canvas import full_sizes, map_chunks, reflect_pad
+from mordasr.degrade.canvas import full_sizes, map_chunks, reflect_index, reflect_pad
 
 
 def fft_size(n: int) -> int:
@@ -81,16 +82,40 @@ def _gaussian_1d(radius: int, sigma: float) -> Tensor:
     return (g / g.sum()).float()
 
 
-def _separable_blur(x: Tensor, g: Tensor) -> Tensor:
-    b, c, h, w = x.shape
+_BLUR_TILE = 64
+"""Output rows (columns) per matrix product of the banded Gaussian blur."""
+
+
+@functools.cache
+def _blur_matrix(n: int, radius: int, sigma: float) -> Tensor:
+    """``(n, n)`` matrix of the mirrored-border 1-D Gaussian blur along an axis of length n."""
+    g = _gaussian_1d(radius, sigma)
     k = g.numel()
-    hs, ws = full_sizes(x)
-    x = reflect_pad(x, hs, ws, k // 2).reshape(1, b * c, h + k - 1, w + k - 1)
-    g = g.to(x)
-    weight = g.view(1, 1, 1, k).expand(b * c, 1, 1, k).contiguous()
-    # Both passes run along rows: depthwise convolutions are much faster that way on CPU.
-    x = F.conv2d(x, weight, groups=b * c).transpose(2, 3).contiguous()
-    return F.conv2d(x, weight, groups=b * c).transpose(2, 3).reshape(b, c, h, w)
+    source = reflect_index(n + k - 1, torch.tensor([n]), -(k // 2))[0].unfold(0, k, 1)
+    return torch.zeros(n, n).scatter_add_(1, source, g.expand(n, k))
+
+
+def _band_tiles(n: int, reach: int) -> list[tuple[slice, slice]]:
+    """Output tiles of an axis and the input window each reads (``reach`` taps either side)."""
+    return [
+        (slice(a, min(n, a + _BLUR_TILE)), slice(max(0, a - reach), min(n, a + _BLUR_TILE + reach)))
+        for a in range(0, n, _BLUR_TILE)
+    ]
+
+
+def _gaussian_blur(x: Tensor, radius: int, sigma: float) -> Tensor:
+    """Separable Gaussian blur with mirrored borders (BasicSR / OpenCV ``GaussianBlur``).
+
+    Each axis is a product with the blur matrix restricted to its band, tile by tile: BLAS
+    matrix products are several times faster than depthwise convolutions on CPU with few
+    channels, and the band keeps the work close to the taps actually used.
+    """
+    h, w = x.shape[-2:]
+    reach = _gaussian_1d(radius, sigma).numel() // 2
+    rows = _blur_matrix(h, radius, sigma).to(x)
+    cols = _blur_matrix(w, radius, sigma).to(x)
+    x = torch.cat([x[..., win] @ cols[out, win].T for out, win in _band_tiles(w, reach)], -1)
+    return torch.cat([rows[out, win] @ x[..., win, :] for out, win in _band_tiles(h, reach)], -2)
 
 
 def usm_sharpen(
@@ -102,11 +127,10 @@ def usm_sharpen(
     ``radius`` made odd, sigma by OpenCV's rule when 0, i.e. 8 for 50) where the residual exceeds
     ``threshold`` 8-bit levels, blended by a blurred mask so edges of the mask stay soft.
     """
-    g = _gaussian_1d(radius, sigma)
 
     def sharpen(part: Tensor) -> Tensor:
-        residual = part - _separable_blur(part, g)
-        soft = _separable_blur((residual.abs() > threshold / 255).to(part.dtype), g)
+        residual = part - _gaussian_blur(part, radius, sigma)
+        soft = _gaussian_blur((residual.abs() > threshold / 255).to(part.dtype), radius, sigma)
         sharp = torch.add(part, residual, alpha=weight).clamp_(0, 1)
         return torch.lerp(part, sharp, soft)
 

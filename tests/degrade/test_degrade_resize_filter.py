@@ -104,6 +104,24 @@ def test_usm_sharpens_edges_and_leaves_flat_areas() -> None:
     )
 
 
+def test_usm_equals_real_esrgan_with_a_reflect_padded_separable_convolution() -> None:
+    """Banded matrix-product blur vs ``F.conv2d``: equal within 1e-5 (float32 summation order)."""
+    x = _images(2, 64, 80)
+    ax = torch.arange(51, dtype=torch.float64) - 25
+    g = torch.exp(-(ax**2) / (2 * 8.0**2))
+    g = (g / g.sum()).float()
+
+    def blur(img: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(img, (25, 25, 25, 25), mode="reflect")
+        rows = F.conv2d(padded, g.view(1, 1, 1, 51).expand(3, 1, 1, 51), groups=3)
+        return F.conv2d(rows, g.view(1, 1, 51, 1).expand(3, 1, 51, 1), groups=3)
+
+    residual = x - blur(x)
+    soft = blur((residual.abs() > 10 / 255).float())
+    expected = torch.lerp(x, (x + 0.5 * residual).clamp(0, 1), soft)
+    torch.testing.assert_close(usm_sharpen(x), expected, atol=1e-5, rtol=0)
+
+
 def test_filter2d_accepts_one_kernel_for_the_whole_batch() -> None:
     x = _images()
     kernel = isotropic_gaussian_kernel(9, 1.5)
