@@ -40,6 +40,8 @@ def _crop(kernels: Tensor, radius: int) -> Tensor:
 
 def _fft_filter(x: Tensor, hs: Tensor, ws: Tensor, kernels: Tensor) -> Tensor:
     radius = int(support_radius(kernels).max())
+    if radius == 0:
+        return x * _crop(kernels, 0).to(x).view(-1, 1, 1, 1)
     h, w = x.shape[-2:]
     padded = reflect_pad(x, hs, ws, radius)
     size = (fft_size(h + 2 * radius), fft_size(w + 2 * radius))
