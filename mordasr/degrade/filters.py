@@ -116,8 +116,13 @@ def _gaussian_blur(x: Tensor, radius: int, sigma: float) -> Tensor:
     reach = _gaussian_1d(radius, sigma).numel() // 2
     rows = _blur_matrix(h, radius, sigma).to(x)
     cols = _blur_matrix(w, radius, sigma).to(x)
-    x = torch.cat([x[..., win] @ cols[out, win].T for out, win in _band_tiles(w, reach)], -1)
-    return torch.cat([rows[out, win] @ x[..., win, :] for out, win in _band_tiles(h, reach)], -2)
+    across = torch.empty_like(x)
+    for out, win in _band_tiles(w, reach):
+        torch.matmul(x[..., win], cols[out, win].T, out=across[..., out])
+    blurred = torch.empty_like(x)
+    for out, win in _band_tiles(h, reach):
+        torch.matmul(rows[out, win], across[..., win, :], out=blurred[..., out, :])
+    return blurred
 
 
 def usm_sharpen(
