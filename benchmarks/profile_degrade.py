@@ -4,7 +4,9 @@ Wraps the stage functions the pipeline calls (unsharp mask, per-image filters, r
 JPEG, parameter sampling) with timers, runs the batched call and the per-image loop of
 ``benchmarks/bench_degrade.py`` on the same patches, and prints milliseconds per image for each
 stage on both sides; "rest" is everything outside the wrapped stages (Python glue, indexing,
-parameter dicts).
+parameter dicts). It also times a call on a 16x16 image, i.e. the fixed cost of one call: a
+batched call pays it once per batch, the loop once per image, so if both sides did the same
+per-image work ``W`` the loop/batched ratio would be ``(fixed + W) / (W + fixed / batch)``.
 
 Usage: ``python benchmarks/profile_degrade.py [--preset realesrgan] [--batch 16] [--rounds 3]
 [--threads 1]``
@@ -13,6 +15,7 @@ Usage: ``python benchmarks/profile_degrade.py [--preset realesrgan] [--batch 16]
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -83,6 +86,11 @@ def main() -> None:
             ],
             sides["loop"],
         )
+    tiny = hr[:1, :, :16, :16]
+    fixed = statistics.median(
+        profile(lambda r=r: degrade(tiny, args.preset, seed=r), defaultdict(float))
+        for r in range(10)
+    )
     per_image = args.rounds * args.batch / 1000
     print(
         f"preset={args.preset} batch={args.batch} HR={args.size}x{args.size} ({origin}) "
@@ -95,6 +103,12 @@ def main() -> None:
             for side in (sides["batched"], sides["loop"])
         )
         print(f"{stage:<22}{b / per_image:>10.2f}{lo / per_image:>10.2f}{lo / b:>13.2f}x")
+    work = sides["batched"]["total"] / per_image - fixed * 1000 / args.batch
+    print(
+        f"fixed cost of one call (16x16 image): {fixed * 1000:.2f} ms; per-image work in the "
+        f"batched call ~{work:.2f} ms; ratio if the loop did the same work "
+        f"{(fixed * 1000 + work) / (work + fixed * 1000 / args.batch):.2f}x"
+    )
 
 
 if __name__ == "__main__":

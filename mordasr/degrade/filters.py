@@ -88,7 +88,7 @@ _BLUR_TILE = 64
 """Output rows (columns) per matrix product of the banded Gaussian blur."""
 
 
-@functools.cache
+@functools.lru_cache(maxsize=8)
 def _blur_matrix(n: int, radius: int, sigma: float) -> Tensor:
     """``(n, n)`` matrix of the mirrored-border 1-D Gaussian blur along an axis of length n."""
     g = _gaussian_1d(radius, sigma)
