@@ -97,16 +97,17 @@ def full_sizes(x: Tensor) -> tuple[Tensor, Tensor]:
     )
 
 
-CHUNK_VALUES = 1 << 20
-"""Elements per slice of a batch in memory-bound stages on CPU (see ``map_chunks``)."""
+CHUNK_VALUES = 1 << 19
+"""Elements per slice of a batch in memory-bound stages on CPU, 2 MB of float32 (``map_chunks``)."""
 
 
 def map_chunks(fn: Callable[..., Tensor], x: Tensor, *per_image: Tensor) -> Tensor:
     """``fn(x, *per_image)`` applied to slices of the batch of about ``CHUNK_VALUES`` elements.
 
     For stages where each image is processed independently: on CPU, the intermediates of a
-    slice stay in cache, which makes memory-bound stages (FFT filtering, JPEG, unsharp mask)
-    up to twice as fast on large batches. Other devices take the whole batch at once.
+    slice stay in cache, which speeds up memory-bound stages (FFT filtering, JPEG, unsharp
+    mask) on large batches, FFT filtering of 16 images of 256x256 about twice. Other devices
+    take the whole batch at once.
     """
     step = max(1, CHUNK_VALUES // max(1, x[0].numel()))
     if x.device.type != "cpu" or step >= x.shape[0]:
