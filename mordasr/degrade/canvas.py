@@ -98,7 +98,7 @@ def full_sizes(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 CHUNK_VALUES = 1 << 19
-"""Elements per slice of a batch in memory-bound stages on CPU, 2 MB of float32 (``map_chunks``)."""
+"""Elements per slice of a batch in memory-bound CPU stages (2 MB of float32, ``map_chunks``)."""
 
 
 def map_chunks(fn: Callable[..., Tensor], x: Tensor, *per_image: Tensor) -> Tensor:
@@ -106,8 +106,7 @@ def map_chunks(fn: Callable[..., Tensor], x: Tensor, *per_image: Tensor) -> Tens
 
     For stages where each image is processed independently: on CPU, the intermediates of a
     slice stay in cache, which speeds up memory-bound stages (FFT filtering, JPEG, unsharp
-    mask) on large batches, FFT filtering of 16 images of 256x256 about twice. Other devices
-    take the whole batch at once.
+    mask) on large batches. Other devices take the whole batch at once.
     """
     step = max(1, CHUNK_VALUES // max(1, x[0].numel()))
     if x.device.type != "cpu" or step >= x.shape[0]:
