@@ -116,13 +116,9 @@ def _gaussian_blur(x: Tensor, radius: int, sigma: float) -> Tensor:
     reach = _gaussian_1d(radius, sigma).numel() // 2
     rows = _blur_matrix(h, radius, sigma).to(x)
     cols = _blur_matrix(w, radius, sigma).to(x)
-    across = torch.empty_like(x)
-    for out, win in _band_tiles(w, reach):
-        torch.matmul(x[..., win], cols[out, win].T, out=across[..., out])
-    blurred = torch.empty_like(x)
-    for out, win in _band_tiles(h, reach):
-        torch.matmul(rows[out, win], across[..., win, :], out=blurred[..., out, :])
-    return blurred
+    across = torch.cat([x[..., win] @ cols[out, win].T for out, win in _band_tiles(w, reach)], -1)
+    tiles = _band_tiles(h, reach)
+    return torch.cat([rows[out, win] @ across[..., win, :] for out, win in tiles], -2)
 
 
 def usm_sharpen(
