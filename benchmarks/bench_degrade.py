@@ -8,14 +8,18 @@ processes hits both alike, and the median round is reported.
 HR patches are 256x256 crops of ``../shared/data/train/SunHays80_HR`` when that folder exists
 (beside the project root), otherwise smooth random images.
 
-Usage: ``python benchmarks/bench_degrade.py [--preset realesrgan] [--batch 16] [--rounds 5]
-[--threads N]`` (on a machine shared with other jobs, ``--threads 1`` avoids measuring thread
-oversubscription instead of the code).
-"""
+Each round runs, for every thread count in ``--threads``, the batched call then the loop; the
+table reports per setting the median images/s of each side and the median of the per-round
+ratios, with the machine's load average before and after (other jobs on a shared machine slow
+both sides, the ratio much less). ``--target`` is the ratio the batched path should reach.
+
+Usage: ``python benchmarks/bench_degrade.py [--preset realesrgan] [--batch 16] [--rounds 7]
+[--threads 1 2]``"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -66,27 +70,40 @@ def main() -> None:
     parser.add_argument("--preset", default="realesrgan", choices=sorted(PRESETS))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads")
+    parser.add_argument("--target", type=float, default=4.0, help="batched/loop ratio to reach")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     hr, origin = load_patches(args.batch, args.size, seed=0)
-    time_batched(hr, args.preset, seed=0)
-    time_loop(hr[:2], args.preset, seed=0)
-    batched, loop = [], []
+    load_before = os.getloadavg()[0]
+    batched: dict[int, list[float]] = {t: [] for t in args.threads}
+    loop: dict[int, list[float]] = {t: [] for t in args.threads}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        time_batched(hr, args.preset, seed=0)
+        time_loop(hr[:2], args.preset, seed=0)
     for r in range(1, args.rounds + 1):
-        batched.append(args.batch / time_batched(hr, args.preset, seed=r))
-        loop.append(args.batch / time_loop(hr, args.preset, seed=r))
-    ratios = [b / lo for b, lo in zip(batched, loop, strict=True)]
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            batched[threads].append(args.batch / time_batched(hr, args.preset, seed=r))
+            loop[threads].append(args.batch / time_loop(hr, args.preset, seed=r))
     print(
-        f"preset={args.preset} batch={args.batch} HR={args.size}x{args.size} ({origin}) "
-        f"threads={torch.get_num_threads()} rounds={args.rounds}"
+        f"degrade(): batched call vs per-image loop (same preset, same code, batch of 1)\n"
+        f"preset={args.preset} batch={args.batch} HR={args.size}x{args.size} ({origin}), "
+        f"{args.rounds} interleaved rounds, medians; cpus={os.cpu_count()}, "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
-    print(f"batched : {statistics.median(batched):7.2f} images/s (median)")
-    print(f"loop    : {statistics.median(loop):7.2f} images/s (median)")
-    print(f"ratio   : {statistics.median(ratios):7.2f}x (median of per-round ratios)")
+    print(f"{'threads':>7} {'batched img/s':>14} {'loop img/s':>11} {'ratio':>7}  target")
+    for threads in args.threads:
+        ratios = [b / lo for b, lo in zip(batched[threads], loop[threads], strict=True)]
+        ratio = statistics.median(ratios)
+        verdict = "met" if ratio >= args.target else "not met"
+        print(
+            f"{threads:>7} {statistics.median(batched[threads]):>14.2f} "
+            f"{statistics.median(loop[threads]):>11.2f} {ratio:>6.2f}x  "
+            f">= {args.target:g}x {verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ content: padding for convolution and JPEG is rebuilt from the valid area with in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,27 @@ def gather_cols(x: Tensor, index: Tensor) -> Tensor:
     """``out[b, c, :, j] = x[b, c, :, index[b, j]]``."""
     b, c, h, _ = x.shape
     return x.gather(3, index.view(b, 1, 1, -1).expand(b, c, h, index.shape[1]))
+
+
+def repeat_last_rows(x: Tensor, hs: Tensor) -> Tensor:
+    """Rows at or below each image's height replaced by its last valid row.
+
+    Equals ``gather_rows(x, clamp_index(H, hs))``; a selection is cheaper than a gather.
+    """
+    if bool((hs == x.shape[-2]).all()):
+        return x
+    last = gather_rows(x, (hs - 1).view(-1, 1))
+    inside = torch.arange(x.shape[-2], device=x.device).view(1, 1, -1, 1) < hs.view(-1, 1, 1, 1)
+    return torch.where(inside, x, last)
+
+
+def repeat_last_cols(x: Tensor, ws: Tensor) -> Tensor:
+    """Columns at or right of each image's width replaced by its last valid column."""
+    if bool((ws == x.shape[-1]).all()):
+        return x
+    last = gather_cols(x, (ws - 1).view(-1, 1))
+    inside = torch.arange(x.shape[-1], device=x.device).view(1, 1, 1, -1) < ws.view(-1, 1, 1, 1)
+    return torch.where(inside, x, last)
 
 
 def clamp_index(length: int, sizes: Tensor, offset: int = 0) -> Tensor:
@@ -73,6 +95,27 @@ def full_sizes(x: Tensor) -> tuple[Tensor, Tensor]:
         torch.full((b,), h, dtype=torch.long, device=x.device),
         torch.full((b,), w, dtype=torch.long, device=x.device),
     )
+
+
+CHUNK_VALUES = 1 << 19
+"""Elements per slice of a batch in memory-bound CPU stages (2 MB of float32, ``map_chunks``)."""
+
+
+def map_chunks(fn: Callable[..., Tensor], x: Tensor, *per_image: Tensor) -> Tensor:
+    """``fn(x, *per_image)`` applied to slices of the batch of about ``CHUNK_VALUES`` elements.
+
+    For stages where each image is processed independently: on CPU, the intermediates of a
+    slice stay in cache, which speeds up memory-bound stages (FFT filtering, JPEG, unsharp
+    mask) on large batches. Other devices take the whole batch at once.
+    """
+    step = max(1, CHUNK_VALUES // max(1, x[0].numel()))
+    if x.device.type != "cpu" or step >= x.shape[0]:
+        return fn(x, *per_image)
+    parts = [
+        fn(x[i : i + step], *(t[i : i + step] for t in per_image))
+        for i in range(0, x.shape[0], step)
+    ]
+    return torch.cat(parts)
 
 
 def size_groups(areas: list[int], overhead: float) -> list[list[int]]:

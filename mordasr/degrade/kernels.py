@@ -3,7 +3,7 @@
 Every builder takes a grid ``size`` (odd) and per-image parameters (a float or a ``(B,)`` tensor)
 and returns ``(B, size, size)`` kernels that sum to one. ``support`` optionally restricts each
 kernel to a smaller odd window centred in the grid (zero outside), which is how kernels of
-different sizes share one tensor and one grouped convolution.
+different sizes share one tensor and one batched filtering call.
 
 Conventions (as BasicSR): ``x`` is the column offset, ``y`` the row offset from the centre; the
 covariance is ``R diag(sigma_x², sigma_y²) Rᵀ`` with ``R`` the rotation by ``theta`` radians.

@@ -44,11 +44,11 @@ def add_gaussian_noise(
 def count_levels(x: Tensor, hs: Tensor, ws: Tensor) -> Tensor:
     """Number of distinct 8-bit levels inside each image's valid area, ``(B,)``."""
     b, _, h, w = x.shape
-    levels = torch.clamp((x * 255).round(), 0, 255).long()
+    levels = (x * 255).round_().clamp_(0, 255).to(torch.int32)
+    levels += 256 * torch.arange(b, device=x.device, dtype=torch.int32).view(-1, 1, 1, 1)
     rows = torch.arange(h, device=x.device).view(1, 1, -1, 1) < hs.view(-1, 1, 1, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, 1, -1) < ws.view(-1, 1, 1, 1)
-    key = levels + 256 * torch.arange(b, device=x.device).view(-1, 1, 1, 1)
-    key = torch.where(rows & cols, key, torch.full_like(key, 256 * b))
+    key = torch.where(rows & cols, levels, 256 * b)
     seen = torch.bincount(key.flatten(), minlength=256 * b + 1)[: 256 * b].view(b, 256)
     return (seen > 0).sum(dim=1)
 

@@ -8,8 +8,10 @@ finally clamp and round to 8-bit levels.
 Images of one batch get different sizes after the random resizes. They are stored top-left in
 shared tensors (see ``canvas``); between the two resizes, where sizes differ most, images of
 similar size form a few sub-batches so that little padding is processed. Every operation is
-batched; per-image kernels run as one grouped convolution. All random parameters come from one
-CPU generator (device-independent); noise fields are drawn on the images' device.
+batched; per-image kernels are applied as FFT products (see ``filters``), and on CPU the
+memory-bound stages run on cache-sized slices of the batch (``canvas.map_chunks``). All random
+parameters come from one CPU generator (device-independent); noise fields are drawn on the
+images' device.
 """
 
 from __future__ import annotations

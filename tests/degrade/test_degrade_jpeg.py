@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, features
 
+from mordasr.degrade import canvas as canvas_module
 from mordasr.degrade import jpeg, quant_tables
 
 # Pillow's wheels bundle libjpeg-turbo, which this codec reproduces bit for bit; another libjpeg
@@ -94,3 +95,13 @@ def test_jpeg_handles_extreme_contrast_like_pillow(quality: int) -> None:
     x = torch.stack([checker, 1 - checker, (yy // 4 % 2).float()])[None]
     diff = (jpeg(x, quality) - _pillow_round_trip(x, quality)).abs() * 255
     assert diff.max() == 0 if EXACT else diff.mean() < 0.5
+
+
+def test_jpeg_gives_the_same_bytes_image_by_image_as_on_the_whole_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = torch.cat([_photo_like(40, 56, seed=s) for s in range(3)])
+    quality = torch.tensor([20, 50, 90])
+    whole = jpeg(x, quality)
+    monkeypatch.setattr(canvas_module, "CHUNK_VALUES", 1)
+    assert torch.equal(jpeg(x, quality), whole)

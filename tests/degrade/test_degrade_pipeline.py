@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from mordasr.degrade import PRESETS, DegradationConfig, degrade, random_resize, usm_sharpen
-from mordasr.degrade.canvas import size_groups
+from mordasr.degrade.canvas import (
+    clamp_index,
+    gather_cols,
+    gather_rows,
+    repeat_last_cols,
+    repeat_last_rows,
+    size_groups,
+)
 
 
 def _hr(b: int = 8, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -199,6 +206,13 @@ def test_size_groups_cover_every_image_once_and_split_very_different_sizes() -> 
     groups = size_groups([100 * 100, 10 * 10, 98 * 98, 11 * 11, 400 * 400], overhead=50 * 50)
     assert sorted(i for g in groups for i in g) == [0, 1, 2, 3, 4]
     assert [4] in groups and any(set(g) == {0, 2} for g in groups)
+
+
+def test_edge_repetition_equals_gathering_clamped_indices() -> None:
+    x = torch.rand(3, 2, 20, 30, generator=torch.Generator().manual_seed(0))
+    hs, ws = torch.tensor([20, 11, 1]), torch.tensor([30, 7, 1])
+    expected = gather_cols(gather_rows(x, clamp_index(20, hs)), clamp_index(30, ws))
+    assert torch.equal(repeat_last_cols(repeat_last_rows(x, hs), ws), expected)
 
 
 def test_noise_measured_in_the_output_matches_each_images_drawn_sigma() -> None:

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from mordasr.degrade import RESIZE_MODES, filter2d, isotropic_gaussian_kernel, resize, usm_sharpen
+from mordasr.degrade import canvas as canvas_module
 from mordasr.degrade.canvas import full_sizes
-from mordasr.degrade.filters import filter2d_canvas
+from mordasr.degrade.filters import fft_size, filter2d_canvas
 from mordasr.degrade.resampling import mode_codes, resize_canvas
 
 
@@ -103,8 +104,64 @@ def test_usm_sharpens_edges_and_leaves_flat_areas() -> None:
     )
 
 
+def test_usm_equals_real_esrgan_with_a_reflect_padded_separable_convolution() -> None:
+    """Banded matrix-product blur vs ``F.conv2d``: equal within 1e-5 (float32 summation order)."""
+    x = _images(2, 64, 80)
+    ax = torch.arange(51, dtype=torch.float64) - 25
+    g = torch.exp(-(ax**2) / (2 * 8.0**2))
+    g = (g / g.sum()).float()
+
+    def blur(img: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(img, (25, 25, 25, 25), mode="reflect")
+        rows = F.conv2d(padded, g.view(1, 1, 1, 51).expand(3, 1, 1, 51), groups=3)
+        return F.conv2d(rows, g.view(1, 1, 51, 1).expand(3, 1, 51, 1), groups=3)
+
+    residual = x - blur(x)
+    soft = blur((residual.abs() > 10 / 255).float())
+    expected = torch.lerp(x, (x + 0.5 * residual).clamp(0, 1), soft)
+    torch.testing.assert_close(usm_sharpen(x), expected, atol=1e-5, rtol=0)
+
+
 def test_filter2d_accepts_one_kernel_for_the_whole_batch() -> None:
     x = _images()
     kernel = isotropic_gaussian_kernel(9, 1.5)
     torch.testing.assert_close(filter2d(x, kernel), filter2d(x, kernel[0]))
     torch.testing.assert_close(filter2d(x, kernel)[1:2], filter2d(x[1:2], kernel))
+
+
+def test_fft_filter_equals_direct_convolution_for_every_kernel_size() -> None:
+    """FFT filtering vs ``F.conv2d`` on the reflect-padded image, 1e-5 (float32 FFT rounding).
+
+    Images of different valid sizes share a canvas; kernels of supports 3..21 share one grid,
+    one of them random (not symmetric), so orientation errors would show.
+    """
+    gen = torch.Generator().manual_seed(1)
+    sizes = [(37, 53), (30, 41), (25, 25), (40, 60)]
+    canvas = torch.zeros(4, 3, 40, 60)
+    for i, (h, w) in enumerate(sizes):
+        canvas[i, :, :h, :w] = torch.rand(3, h, w, generator=gen)
+    hs, ws = (torch.tensor(v) for v in zip(*sizes, strict=True))
+    kernels = isotropic_gaussian_kernel(21, torch.tensor([0.5, 1.0, 2.0, 3.0]), [3, 7, 13, 21])
+    random_kernel = torch.rand(21, 21, generator=gen)
+    kernels[3] = random_kernel / random_kernel.sum()
+    out = filter2d_canvas(canvas, hs, ws, kernels)
+    for i, ((h, w), radius) in enumerate(zip(sizes, (1, 3, 6, 10), strict=True)):
+        window = kernels[i, 10 - radius : 11 + radius, 10 - radius : 11 + radius]
+        padded = F.pad(canvas[i : i + 1, :, :h, :w], (radius,) * 4, mode="reflect")
+        expected = F.conv2d(padded, window.expand(3, 1, -1, -1), groups=3)
+        torch.testing.assert_close(out[i : i + 1, :, :h, :w], expected, atol=1e-5, rtol=0)
+
+
+def test_fft_lengths_have_only_small_prime_factors() -> None:
+    assert [fft_size(n) for n in (1, 7, 23, 97, 276)] == [1, 8, 24, 100, 288]
+
+
+def test_filters_give_the_same_result_image_by_image_as_on_the_whole_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = _images(4)
+    kernels = isotropic_gaussian_kernel(21, torch.tensor([0.5, 1.0, 2.0, 3.0]), [3, 7, 13, 21])
+    whole_filter, whole_usm = filter2d(x, kernels), usm_sharpen(x)
+    monkeypatch.setattr(canvas_module, "CHUNK_VALUES", 1)
+    torch.testing.assert_close(filter2d(x, kernels), whole_filter, atol=1e-6, rtol=0)
+    torch.testing.assert_close(usm_sharpen(x), whole_usm, atol=1e-6, rtol=0)
