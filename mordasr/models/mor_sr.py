@@ -81,24 +81,9 @@ class MoRSuperResolver(nn.Module):
             estimator = load_estimator(spec.estimator, clip_model=spec.clip_model)
         return cls(backbone, estimator, spec)
 
-    @torch.no_grad()
     def estimate(self, lr: Tensor) -> Tensor:
-        """(B, 7) degradation scores of the LR images (the routing input).
-
-        Images with a side under ``MIN_SIDE`` are bicubically enlarged first, because
-        the estimator's features need a minimum extent.
-        """
-        image = lr.float()
-        short = min(image.shape[-2:])
-        if short < MIN_SIDE:
-            height, width = image.shape[-2:]
-            size = (
-                math.ceil(height * MIN_SIDE / short),
-                math.ceil(width * MIN_SIDE / short),
-            )
-            image = F.interpolate(image, size=size, mode="bicubic", align_corners=False)
-            image = image.clamp(0.0, 1.0)
-        return self.estimator(image).to(lr.dtype)
+        """(B, 7) degradation scores of the LR images (the routing input)."""
+        return estimate_scores(self.estimator, lr)
 
     def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
         """Super-resolve ``lr`` (B, 3, h, w) in [0, 1]; ``scores`` default to the estimate."""
@@ -130,6 +115,26 @@ class MoRSuperResolver(nn.Module):
         load_mor_adapter(model.backbone, directory)
         model.backbone.requires_grad_(False)
         return model.eval()
+
+
+@torch.no_grad()
+def estimate_scores(estimator: DegradationEstimator, lr: Tensor) -> Tensor:
+    """(B, 7) degradation scores of LR images (B, 3, h, w) in [0, 1], in ``lr``'s dtype.
+
+    Images with a side under ``MIN_SIDE`` are bicubically enlarged first, because
+    the estimator's features need a minimum extent.
+    """
+    image = lr.float()
+    short = min(image.shape[-2:])
+    if short < MIN_SIDE:
+        height, width = image.shape[-2:]
+        size = (
+            math.ceil(height * MIN_SIDE / short),
+            math.ceil(width * MIN_SIDE / short),
+        )
+        image = F.interpolate(image, size=size, mode="bicubic", align_corners=False)
+        image = image.clamp(0.0, 1.0)
+    return estimator(image).to(lr.dtype)
 
 
 def builtin_model_dir(name: str) -> Path | None:
