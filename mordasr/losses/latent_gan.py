@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from mordasr.losses.vsd import add_noise, sample_noise, sample_timesteps
 
@@ -154,17 +155,26 @@ class LatentGAN:
         embeds: Tensor,
         generator: torch.Generator,
     ) -> Tensor:
-        """Hinge loss of ``heads`` on HR latents vs detached generated latents."""
+        """Hinge loss of ``heads`` on HR latents vs detached generated latents.
+
+        Real and fake features go through the heads in one call (one forward per backward, as
+        DistributedDataParallel requires); the heads' group norms are per image, so this equals
+        two separate calls.
+        """
         with torch.no_grad():
             real_features, real_emb = self.noisy_features(real, embeds, generator)
             fake_features, fake_emb = self.noisy_features(fake.detach(), embeds, generator)
-        return hinge_discriminator_loss(
-            heads(real_features, real_emb), heads(fake_features, fake_emb)
-        )
+            features = [torch.cat(pair) for pair in zip(real_features, fake_features, strict=True)]
+            emb = torch.cat([real_emb, fake_emb])
+        logits = heads(features, emb)
+        batch = real.shape[0]
+        return hinge_discriminator_loss([x[:batch] for x in logits], [x[batch:] for x in logits])
 
     def generator_loss(
         self, heads: nn.Module, fake: Tensor, embeds: Tensor, generator: torch.Generator
     ) -> Tensor:
-        """Eq. 12 on generated latents (freeze ``heads`` around the call)."""
+        """Eq. 12 on generated latents. The heads run on detached copies of their parameters,
+        so gradients reach ``fake`` (through the frozen UNet) and never the heads."""
         features, emb = self.noisy_features(fake, embeds, generator)
-        return hinge_generator_loss(heads(features, emb))
+        frozen = {name: p.detach() for name, p in heads.named_parameters()}
+        return hinge_generator_loss(functional_call(heads, frozen, (features, emb)))

@@ -83,11 +83,11 @@ def test_discriminator_loss_is_finite_and_decreases_on_a_fixed_batch(tiny_sd: SD
     assert losses[2] < losses[1] < losses[0]
 
 
-def test_generator_loss_decreases_and_reaches_the_latents_not_the_frozen_unet(
+def test_generator_loss_decreases_and_reaches_the_latents_only(
     tiny_sd: SDComponents,
 ) -> None:
     gan = LatentGAN(tiny_sd.unet, tiny_sd.scheduler, LatentGANConfig())
-    heads = _heads(tiny_sd).requires_grad_(False)
+    heads = _heads(tiny_sd)
     fake = torch.nn.Parameter(_latents(1))
     optimizer = torch.optim.Adam([fake], lr=5e-2)
     losses = []
@@ -99,8 +99,20 @@ def test_generator_loss_decreases_and_reaches_the_latents_not_the_frozen_unet(
         losses.append(float(loss.detach()))
     assert losses[2] < losses[1] < losses[0]
     assert all(p.grad is None for p in tiny_sd.unet.parameters())
+    assert all(p.grad is None for p in heads.parameters())
 
 
 def test_an_empty_step_range_is_rejected() -> None:
     with pytest.raises(ValueError, match="min_step_ratio"):
         LatentGANConfig(min_step_ratio=0.9, max_step_ratio=0.1)
+
+
+def test_real_and_fake_in_one_call_equal_two_separate_calls(tiny_sd: SDComponents) -> None:
+    gan = LatentGAN(tiny_sd.unet, tiny_sd.scheduler, LatentGANConfig())
+    heads = _heads(tiny_sd)
+    real, fake, embeds = _latents(0), _latents(1), _embeds()
+    joint = gan.discriminator_loss(heads, real, fake, embeds, torch.Generator().manual_seed(8))
+    g = torch.Generator().manual_seed(8)
+    real_logits = heads(*gan.noisy_features(real, embeds, g))
+    fake_logits = heads(*gan.noisy_features(fake, embeds, g))
+    assert torch.allclose(joint, hinge_discriminator_loss(real_logits, fake_logits), atol=1e-6)
