@@ -96,6 +96,15 @@ def test_overlap_below_the_receptive_field_is_not_exact(conv: nn.Conv2d) -> None
     assert (tiled_latent_forward(conv, latents, 16, 2) - conv(latents)).abs().max() > 1e-3
 
 
+@torch.no_grad()
+def test_half_precision_results_keep_their_dtype(conv: nn.Conv2d) -> None:
+    half = conv.to(torch.bfloat16)
+    latents = torch.randn(1, 4, 37, 29, dtype=torch.bfloat16)
+    tiled = tiled_latent_forward(half, latents, 16, 4)
+    assert tiled.dtype == torch.bfloat16
+    torch.testing.assert_close(tiled, half(latents))
+
+
 def test_weights_are_normalised_so_a_constant_stays_constant() -> None:
     out = tiled_latent_forward(lambda x: torch.full_like(x, 3.0), torch.zeros(2, 4, 45, 31), 16, 6)
     torch.testing.assert_close(out, torch.full_like(out, 3.0), rtol=0, atol=1e-6)
@@ -194,8 +203,12 @@ def test_frozen_group_norm_statistics_make_tiles_exact() -> None:
     torch.manual_seed(0)
     encoder = _Downscaler(norm=True)
     image = (_scene(72, 56) + 1) / 2
-    exact = tiled_vae_encode(encoder, image, 32, 16, 2, stats_side=72)
-    per_tile = tiled_vae_encode(lambda x: encoder(x), image, 32, 16, 2)
+
+    def encode(x: Tensor) -> Tensor:
+        return encoder(x)
+
+    exact = tiled_vae_encode(encode, image, 32, 16, 2, norm_module=encoder, stats_side=72)
+    per_tile = tiled_vae_encode(encode, image, 32, 16, 2)
     torch.testing.assert_close(exact, encoder(image), rtol=0, atol=1e-5)
     assert (per_tile - encoder(image)).abs().max() > 1e-2
 
