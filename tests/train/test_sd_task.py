@@ -17,8 +17,9 @@ from PIL import Image
 from tiny_sd import write_tiny_sd
 
 from mordasr.models.sd.sr_model import OneStepSR
-from mordasr.mor import mor_named_parameters
+from mordasr.mor import mor_layers, mor_named_parameters
 from mordasr.train.checkpoint import list_checkpoints, load_checkpoint
+from mordasr.train.cli import apply_overrides
 from mordasr.train.config import TrainConfig, from_dict
 from mordasr.train.data import step_generator
 from mordasr.train.trainer import build_task, make_accelerator, train
@@ -242,3 +243,47 @@ def test_two_processes_train_through_accelerate(assets: Path, tmp_path: Path) ->
     assert [int(r["step"]) for r in rows] == [1, 2]
     assert {r["processes"] for r in rows} == {"2"}
     assert (out / "final" / "adapters.safetensors").is_file()
+
+
+def test_paper_config_holds_the_papers_hyperparameters() -> None:
+    config = TrainConfig.from_yaml(ROOT / "configs" / "mordasr_sd21.yaml")
+    model = config.model
+    assert config.task == "sd21-mor"
+    assert model["base_model"] == "stabilityai/stable-diffusion-2-1-base"
+    assert config.total_steps == 25_000
+    assert config.optim.lr == 5e-5
+    assert config.data.batch_size * config.gradient_accumulation_steps == 16
+    assert config.data.patch_size == 512 and model["scale"] == 4
+    assert model["timestep"] == 999
+    mor = model["unet_mor"]
+    assert (mor["num_shared"], mor["num_routed"], mor["num_zero"], mor["top_k"]) == (8, 32, 4, 8)
+    assert model["vae_lora_rank"] == 4 and model["vsd"]["lora_rank"] == 4
+    assert model["vsd"]["guidance_scale"] == 7.5
+    assert model["gradient_checkpointing"] is True
+    assert config.mixed_precision == "bf16"
+    assert set(config.losses) == {"l2", "lpips", "vsd", "gan", "balance"}
+    assert (config.losses["l2"], config.losses["lpips"], config.losses["vsd"]) == (1.0, 2.0, 1.0)
+
+
+def test_paper_config_builds_on_a_local_model_folder(assets: Path, tmp_path: Path) -> None:
+    config = apply_overrides(
+        TrainConfig.from_yaml(ROOT / "configs" / "mordasr_sd21.yaml"),
+        [
+            f"model.base_model={assets / 'sd'}",
+            f"data.hr_dirs=[{assets / 'hr'}]",
+            f"output_dir={tmp_path / 'paper'}",
+            "mixed_precision='no'",
+        ],
+    )
+    task = _task(config)
+    assert set(task.optimizers) == {"generator", "variational", "discriminator"}
+    assert task.generator.unet.is_gradient_checkpointing
+    layers = [layer for _, layer in mor_layers(task.generator.unet)]
+    assert {layer.config.rank for layer in layers} == {40}
+
+
+def test_bf16_mixed_precision_step_keeps_float32_adapters(assets: Path, tmp_path: Path) -> None:
+    task = _task(_config(assets, tmp_path / "bf16", mixed_precision="bf16"))
+    logs = task.train_step(0, step_generator(0, 0))
+    assert all(np.isfinite(logs[name]) for name in ("l2", "vsd", "gan_g", "variational", "gan_d"))
+    assert {p.dtype for p in task.generator_params.values()} == {torch.float32}
