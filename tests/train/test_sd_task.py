@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from accelerate.state import AcceleratorState
 from PIL import Image
 from tiny_sd import write_tiny_sd
 
@@ -282,8 +284,18 @@ def test_paper_config_builds_on_a_local_model_folder(assets: Path, tmp_path: Pat
     assert {layer.config.rank for layer in layers} == {40}
 
 
+@pytest.fixture
+def fresh_accelerate_state() -> Iterator[None]:
+    """accelerate keeps one process-wide state: forget it so this test can pick bf16."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.usefixtures("fresh_accelerate_state")
 def test_bf16_mixed_precision_step_keeps_float32_adapters(assets: Path, tmp_path: Path) -> None:
     task = _task(_config(assets, tmp_path / "bf16", mixed_precision="bf16"))
+    assert task.accelerator.mixed_precision == "bf16"
     logs = task.train_step(0, step_generator(0, 0))
     assert all(np.isfinite(logs[name]) for name in ("l2", "vsd", "gan_g", "variational", "gan_d"))
     assert {p.dtype for p in task.generator_params.values()} == {torch.float32}
