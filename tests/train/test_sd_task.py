@@ -103,10 +103,13 @@ def test_every_loss_is_finite_and_logged(assets: Path, tmp_path: Path) -> None:
 
 
 def test_losses_decrease_on_a_fixed_batch(assets: Path, tmp_path: Path) -> None:
-    task = _task(_config(assets, tmp_path / "fixed", optim={"lr": 3e-3, "lr_discriminator": 3e-3}))
+    losses = {"l2": 1.0, "lpips": 2.0, "vsd": 1.0, "gan": 0.1, "balance": 0.01}
+    optim = {"lr": 3e-3, "lr_discriminator": 3e-3}
+    task = _task(_config(assets, tmp_path / "fixed", losses=losses, optim=optim))
     logs = [task.train_step(0, step_generator(0, 0)) for _ in range(3)]
-    for name in ("l2", "variational", "gan_d"):
+    for name in ("l2", "lpips", "variational", "gan_d"):
         values = [log[name] for log in logs]
+        assert all(np.isfinite(values)), f"{name}: {values}"
         assert values[2] < values[0], f"{name}: {values}"
 
 
