@@ -116,6 +116,7 @@ class OneStepSDTask(TrainTask):
         teacher = copy.deepcopy(components.unet) if uses_vsd or uses_gan else None
         hr_vae = copy.deepcopy(components.vae) if uses_gan else None
         variational = copy.deepcopy(components.unet) if uses_vsd else None
+        torch.manual_seed(config.seed)  # adapter initialisation independent of what loaded before
         generator = OneStepGenerator(components, self.model_config)
         if variational is not None:
             lora = MoRConfig.lora(vsd_config.lora_rank, target_modules=list(UNET_TARGETS))
