@@ -219,16 +219,21 @@ def test_gradient_accumulation_splits_the_step_into_micro_batches(
 
 def test_two_processes_train_through_accelerate(assets: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    data = _data(assets, out, losses={"l2": 1.0, "vsd": 1.0, "gan": 0.1, "balance": 0.01})
+    data = _data(assets, out)
     data["data"]["batch_size"] = 1
     config_path = tmp_path / "ddp.yaml"
     config_path.write_text(yaml.safe_dump(data))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     command = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--multi_gpu",  # on a machine without CUDA: two CPU processes over gloo
+        "--multi_gpu",  # with no visible GPU: two CPU processes over gloo
         "--num_processes",
         "2",
         "--num_machines",
