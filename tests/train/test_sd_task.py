@@ -154,6 +154,21 @@ def test_each_network_changes_only_in_its_own_update(assets: Path, tmp_path: Pat
     ]
 
 
+def test_frozen_networks_stay_frozen(assets: Path, tmp_path: Path) -> None:
+    task = _task(_config(assets, tmp_path / "frozen"))
+    frozen = {
+        "teacher": task.vsd.real_unet,
+        "hr_vae": task.hr_vae,
+        "text_encoder": task.generator.text_encoder,
+        "vae_decoder": task.generator.vae.decoder,
+    }
+    before = {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in frozen.items()}
+    task.train_step(0, step_generator(0, 0))
+    for name, module in frozen.items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, before[name][key]), f"{name}.{key}"
+
+
 def test_resumed_run_equals_an_uninterrupted_one(assets: Path, tmp_path: Path) -> None:
     straight = train(_config(assets, tmp_path / "straight", total_steps=3), progress=False)
     split = _config(assets, tmp_path / "split", total_steps=3)
