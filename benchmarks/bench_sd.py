@@ -6,9 +6,12 @@ OSEDiff at inference: a LoRA merged into the UNet and VAE-encoder weights, the a
 removed, no estimator. "MoR, given scores" is the paper's MoR UNet (8 shared + 32 routed incl.
 4 zero, top-8) routed by a fixed score vector: what routing and folding the routed ranks into
 the weights cost, once per image. "MoR + estimator" adds the learned degradation estimator on
-the LR image (the real end-to-end cost). Variants are timed in interleaved rounds (rotating
-order); the table gives median times and the median over rounds of the per-round ratio to the
-reference, so machine load hits every variant alike.
+the LR image (the real end-to-end cost). A second table times the UNet step alone, where the
+whole MoR cost sits: with the routers batched and the kept ranks folded before the step
+(``prefold_routed``, what the Upscaler does) and with each layer routing and folding inside its
+own forward. Variants are timed in interleaved rounds (rotating order); the tables give median
+times and the median over rounds of the per-round ratio to the reference, so machine load hits
+every variant alike.
 
     python benchmarks/bench_sd.py [--rounds 41] [--threads 1]          # CPU, reduced SD
     python benchmarks/bench_sd.py --device cuda --full [--rounds 31]   # SD 2.1-base, 128->512 bf16
@@ -39,7 +42,14 @@ from mordasr.infer.pipeline import Upscaler
 from mordasr.models.sd import OneStepConfig, OneStepGenerator, SDComponents
 from mordasr.models.sd.config import paper_unet_mor
 from mordasr.models.sd.sr_model import OneStepSR
-from mordasr.mor import MoRConfig, balance_loss, merge_shared, mor_layers, routing
+from mordasr.mor import (
+    MoRConfig,
+    balance_loss,
+    merge_shared,
+    mor_layers,
+    prefold_routed,
+    routing,
+)
 
 REDUCED = {
     "unet_channels": (64, 128, 256, 256),
@@ -203,22 +213,35 @@ def unet_fns(
     models: dict[str, OneStepSR], side: int, device: str, dtype: torch.dtype
 ) -> dict[str, Callable[[], None]]:
     """The UNet step alone (x4 latent of a ``side`` LR image), fresh scores every call, so MoR
-    routes and folds its routed ranks every time (once per image)."""
+    routes and folds its routed ranks every time (once per image): batched as the Upscaler does
+    (``prefold_routed``), or layer by layer inside the forward (without it)."""
     fns = {}
-    for name in ("plain merged LoRA (OSEDiff)", "MoR, given scores"):
+    variants = {
+        "plain merged LoRA (OSEDiff)": ("plain merged LoRA (OSEDiff)", False),
+        "MoR, given scores": ("MoR, given scores", True),
+        "MoR, layer-by-layer fold": ("MoR, given scores", False),
+    }
+    for label, (name, batched) in variants.items():
         generator = models[name].generator.to(device=device, dtype=dtype)
         latent = 4 * side // generator.vae_scale_factor
         z = torch.randn(1, 4, latent, latent, device=device, dtype=dtype)
         embeds = generator.encode_prompt([generator.config.prompt])
 
-        def run(generator: OneStepGenerator = generator, z: Tensor = z, embeds: Tensor = embeds):
+        def run(
+            generator: OneStepGenerator = generator,
+            z: Tensor = z,
+            embeds: Tensor = embeds,
+            batched: bool = batched,
+        ) -> None:
             scores = torch.rand(1, 7, device=device, dtype=dtype)
-            with torch.no_grad():
+            with torch.no_grad(), routing(generator.unet, scores):
+                if batched:
+                    prefold_routed(generator.unet)
                 generator.denoise(z, embeds, scores)
             if device == "cuda":
                 torch.cuda.synchronize()
 
-        fns[name] = run
+        fns[label] = run
     return fns
 
 

@@ -31,7 +31,7 @@ from mordasr.models.mor_sr import MoRSuperResolver
 from mordasr.models.sd.prompts import FixedPrompt
 from mordasr.models.sd.sr_model import OneStepSR
 from mordasr.models.zoo import load_sr_model
-from mordasr.mor import merge_shared, routing
+from mordasr.mor import merge_shared, prefold_routed, routing
 
 LUMA = (0.299, 0.587, 0.114)
 """BT.601 weights turning an RGB result back into gray for gray inputs."""
@@ -139,8 +139,9 @@ class Upscaler:
     def _one_step(self, lr: Tensor) -> Tensor:
         """The one-step SD model on float32 LR images: SR in [0, 1] (float32).
 
-        The scores route the UNet for every latent tile with the same tensor, so each MoR layer
-        folds its routed ranks once per image and reuses them for every tile.
+        Every routed UNet layer folds its kept ranks into its weight once per image (all routers
+        batched, :func:`~mordasr.mor.prefold_routed`); every latent tile reuses the folded
+        weights, because the same scores tensor routes them all.
         """
         model = self.model
         generator = model.generator
@@ -162,6 +163,7 @@ class Upscaler:
             progress=self.progress,
         )
         with routing(generator.unet, scores):
+            prefold_routed(generator.unet)
             x0 = tiled_latent_forward(
                 lambda z: generator.denoise(z, embeds, scores),
                 latents,

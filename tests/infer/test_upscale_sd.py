@@ -19,7 +19,7 @@ from mordasr.infer.pipeline import Upscaler
 from mordasr.models.sd import FixedPrompt, OneStepConfig, OneStepGenerator, load_sd_components
 from mordasr.models.sd.sr_model import OneStepSR
 from mordasr.models.zoo import describe, load_sr_model
-from mordasr.mor import MoRConfig, Router, Routing, mor_layers
+from mordasr.mor import MoRConfig, MoRLayer, Router, mor_layers
 
 UNTILED = {"latent_tile": 0, "vae_tile": 0, "color_fix": "none"}
 
@@ -111,23 +111,26 @@ def test_routed_ranks_are_folded_once_per_image_and_the_unet_runs_once_per_tile(
     untiled: Upscaler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     upscaler = with_settings(untiled, latent_tile=32, latent_overlap=16)
-    routers: list[Router] = []
-    original = Router.forward
+    folds: list[MoRLayer] = []
+    original = MoRLayer.prefold
 
-    def counting(self: Router, scores: torch.Tensor) -> Routing:
-        routers.append(self)
-        return original(self, scores)
+    def counting(self: MoRLayer, *args: object) -> None:
+        folds.append(self)
+        original(self, *args)
 
-    monkeypatch.setattr(Router, "forward", counting)
+    monkeypatch.setattr(MoRLayer, "prefold", counting)
+    routed = []
+    monkeypatch.setattr(Router, "forward", lambda *args: routed.append(1))
     unet_calls = []
     hook = upscaler.model.generator.unet.register_forward_hook(lambda *_: unet_calls.append(1))
     upscaler.upscale_tensor(lr_image(32, 24))
     hook.remove()
-    routed = [layer.router for _, layer in mor_layers(upscaler.model.generator.unet)]
+    layers = [layer for _, layer in mor_layers(upscaler.model.generator.unet) if layer.router]
     latent_h, latent_w = 32 * 4 // 2, 24 * 4 // 2
     tiles = len(tile_spans(latent_h, 32, 16)) * len(tile_spans(latent_w, 32, 16))
     assert tiles > 1 and len(unet_calls) == tiles
-    assert sorted(map(id, routers)) == sorted(id(r) for r in routed if r is not None)
+    assert sorted(map(id, folds)) == sorted(map(id, layers))
+    assert routed == []
 
 
 def test_bfloat16_upscale_is_close_to_float32(checkpoint: Path, untiled: Upscaler) -> None:

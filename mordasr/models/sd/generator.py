@@ -37,8 +37,10 @@ ADAPTERS_NAME = "adapters.safetensors"
 class OneStepGenerator(nn.Module):
     """VAE encoder (+LoRA) -> UNet (+MoR) at one timestep -> x0 -> frozen VAE decoder.
 
-    The UNet, VAE and text encoder are registered as submodules, so adapter names in
-    :meth:`adapter_state_dict` start with ``unet.`` or ``vae.encoder.``.
+    The adapters are injected into ``components`` in place (fresh B factors are zero, so the
+    generator starts as the plain one-step pipeline). The UNet, VAE and text encoder are
+    registered as submodules, so adapter names in :meth:`adapter_state_dict` start with
+    ``unet.`` or ``vae.encoder.``.
     """
 
     def __init__(self, components: SDComponents, config: OneStepConfig) -> None:
