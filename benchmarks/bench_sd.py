@@ -311,6 +311,9 @@ def main() -> None:
         f"\n{size}, x4 {side}->{4 * side}, {dtype}, {args.device}, torch {torch.__version__}, "
         f"{args.threads} threads, {args.rounds} rounds ({elapsed:.0f} s)"
     )
+    adapted = [layer for _, layer in mor_layers(models["MoR, given scores"].generator.unet)]
+    weights = sum(layer.base_layer.weight.numel() for layer in adapted)
+    print(f"MoR on {len(adapted)} UNet layers holding {weights / 1e6:.1f} M weights")
     print_table("End to end (Upscaler.upscale_tensor, one image):", end_to_end)
     print_table("UNet step alone (fresh scores each call):", unet)
     result: dict[str, Any] = {
@@ -319,6 +322,8 @@ def main() -> None:
         "dtype": str(dtype),
         "rounds": args.rounds,
         "threads": args.threads,
+        "mor_layers": len(adapted),
+        "adapted_weights": weights,
         "end_to_end": {name: {"ms": 1e3 * s, "ratio": r} for name, (s, r) in end_to_end.items()},
         "unet": {name: {"ms": 1e3 * s, "ratio": r} for name, (s, r) in unet.items()},
     }

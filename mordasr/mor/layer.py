@@ -280,9 +280,12 @@ class MoRLayer(nn.Module):
         ``indices`` (k,) and ``gates`` (k,) are the kept slots, zero experts among them with gate
         0 and any real index, so no host sync is needed to drop them (they add exact zeros).
         The folded weight is cached under the current scores, as :meth:`forward` would cache it;
-        ``routing`` becomes :attr:`last_routing`. Layers that cannot fold flat are left alone.
+        ``routing`` becomes :attr:`last_routing`. Layers that cannot fold flat, or are set to
+        the low-rank path, are left alone.
         """
-        if not self._supports_flat_fold or self._scores is None or self._scores.shape[0] != 1:
+        if not self._supports_flat_fold or self.config.compute_path == "lowrank":
+            return
+        if self._scores is None or self._scores.shape[0] != 1:
             return
         weight = self._shared_folded()
         if self.config.num_real:

@@ -85,3 +85,14 @@ def test_kept_zero_experts_fold_to_exact_zeros() -> None:
     with torch.no_grad(), routing(model, scores):
         prefold_routed(model)
         assert torch.equal(model(x), layer.base_layer(x))
+
+
+def test_layers_set_to_the_low_rank_path_are_not_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = adapted_block(compute_path="lowrank")
+    calls = []
+    original = Router.forward
+    monkeypatch.setattr(Router, "forward", lambda self, s: calls.append(1) or original(self, s))
+    with torch.no_grad(), routing(model, torch.rand(1, 7)):
+        prefold_routed(model)
+        model(torch.randn(1, 4, 8, 8))
+    assert len(calls) == sum(1 for _, layer in mor_layers(model) if layer.router is not None)
