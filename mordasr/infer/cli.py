@@ -58,6 +58,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    sd = parser.add_argument_group("one-step SD models (a folder written by OneStepSR)")
+    sd.add_argument(
+        "--latent-tile", type=int, default=96, help="UNet latent tile side (0: whole latent)"
+    )
+    sd.add_argument("--latent-overlap", type=int, default=32, help="latent tile overlap")
+    sd.add_argument(
+        "--vae-tile", type=int, default=1024, help="VAE tile side in SR pixels (0: untiled)"
+    )
+    sd.add_argument(
+        "--color-fix",
+        choices=("wavelet", "adain", "none"),
+        default="wavelet",
+        help="restore the LR colours (default: wavelet)",
+    )
+    sd.add_argument("--prompt", default=None, help="a fixed prompt (default: the model's)")
     parser.add_argument(
         "--format",
         choices=OUTPUT_FORMATS,
@@ -83,8 +98,13 @@ def run(args: argparse.Namespace) -> int:
             tile=args.tile or None,
             tile_overlap=args.tile_overlap,
             progress=False,
+            latent_tile=args.latent_tile,
+            latent_overlap=args.latent_overlap,
+            vae_tile=args.vae_tile,
+            color_fix=args.color_fix,
+            prompt=args.prompt,
         )
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         print(f"mordasr upscale: {error}", file=sys.stderr)
         return 2
     out_dir = Path(args.output)

@@ -3,10 +3,17 @@
 Routing is per image, so the degradation scores are computed once on the whole LR image and the
 same routing serves every tile; MoR layers fold the routed ranks into their weights once per
 image (merged path, cached), so the adapted model costs what the backbone costs.
+
+The one-step SD model (:class:`~mordasr.models.sd.OneStepSR`) runs in stages: bicubic
+enlargement, VAE encoding (tiled for large images), the routed UNet over latent tiles, VAE
+decoding (tiled), and a colour fix that restores the LR image's low frequencies (wavelet or
+AdaIN). Scores and prompt embeddings are computed once per image, before any tile.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,14 +23,25 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from mordasr.infer.color_fix import adain_color_fix, wavelet_color_fix
 from mordasr.infer.io import DecodedImage, read_image, save_like
+from mordasr.infer.latent_tiling import tiled_latent_forward, tiled_vae_decode, tiled_vae_encode
 from mordasr.infer.tiling import tiled_forward
 from mordasr.models.mor_sr import MoRSuperResolver
+from mordasr.models.sd.prompts import FixedPrompt
+from mordasr.models.sd.sr_model import OneStepSR
 from mordasr.models.zoo import load_sr_model
-from mordasr.mor import routing
+from mordasr.mor import merge_shared, prefold_routed, routing
 
 LUMA = (0.299, 0.587, 0.114)
 """BT.601 weights turning an RGB result back into gray for gray inputs."""
+
+COLOR_FIXES: dict[str, Callable[[Tensor, Tensor], Tensor] | None] = {
+    "wavelet": wavelet_color_fix,
+    "adain": adain_color_fix,
+    "none": None,
+}
+"""Colour corrections of the one-step SD output against the bicubic LR (by ``color_fix`` name)."""
 
 
 @dataclass
@@ -42,9 +60,16 @@ class Upscaler:
             loaded module with ``.scale``.
         device: where to run (default: CUDA if available, else CPU).
         dtype: compute dtype of the network (the estimator always runs in float32).
-        tile: largest input tile side; ``None`` or 0 processes the whole image at once.
+        tile: largest input tile side; ``None`` or 0 processes the whole image at once
+            (feed-forward models; the one-step SD model tiles its latents instead).
         tile_overlap: input pixels of context each tile keeps across a seam.
         progress: show a bar over tiles.
+        latent_tile: one-step SD: largest latent tile side of the UNet (0: the whole latent).
+        latent_overlap: one-step SD: latent pixels neighbouring UNet tiles share.
+        vae_tile: one-step SD: largest SR-image tile side of the VAE encoder and decoder
+            (0: untiled); tiles overlap by an eighth of it.
+        color_fix: one-step SD: ``wavelet``, ``adain`` or ``none``.
+        prompt: one-step SD: a fixed prompt replacing the model's prompt source.
     """
 
     def __init__(
@@ -55,19 +80,39 @@ class Upscaler:
         tile: int | None = None,
         tile_overlap: int = 32,
         progress: bool = False,
+        latent_tile: int = 96,
+        latent_overlap: int = 32,
+        vae_tile: int = 1024,
+        color_fix: str = "wavelet",
+        prompt: str | None = None,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
-        module = load_sr_model(model) if isinstance(model, str | Path) else model
+        loaded = isinstance(model, str | Path)
+        module = load_sr_model(model) if loaded else model
         self.model = module.to(self.device).eval()
         if isinstance(self.model, MoRSuperResolver):
             self.model.backbone.to(dtype=dtype)
+        elif isinstance(self.model, OneStepSR):
+            self.model.generator.to(dtype=dtype)
+            if loaded:
+                merge_shared(self.model.generator)
         else:
             self.model.to(dtype=dtype)
+        if color_fix not in COLOR_FIXES:
+            raise ValueError(f"unknown color_fix {color_fix!r}; choose from {sorted(COLOR_FIXES)}")
+        if prompt is not None:
+            if not isinstance(self.model, OneStepSR):
+                raise ValueError("a prompt applies to one-step SD models only")
+            self.model.prompt_source = FixedPrompt(prompt)
         self.scale: int = int(module.scale)
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.progress = progress
+        self.latent_tile = latent_tile
+        self.latent_overlap = latent_overlap
+        self.vae_tile = vae_tile
+        self.color_fix = color_fix
 
     @torch.no_grad()
     def upscale_tensor(self, lr: Tensor) -> Tensor:
@@ -75,7 +120,9 @@ class Upscaler:
         single = lr.ndim == 3
         batch = (lr[None] if single else lr).to(self.device)
         net_input = batch.to(self.dtype)
-        if isinstance(self.model, MoRSuperResolver):
+        if isinstance(self.model, OneStepSR):
+            out = self._one_step(batch.float())
+        elif isinstance(self.model, MoRSuperResolver):
             scores = self.model.route_input(batch.float()).to(self.dtype)
             with routing(self.model.backbone, scores):
                 out = self._tiled(self.model.backbone, net_input)
@@ -88,6 +135,55 @@ class Upscaler:
         return tiled_forward(
             fn, image, self.scale, self.tile, self.tile_overlap, progress=self.progress
         )
+
+    def _one_step(self, lr: Tensor) -> Tensor:
+        """The one-step SD model on float32 LR images: SR in [0, 1] (float32).
+
+        Every routed UNet layer folds its kept ranks into its weight once per image (all routers
+        batched, :func:`~mordasr.mor.prefold_routed`); every latent tile reuses the folded
+        weights, because the same scores tensor routes them all.
+        """
+        model = self.model
+        generator = model.generator
+        scores = model.estimate(lr).to(self.dtype)
+        embeds = model.prompt_embeds(lr).to(self.dtype)
+        height, width = lr.shape[-2:]
+        multiple = one_step_multiple(model)
+        padded = F.pad(lr, (0, -width % multiple, 0, -height % multiple), mode="replicate")
+        up = generator.upsample(padded)
+        factor = generator.vae_scale_factor
+        overlap = self.vae_tile // 8
+        latents = tiled_vae_encode(
+            generator.encode,
+            up.to(self.dtype),
+            self.vae_tile,
+            overlap,
+            factor,
+            norm_module=generator.vae.encoder,
+            progress=self.progress,
+        )
+        with routing(generator.unet, scores):
+            prefold_routed(generator.unet)
+            x0 = tiled_latent_forward(
+                lambda z: generator.denoise(z, embeds, scores),
+                latents,
+                self.latent_tile,
+                self.latent_overlap,
+                progress=self.progress,
+            )
+        sr = tiled_vae_decode(
+            lambda z: (generator.decode(z) + 1.0) / 2.0,
+            x0,
+            self.vae_tile // factor,
+            overlap // factor,
+            factor,
+            norm_module=generator.vae.decoder,
+            progress=self.progress,
+        ).float()
+        fix = COLOR_FIXES[self.color_fix]
+        if fix is not None:
+            sr = fix(sr, up)
+        return sr[..., : height * self.scale, : width * self.scale]
 
     def upscale_decoded(self, decoded: DecodedImage) -> UpscaleResult:
         """Upscale a decoded image: gray stays gray, alpha is upscaled bicubically on its own."""
@@ -132,3 +228,12 @@ class Upscaler:
         decoded = read_image(source)
         result = self.upscale_decoded(decoded)
         save_like(target, result.image, decoded, alpha=result.alpha)
+
+
+def one_step_multiple(model: OneStepSR) -> int:
+    """LR side multiple at which the one-step model's SR image fills whole latents and the
+    UNet's downsampling levels (e.g. 16 for SD x4: 8 pixels per latent, 8 per UNet level)."""
+    generator = model.generator
+    levels = len(generator.unet.config.block_out_channels) - 1
+    sr_multiple = generator.vae_scale_factor * 2**levels
+    return sr_multiple // math.gcd(sr_multiple, model.scale)

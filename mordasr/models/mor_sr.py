@@ -85,10 +85,9 @@ class MoRSuperResolver(nn.Module):
             estimator = load_estimator(spec.estimator, clip_model=spec.clip_model)
         return cls(backbone, estimator, spec)
 
-    @torch.no_grad()
     def estimate(self, lr: Tensor) -> Tensor:
         """(B, 7) degradation scores of the LR images."""
-        return self.estimator(_estimator_view(lr)).to(lr.dtype)
+        return estimate_scores(self.estimator, lr)
 
     @torch.no_grad()
     def route_input(self, lr: Tensor) -> Tensor:
@@ -128,6 +127,13 @@ class MoRSuperResolver(nn.Module):
         load_mor_adapter(model.backbone, directory)
         model.backbone.requires_grad_(False)
         return model.eval()
+
+
+@torch.no_grad()
+def estimate_scores(estimator: DegradationEstimator, lr: Tensor) -> Tensor:
+    """(B, 7) degradation scores of LR images (B, 3, h, w) in [0, 1], in ``lr``'s dtype
+    (small images are enlarged first, see :func:`_estimator_view`)."""
+    return estimator(_estimator_view(lr)).to(lr.dtype)
 
 
 def builtin_model_dir(name: str) -> Path | None:

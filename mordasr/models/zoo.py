@@ -4,6 +4,8 @@
 
 - ``default`` (or another built-in name): the shipped MoR-adapted model;
 - a folder written by ``MoRSuperResolver.save_pretrained`` (or a training run's ``final``);
+- a folder written by ``OneStepSR.save_pretrained`` (the one-step SD 2.1 model, e.g. the
+  ``final`` of an ``sd21-mor`` training run), loaded onto the SD weights its config names;
 - ``realesrgan-x4plus`` / ``realsr-df2k-x4`` or a ``.pth``/``.param`` file: the plain backbone;
 - ``bicubic``: bicubic interpolation (x4), the usual floor in benchmark tables.
 """
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from mordasr.models.loaders import PRETRAINED, load_realesrgan
 from mordasr.models.mor_sr import MODEL_FILE, MoRSuperResolver, builtin_model_dir
+from mordasr.models.sd.sr_model import OneStepSR, is_onestep_checkpoint
 
 
 class PlainSR(nn.Module):
@@ -50,13 +53,15 @@ def load_sr_model(name_or_path: str | Path = "default") -> nn.Module:
         return BicubicSR().eval()
     if builtin_model_dir(key) is not None or (Path(key) / MODEL_FILE).is_file():
         return MoRSuperResolver.from_pretrained(key)
+    if is_onestep_checkpoint(key):
+        return OneStepSR.from_pretrained(key)
     if key in PRETRAINED or Path(key).is_file():
         backbone = load_realesrgan(key)
         backbone.requires_grad_(False)
         return PlainSR(backbone, backbone.scale).eval()
     raise FileNotFoundError(
-        f"unknown model {key!r}: use 'default', a model folder, a backbone name "
-        f"({', '.join(PRETRAINED)}), a weight file, or 'bicubic'"
+        f"unknown model {key!r}: use 'default', a model folder (MoR or one-step SD), "
+        f"a backbone name ({', '.join(PRETRAINED)}), a weight file, or 'bicubic'"
     )
 
 
@@ -64,6 +69,9 @@ def describe(model: nn.Module) -> str:
     """A short human-readable name of a loaded model, for tables and logs."""
     if isinstance(model, MoRSuperResolver):
         return f"MoR on {model.spec.backbone} (estimator: {model.spec.estimator})"
+    if isinstance(model, OneStepSR):
+        config = model.config
+        return f"one-step MoR on {config.base_model} (estimator: {config.estimator})"
     if isinstance(model, PlainSR):
         return "plain backbone"
     if isinstance(model, BicubicSR):

@@ -291,6 +291,36 @@ class MoRLayer(nn.Module):
                 )
         return weight.view(1, *self.base_layer.weight.shape)
 
+    @torch.no_grad()
+    def prefold(self, indices: Tensor, gates: Tensor, routing: Routing | None = None) -> None:
+        """Fold one image's routing into the weight now, for the next inference calls.
+
+        ``indices`` (k,) and ``gates`` (k,) are the kept slots, zero experts among them with gate
+        0 and any real index, so no host sync is needed to drop them (they add exact zeros).
+        The folded weight is cached under the current scores, as :meth:`forward` would cache it;
+        ``routing`` becomes :attr:`last_routing`. Layers that cannot fold flat, or are set to
+        the low-rank path, are left alone.
+        """
+        if not self._supports_flat_fold or self.config.compute_path == "lowrank":
+            return
+        if self._scores is None or self._scores.shape[0] != 1:
+            return
+        weight = self._shared_folded()
+        if self.config.num_real:
+            b = self.routed_B[:, indices] * gates.to(weight.dtype)
+            weight = torch.addmm(
+                weight,
+                b,
+                self.routed_A[indices].flatten(1),
+                alpha=self.scaling,
+                out=self._weight_buffer(weight),
+            )
+        probe = weight.new_empty(0)
+        folded = weight.view(1, *self.base_layer.weight.shape)
+        self._cache = (self._cache_key(probe), None, None, None, folded)
+        if routing is not None:
+            self.last_routing = routing
+
     def _shared_folded(self) -> Tensor:
         """(d_out, d_in_flat) frozen weight with the always-on ranks folded in, cached."""
         base = self.base_layer.weight

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 from mordasr.mor.balance import load_balance_loss, severity_from_scores
 from mordasr.mor.config import MoRConfig
 from mordasr.mor.layer import MoRConv2d, MoRLayer, MoRLinear
+from mordasr.mor.router import Routing
 
 CONFIG_NAME = "mor_config.json"
 WEIGHTS_NAME = "mor_adapter.safetensors"
@@ -78,6 +80,44 @@ def routing(model: nn.Module, scores: Tensor) -> Iterator[nn.Module]:
         yield model
     finally:
         set_scores(model, None)
+
+
+@torch.no_grad()
+def prefold_routed(model: nn.Module) -> None:
+    """Route every layer of ``model`` for its (one-image) scores at once and fold the kept ranks.
+
+    Inference helper: the layers must be routed by one score row (``set_scores``/``routing``).
+    Routers with the same shape are evaluated as one batched matmul, softmax and top-k, and each
+    layer then folds with a handful of tensor ops and no host sync, instead of routing and
+    dropping zero experts one layer at a time; the forward passes that follow with the same
+    scores reuse the folded weights (exactly what :meth:`MoRLayer.forward` would compute).
+    """
+    groups: dict[tuple[Any, ...], list[MoRLayer]] = {}
+    for _, layer in mor_layers(model):
+        router, scores = layer.router, layer.scores
+        if router is None or scores is None or scores.shape[0] != 1:
+            continue
+        shape = (router.gate.weight.shape, router.top_k, router.num_real, router.renormalize)
+        groups.setdefault((id(scores), *shape), []).append(layer)
+    for layers in groups.values():
+        first = layers[0].router
+        scores = layers[0].scores.float().to(first.gate.weight.device)
+        weights = torch.stack([layer.router.gate.weight.float() for layer in layers])
+        probs = torch.softmax(weights @ scores[0], dim=-1)
+        gates, indices = torch.topk(probs, first.top_k, dim=-1)
+        if first.renormalize:
+            gates = gates / gates.sum(dim=-1, keepdim=True)
+        real = indices < first.num_real
+        fold_gates = torch.where(real, gates, torch.zeros_like(gates))
+        fold_indices = torch.where(real, indices, torch.zeros_like(indices))
+        for i, layer in enumerate(layers):
+            routing = Routing(
+                probs=probs[i : i + 1],
+                indices=indices[i : i + 1],
+                gates=gates[i : i + 1],
+                num_real=first.num_real,
+            )
+            layer.prefold(fold_indices[i], fold_gates[i], routing)
 
 
 def merge_shared(model: nn.Module) -> None:

@@ -78,6 +78,14 @@ class TrainConfig:
     degradation: dict[str, Any] = field(default_factory=dict)
     """Task-specific synthesis options (preset name, scale, overrides)."""
 
+    def __post_init__(self) -> None:
+        if self.mixed_precision is False:  # YAML reads a bare `no` as false
+            self.mixed_precision = "no"
+        if self.mixed_precision not in typing.get_args(MixedPrecision):
+            raise ValueError(
+                f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}"
+            )
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         """Read a YAML file; relative paths inside it are taken from the file's folder.

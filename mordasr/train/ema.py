@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 
@@ -38,3 +41,18 @@ class EMA:
             raise KeyError(f"EMA state lacks {sorted(missing)}")
         for name in self.shadow:
             self.shadow[name].copy_(state[name])
+
+    @contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """Hold the averaged values in the parameters inside the block (e.g. to export them);
+        the current values are restored on exit."""
+        backup = {name: p.detach().clone() for name, p in self.params.items()}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(self.shadow[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    p.copy_(backup[name])

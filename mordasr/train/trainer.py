@@ -76,12 +76,17 @@ def build_task(config: TrainConfig, accelerator: Any) -> TrainTask:
 
 
 def make_accelerator(config: TrainConfig, cpu: bool | None = None) -> Any:
-    """An ``accelerate.Accelerator`` for the config (CPU when no CUDA device is present)."""
-    from accelerate import Accelerator
+    """An ``accelerate.Accelerator`` for the config (CPU when no CUDA device is present).
+
+    Under DistributedDataParallel, unused parameters are searched for on every step: a routed
+    expert that no image of a process's batch keeps gets no gradient there.
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     if cpu is None:
         cpu = not torch.cuda.is_available()
-    return Accelerator(mixed_precision=config.mixed_precision, cpu=cpu)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=cpu, kwargs_handlers=[ddp])
 
 
 def train(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import string
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,8 @@ from PIL import Image
 
 transformers = pytest.importorskip("transformers")
 
+from tiny_clip import write_char_tokenizer  # noqa: E402
+
 from mordasr.cli import main  # noqa: E402
 from mordasr.estimate import DIMENSIONS, TABLE3_PROMPTS, ClipEstimator, load_estimator  # noqa: E402
 from mordasr.estimate.clip import clip_preprocess  # noqa: E402
@@ -21,16 +22,8 @@ from mordasr.estimate.clip import clip_preprocess  # noqa: E402
 
 def _write_tiny_clip(directory: Path) -> None:
     """Save a randomly initialised 2-layer CLIP and a character-level CLIP BPE tokenizer."""
-    chars = string.ascii_lowercase + string.digits + "-"
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({f"{c}</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(
-        str(directory / "vocab.json"), str(directory / "merges.txt")
-    )
+    tokenizer = write_char_tokenizer(directory)
+    vocab = tokenizer.get_vocab()
     common = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
     config = transformers.CLIPConfig(
         text_config={

@@ -123,6 +123,13 @@ def test_config_rejects_unknown_keys() -> None:
         from_dict(TrainConfig, {"totl_steps": 3})
 
 
+def test_a_bare_no_for_mixed_precision_means_no(assets: Path, tmp_path: Path) -> None:
+    cfg = apply_overrides(_config(assets, tmp_path), ["mixed_precision=no"])
+    assert cfg.mixed_precision == "no"
+    with pytest.raises(ValueError, match="mixed_precision"):
+        apply_overrides(cfg, ["mixed_precision=fp32"])
+
+
 def test_overrides_reach_nested_fields(assets: Path, tmp_path: Path) -> None:
     cfg = apply_overrides(_config(assets, tmp_path), ["data.batch_size=7", "optim.lr=0.5"])
     assert cfg.data.batch_size == 7

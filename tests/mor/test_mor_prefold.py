@@ -1,0 +1,98 @@
+"""Batched one-image routing and folding for inference (``prefold_routed``)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from nets import TinyUNetBlock
+from torch import nn
+
+from mordasr.mor import MoRConfig, Router, inject_mor, mor_layers, prefold_routed, routing
+from mordasr.mor.config import DEFAULT_TARGETS
+
+SMALL = {"num_shared": 2, "num_routed": 8, "num_zero": 2, "top_k": 3}
+
+
+def adapted_block(**overrides: object) -> nn.Module:
+    """A UNet-like block with non-zero MoR adapters; a layer override makes a second router
+    shape, so the batched routing has two groups."""
+    torch.manual_seed(0)
+    config = MoRConfig(
+        target_modules=list(DEFAULT_TARGETS),
+        layer_overrides={"conv_out": {"num_routed": 6, "num_zero": 1, "top_k": 2}},
+        **{**SMALL, **overrides},
+    )
+    model = inject_mor(TinyUNetBlock(), config).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _, layer in mor_layers(model):
+            for b in (layer.shared_B, layer.routed_B):
+                b.copy_(torch.randn(b.shape, generator=gen) * 0.05)
+    return model
+
+
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_prefolded_forward_equals_the_layer_by_layer_forward(renormalize: bool) -> None:
+    model = adapted_block(renormalize_gates=renormalize)
+    reference = copy.deepcopy(model)
+    x, scores = torch.randn(1, 4, 8, 8), torch.rand(1, 7)
+    with torch.no_grad(), routing(reference, scores):
+        expected = reference(x)
+    with torch.no_grad(), routing(model, scores):
+        prefold_routed(model)
+        actual = model(x)
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0)
+
+
+def test_after_prefolding_no_layer_routes_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = adapted_block()
+    calls = []
+    original = Router.forward
+    monkeypatch.setattr(Router, "forward", lambda self, s: calls.append(1) or original(self, s))
+    with torch.no_grad(), routing(model, torch.rand(1, 7)):
+        prefold_routed(model)
+        model(torch.randn(1, 4, 8, 8))
+        model(torch.randn(1, 4, 6, 10))
+    assert calls == []
+
+
+def test_prefolding_records_each_layers_routing() -> None:
+    model = adapted_block()
+    reference = copy.deepcopy(model)
+    scores = torch.rand(1, 7)
+    with torch.no_grad(), routing(model, scores):
+        prefold_routed(model)
+    for (name, layer), (_, ref) in zip(mor_layers(model), mor_layers(reference), strict=True):
+        expected = ref.router(scores)
+        assert torch.equal(layer.last_routing.indices, expected.indices), name
+
+
+def test_kept_zero_experts_fold_to_exact_zeros() -> None:
+    config = MoRConfig(
+        target_modules=["0"], num_shared=0, num_routed=6, num_zero=3, top_k=3, compute_path="merged"
+    )
+    model = inject_mor(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1)), config)
+    layer = model[0]
+    with torch.no_grad():
+        layer.routed_B.normal_()
+        layer.router.gate.weight.zero_()
+        layer.router.gate.weight[[3, 4, 5], 0] = 30.0
+    scores = torch.zeros(1, 7)
+    scores[0, 0] = 1.0
+    x = torch.randn(1, 8, 16, 16)
+    with torch.no_grad(), routing(model, scores):
+        prefold_routed(model)
+        assert torch.equal(model(x), layer.base_layer(x))
+
+
+def test_layers_set_to_the_low_rank_path_are_not_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = adapted_block(compute_path="lowrank")
+    calls = []
+    original = Router.forward
+    monkeypatch.setattr(Router, "forward", lambda self, s: calls.append(1) or original(self, s))
+    with torch.no_grad(), routing(model, torch.rand(1, 7)):
+        prefold_routed(model)
+        model(torch.randn(1, 4, 8, 8))
+    assert len(calls) == sum(1 for _, layer in mor_layers(model) if layer.router is not None)

@@ -1,0 +1,324 @@
+"""Task ``sd21-mor`` on a tiny SD: losses, alternation, resume, export, two processes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from accelerate.state import AcceleratorState
+from PIL import Image
+from tiny_sd import write_tiny_sd
+
+from mordasr.models.sd.sr_model import OneStepSR
+from mordasr.mor import mor_layers, mor_named_parameters
+from mordasr.train.checkpoint import list_checkpoints, load_checkpoint
+from mordasr.train.cli import apply_overrides
+from mordasr.train.config import TrainConfig, from_dict
+from mordasr.train.data import step_generator
+from mordasr.train.trainer import build_task, make_accelerator, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sd_assets")
+    images = root / "hr"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        smooth = np.kron(rng.random((4, 4, 3)), np.ones((16, 16, 1)))
+        pixels = (255 * (smooth + 0.1 * rng.random((64, 64, 3))).clip(0, 1)).astype(np.uint8)
+        Image.fromarray(pixels).save(images / f"{i}.png")
+    write_tiny_sd(root / "sd")
+    return root
+
+
+def _data(assets: Path, out: Path, **changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "task": "sd21-mor",
+        "output_dir": str(out),
+        "seed": 3,
+        "total_steps": 2,
+        "checkpoint_every": 1,
+        "keep_checkpoints": 5,
+        "log_every": 1,
+        "ema_decay": 0.9,
+        "data": {"hr_dirs": [str(assets / "hr")], "patch_size": 32, "batch_size": 2},
+        "optim": {"lr": 1e-3, "lr_discriminator": 1e-3},
+        "model": {
+            "base_model": str(assets / "sd"),
+            "prompt": "a photo",
+            "negative_prompt": "blurry",
+            "unet_mor": {"num_shared": 2, "num_routed": 6, "num_zero": 2, "top_k": 2},
+            "vae_lora_rank": 2,
+            "vsd": {"lora_rank": 2},
+            "discriminator": {"hidden": 8},
+        },
+        "degradation": {"preset": "realesrgan", "scale": 4},
+        "losses": {"l2": 1.0, "vsd": 1.0, "gan": 0.1, "balance": 0.01},
+    }
+    data.update(changes)
+    return data
+
+
+def _config(assets: Path, out: Path, **changes: Any) -> TrainConfig:
+    return from_dict(TrainConfig, _data(assets, out, **changes))
+
+
+def _task(config: TrainConfig) -> Any:
+    torch.manual_seed(config.seed)
+    return build_task(config, make_accelerator(config, cpu=True))
+
+
+def _log(out: Path) -> list[dict[str, str]]:
+    with (out / "log.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_every_loss_is_finite_and_logged(assets: Path, tmp_path: Path) -> None:
+    out = train(
+        _config(
+            assets,
+            tmp_path / "run",
+            losses={"l2": 1.0, "lpips": 2.0, "vsd": 1.0, "gan": 0.1, "balance": 0.01},
+        ),
+        progress=False,
+    )
+    rows = _log(out)
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    names = {"l2", "lpips", "vsd", "gan_g", "balance", "variational", "gan_d"}
+    assert names <= set(rows[0])
+    assert all(np.isfinite(float(r[name])) for r in rows for name in names)
+    assert rows[0]["processes"] == "1"
+
+
+def test_losses_decrease_on_a_fixed_batch(assets: Path, tmp_path: Path) -> None:
+    losses = {"l2": 1.0, "lpips": 2.0, "vsd": 1.0, "gan": 0.1, "balance": 0.01}
+    optim = {"lr": 3e-3, "lr_discriminator": 3e-3}
+    task = _task(_config(assets, tmp_path / "fixed", losses=losses, optim=optim))
+    logs = [task.train_step(0, step_generator(0, 0)) for _ in range(3)]
+    for name in ("l2", "lpips", "variational", "gan_d"):
+        values = [log[name] for log in logs]
+        assert all(np.isfinite(values)), f"{name}: {values}"
+        assert values[2] < values[0], f"{name}: {values}"
+
+
+def test_each_network_changes_only_in_its_own_update(assets: Path, tmp_path: Path) -> None:
+    task = _task(_config(assets, tmp_path / "alternate"))
+    groups = {
+        "generator": task.generator_params,
+        "variational": mor_named_parameters(task.vsd.fake_unet),
+        "discriminator": dict(task.net_d.named_parameters()),
+    }
+
+    def snapshot() -> dict[str, list[torch.Tensor]]:
+        return {name: [p.detach().clone() for p in ps.values()] for name, ps in groups.items()}
+
+    def changed(before: dict[str, list[torch.Tensor]]) -> set[str]:
+        after = snapshot()
+        return {
+            n
+            for n in groups
+            if any(not torch.equal(a, b) for a, b in zip(before[n], after[n], strict=True))
+        }
+
+    order: list[tuple[str, set[str]]] = []
+    state = {"last": snapshot()}
+    for name, optimizer in task.optimizers.items():
+        original = optimizer.step
+
+        def step(*args: Any, _name: str = name, _step: Any = original, **kwargs: Any) -> Any:
+            assert changed(state["last"]) == set(), "parameters changed outside an optimiser step"
+            before = snapshot()
+            result = _step(*args, **kwargs)
+            order.append((_name, changed(before)))
+            state["last"] = snapshot()
+            return result
+
+        optimizer.step = step
+    task.train_step(0, step_generator(0, 0))
+    assert order == [
+        ("generator", {"generator"}),
+        ("variational", {"variational"}),
+        ("discriminator", {"discriminator"}),
+    ]
+
+
+def test_frozen_networks_stay_frozen(assets: Path, tmp_path: Path) -> None:
+    task = _task(_config(assets, tmp_path / "frozen"))
+    frozen = {
+        "teacher": task.vsd.real_unet,
+        "hr_vae": task.hr_vae,
+        "text_encoder": task.generator.text_encoder,
+        "vae_decoder": task.generator.vae.decoder,
+    }
+    before = {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in frozen.items()}
+    task.train_step(0, step_generator(0, 0))
+    for name, module in frozen.items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, before[name][key]), f"{name}.{key}"
+
+
+def test_resumed_run_equals_an_uninterrupted_one(assets: Path, tmp_path: Path) -> None:
+    straight = train(_config(assets, tmp_path / "straight", total_steps=3), progress=False)
+    split = _config(assets, tmp_path / "split", total_steps=3)
+    train(split, stop_at=2, progress=False)
+    train(split, progress=False)
+    a = load_checkpoint(list_checkpoints(straight)[-1])
+    b = load_checkpoint(list_checkpoints(split.output_dir)[-1])
+    assert a.step == b.step == 3
+    assert (
+        a.tensors.keys() == b.tensors.keys() == {"adapter", "ema", "variational", "discriminator"}
+    )
+    for group in a.tensors:
+        for name, tensor in a.tensors[group].items():
+            assert torch.equal(tensor, b.tensors[group][name]), f"{group}/{name}"
+    assert (
+        a.optimizers.keys() == b.optimizers.keys() == {"generator", "variational", "discriminator"}
+    )
+    for name in a.optimizers:
+        for pid, state in a.optimizers[name]["state"].items():
+            assert torch.equal(state["exp_avg"], b.optimizers[name]["state"][pid]["exp_avg"])
+
+
+def test_finished_run_exports_a_loadable_onestep_model(assets: Path, tmp_path: Path) -> None:
+    out = train(
+        _config(assets, tmp_path / "export", total_steps=1, losses={"l2": 1.0}), progress=False
+    )
+    model = OneStepSR.from_pretrained(out / "final")
+    with torch.no_grad():
+        sr = model(torch.rand(1, 3, 8, 8))
+    assert sr.shape == (1, 3, 32, 32)
+    trained = load_checkpoint(list_checkpoints(out)[-1]).tensors["ema"]
+    for name, tensor in model.generator.adapter_state_dict().items():
+        assert torch.equal(tensor, trained[name]), name
+
+
+def test_gradient_checkpointing_keeps_routing_through_the_backward_pass(
+    assets: Path, tmp_path: Path
+) -> None:
+    plain = _task(_config(assets, tmp_path / "plain"))
+    data = _data(assets, tmp_path / "ckpt")
+    data["model"] = {**data["model"], "gradient_checkpointing": True}
+    checkpointed = _task(from_dict(TrainConfig, data))
+    assert checkpointed.generator.unet.is_gradient_checkpointing
+    a = plain.train_step(0, step_generator(0, 0))
+    b = checkpointed.train_step(0, step_generator(0, 0))
+    for name in ("l2", "vsd", "gan_g", "balance", "variational", "gan_d"):
+        assert a[name] == pytest.approx(b[name], rel=1e-4), name
+    for name, p in plain.generator_params.items():
+        assert torch.allclose(p, checkpointed.generator_params[name], atol=1e-6), name
+
+
+def test_gradient_accumulation_splits_the_step_into_micro_batches(
+    assets: Path, tmp_path: Path
+) -> None:
+    task = _task(_config(assets, tmp_path / "accum", gradient_accumulation_steps=2))
+    drawn = []
+    original = task._draw
+    task._draw = lambda g: drawn.append(1) or original(g)
+    logs = task.train_step(0, step_generator(0, 0))
+    assert len(drawn) == 2
+    assert np.isfinite(logs["l2"])
+
+
+def test_two_processes_train_through_accelerate(assets: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    data = _data(assets, out)
+    data["data"]["batch_size"] = 1
+    config_path = tmp_path / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",  # with no visible GPU: two CPU processes over gloo
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "mordasr.cli",
+        "train",
+        str(config_path),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _log(out)
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert {r["processes"] for r in rows} == {"2"}
+    assert (out / "final" / "adapters.safetensors").is_file()
+
+
+def test_paper_config_holds_the_papers_hyperparameters() -> None:
+    config = TrainConfig.from_yaml(ROOT / "configs" / "mordasr_sd21.yaml")
+    model = config.model
+    assert config.task == "sd21-mor"
+    assert model["base_model"] == "stabilityai/stable-diffusion-2-1-base"
+    assert config.total_steps == 25_000
+    assert config.optim.lr == 5e-5
+    assert config.data.batch_size * config.gradient_accumulation_steps == 16
+    assert config.data.patch_size == 512 and model["scale"] == 4
+    assert model["timestep"] == 999
+    mor = model["unet_mor"]
+    assert (mor["num_shared"], mor["num_routed"], mor["num_zero"], mor["top_k"]) == (8, 32, 4, 8)
+    assert model["vae_lora_rank"] == 4 and model["vsd"]["lora_rank"] == 4
+    assert model["vsd"]["guidance_scale"] == 7.5
+    assert model["gradient_checkpointing"] is True
+    assert config.mixed_precision == "bf16"
+    assert set(config.losses) == {"l2", "lpips", "vsd", "gan", "balance"}
+    assert (config.losses["l2"], config.losses["lpips"], config.losses["vsd"]) == (1.0, 2.0, 1.0)
+
+
+def test_paper_config_builds_on_a_local_model_folder(assets: Path, tmp_path: Path) -> None:
+    config = apply_overrides(
+        TrainConfig.from_yaml(ROOT / "configs" / "mordasr_sd21.yaml"),
+        [
+            f"model.base_model={assets / 'sd'}",
+            f"data.hr_dirs=[{assets / 'hr'}]",
+            f"output_dir={tmp_path / 'paper'}",
+            "mixed_precision='no'",
+        ],
+    )
+    task = _task(config)
+    assert set(task.optimizers) == {"generator", "variational", "discriminator"}
+    assert task.generator.unet.is_gradient_checkpointing
+    layers = [layer for _, layer in mor_layers(task.generator.unet)]
+    assert {layer.config.rank for layer in layers} == {40}
+
+
+@pytest.fixture
+def fresh_accelerate_state() -> Iterator[None]:
+    """accelerate keeps one process-wide state: forget it so this test can pick bf16."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.usefixtures("fresh_accelerate_state")
+def test_bf16_mixed_precision_step_keeps_float32_adapters(assets: Path, tmp_path: Path) -> None:
+    task = _task(_config(assets, tmp_path / "bf16", mixed_precision="bf16"))
+    assert task.accelerator.mixed_precision == "bf16"
+    logs = task.train_step(0, step_generator(0, 0))
+    assert all(np.isfinite(logs[name]) for name in ("l2", "vsd", "gan_g", "variational", "gan_d"))
+    assert {p.dtype for p in task.generator_params.values()} == {torch.float32}
