@@ -117,6 +117,8 @@ class MoRLayer(nn.Module):
         self._cache: tuple[tuple[Any, ...], Tensor, Tensor, Tensor, Tensor | None] | None = None
         self._merged_buffer: Tensor | None = None
         self._shared_cache: tuple[tuple[Any, ...], Tensor] | None = None
+        self._pending: tuple[tuple[Any, ...], Tensor, Tensor] | None = None
+        """A :meth:`prefold` whose compute path the next call decides: (key, rows, gates)."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -173,6 +175,7 @@ class MoRLayer(nn.Module):
         """Degradation scores (B, score_dim) that route the next forward calls."""
         self._scores = scores
         self._cache = None
+        self._pending = None
 
     def _active_factors(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Factors of the ranks in use and their per-image coefficients (U, r), U in {1, B}."""
@@ -220,6 +223,10 @@ class MoRLayer(nn.Module):
         """Frozen layer plus the routed and shared experts of each image (eq. 10)."""
         use_cache = not torch.is_grad_enabled()
         key = self._cache_key(x) if use_cache else None
+        if use_cache and self._pending is not None:
+            folded = self._take_pending(x, key)
+            if folded is not None:
+                return self._with_weight(x, folded)
         hit = use_cache and self._cache is not None and self._cache[0] == key
         if hit and self._cache[1] is None:
             return self._with_weight(x, self._cache[4])
@@ -272,54 +279,79 @@ class MoRLayer(nn.Module):
         The shared part is folded once per weight version and reused; zero experts and experts
         the image does not keep are never gathered.
         """
-        weight = self._shared_folded()
-        if self.router is not None:
-            routing = self.router(self._scores.to(device=x.device))
-            self.last_routing = routing
-            keep = routing.indices[0] < routing.num_real
-            used, gates = _slot_ranks(
-                routing.indices[0][keep], routing.gates[0][keep], self.config.expert_rank
-            )
-            if used.numel():
-                b = self.routed_B[:, used] * gates.to(weight.dtype)
-                weight = torch.addmm(
-                    weight,
-                    b,
-                    self.routed_A[used].flatten(1),
-                    alpha=self.scaling,
-                    out=self._weight_buffer(weight),
-                )
-        return weight.view(1, *self.base_layer.weight.shape)
+        if self.router is None:
+            return self._shared_folded().view(1, *self.base_layer.weight.shape)
+        routing = self.router(self._scores.to(device=x.device))
+        self.last_routing = routing
+        keep = routing.indices[0] < routing.num_real
+        rows, gates = _slot_ranks(
+            routing.indices[0][keep], routing.gates[0][keep], self.config.expert_rank
+        )
+        return self._fold_rows(rows, gates)
 
     @torch.no_grad()
     def prefold(self, indices: Tensor, gates: Tensor, routing: Routing | None = None) -> None:
-        """Fold one image's routing into the weight now, for the next inference calls.
+        """Take one image's routing now, for the next inference calls.
 
         ``indices`` (k,) and ``gates`` (k,) are the kept slots, zero experts among them with gate
         0 and any real index, so no host sync is needed to drop them (they add exact zeros).
-        The folded weight is cached under the current scores, as :meth:`forward` would cache it;
-        ``routing`` becomes :attr:`last_routing`. Layers that cannot fold flat, or are set to
-        the low-rank path, are left alone.
+        With ``compute_path="merged"`` the kept ranks are folded into the weight at once; with
+        ``"auto"`` the first forward call chooses, from its token count, between folding them
+        (then cached) and applying them as low-rank products on every call, which is cheaper
+        where a layer sees few tokens (the deep levels of a UNet). ``routing`` becomes
+        :attr:`last_routing`. Layers that cannot fold flat, or are set to the low-rank path, are
+        left alone.
         """
         if not self._supports_flat_fold or self.config.compute_path == "lowrank":
             return
         if self._scores is None or self._scores.shape[0] != 1:
             return
+        rows, row_gates = _slot_ranks(indices, gates, self.config.expert_rank)
+        key = self._cache_key(self.base_layer.weight.new_empty(0))
+        if self.config.compute_path == "auto":
+            self._cache = None
+            self._pending = (key, rows, row_gates)
+        else:
+            self._cache = (key, None, None, None, self._fold_rows(rows, row_gates))
+        if routing is not None:
+            self.last_routing = routing
+
+    def _fold_rows(self, rows: Tensor, gates: Tensor) -> Tensor:
+        """(1, *weight.shape): the shared-folded weight plus ``routed_B[:, rows] diag(gates)
+        routed_A[rows]``, one fused matmul into the reused buffer."""
         weight = self._shared_folded()
-        if self.config.num_real:
-            b = self.routed_B[:, indices] * gates.to(weight.dtype)
+        if rows.numel():
+            b = self.routed_B[:, rows] * gates.to(weight.dtype)
             weight = torch.addmm(
                 weight,
                 b,
-                self.routed_A[indices].flatten(1),
+                self.routed_A[rows].flatten(1),
                 alpha=self.scaling,
                 out=self._weight_buffer(weight),
             )
-        probe = weight.new_empty(0)
-        folded = weight.view(1, *self.base_layer.weight.shape)
-        self._cache = (self._cache_key(probe), None, None, None, folded)
-        if routing is not None:
-            self.last_routing = routing
+        return weight.view(1, *self.base_layer.weight.shape)
+
+    def _take_pending(self, x: Tensor, key: tuple[Any, ...]) -> Tensor | None:
+        """Resolve a :meth:`prefold` left to the first call: fold, or gather the low-rank
+        factors, whichever is cheaper for ``x``; cache the choice. Returns the folded weight
+        when folding won."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending[0] != key:
+            return None
+        _, rows, gates = pending
+        shared = self.config.num_shared if not self.shared_merged else 0
+        if self._path(x, max(shared + rows.numel(), 1), 1) == "merged":
+            weight = self._fold_rows(rows, gates)
+            self._cache = (key, None, None, None, weight)
+            return weight
+        parts_a, parts_b, parts_c = [self.routed_A[rows]], [self.routed_B[:, rows]], [gates[None]]
+        if shared:
+            parts_a.insert(0, self.shared_A)
+            parts_b.insert(0, self.shared_B)
+            parts_c.insert(0, x.new_ones(1, shared))
+        coeff = torch.cat([c.to(x.dtype) for c in parts_c], dim=1)
+        self._cache = (key, torch.cat(parts_a), torch.cat(parts_b, dim=1), coeff, None)
+        return None
 
     def _shared_folded(self) -> Tensor:
         """(d_out, d_in_flat) frozen weight with the always-on ranks folded in, cached."""

@@ -97,13 +97,22 @@ def prefold_routed(model: nn.Module) -> None:
         router, scores = layer.router, layer.scores
         if router is None or scores is None or scores.shape[0] != 1:
             continue
-        shape = (router.gate.weight.shape, router.top_k, router.num_real, router.renormalize)
+        shape = (
+            router.gate.weight.shape,
+            router.gate.bias is not None,
+            router.top_k,
+            router.num_real,
+            router.renormalize,
+        )
         groups.setdefault((id(scores), *shape), []).append(layer)
     for layers in groups.values():
         first = layers[0].router
         scores = layers[0].scores.float().to(first.gate.weight.device)
         weights = torch.stack([layer.router.gate.weight.float() for layer in layers])
-        probs = torch.softmax(weights @ scores[0], dim=-1)
+        logits = weights @ scores[0]
+        if first.gate.bias is not None:
+            logits = logits + torch.stack([layer.router.gate.bias.float() for layer in layers])
+        probs = torch.softmax(logits, dim=-1)
         gates, indices = torch.topk(probs, first.top_k, dim=-1)
         if first.renormalize:
             gates = gates / gates.sum(dim=-1, keepdim=True)

@@ -33,9 +33,23 @@ def adapted_block(**overrides: object) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("renormalize", [False, True])
-def test_prefolded_forward_equals_the_layer_by_layer_forward(renormalize: bool) -> None:
-    model = adapted_block(renormalize_gates=renormalize)
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"renormalize_gates": True},
+        {"router_bias": True},
+        {"compute_path": "merged"},
+        {"num_routed": 8, "num_zero": 0, "top_k": 4, "expert_rank": 2},
+    ],
+    ids=["plain", "renormalized", "router-bias", "merged-path", "whole-lora-experts"],
+)
+def test_prefolded_forward_equals_the_layer_by_layer_forward(overrides: dict) -> None:
+    model = adapted_block(**overrides)
+    if overrides.get("router_bias"):
+        with torch.no_grad():
+            for _, layer in mor_layers(model):
+                layer.router.gate.bias.normal_()
     reference = copy.deepcopy(model)
     x, scores = torch.randn(1, 4, 8, 8), torch.rand(1, 7)
     with torch.no_grad(), routing(reference, scores):
@@ -96,3 +110,35 @@ def test_layers_set_to_the_low_rank_path_are_not_folded(monkeypatch: pytest.Monk
         prefold_routed(model)
         model(torch.randn(1, 4, 8, 8))
     assert len(calls) == sum(1 for _, layer in mor_layers(model) if layer.router is not None)
+
+
+def _single_conv(channels: int) -> nn.Module:
+    torch.manual_seed(0)
+    config = MoRConfig(target_modules=["0"], num_shared=2, num_routed=8, num_zero=2, top_k=4)
+    model = inject_mor(nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1)), config).eval()
+    with torch.no_grad():
+        model[0].routed_B.normal_()
+    return model
+
+
+@pytest.mark.parametrize(("side", "folds"), [(2, False), (64, True)])
+def test_auto_path_folds_only_where_the_first_call_has_enough_tokens(
+    side: int, folds: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _single_conv(32)
+    reference = copy.deepcopy(model)
+    layer = model[0]
+    fold_calls: list[int] = []
+    original = type(layer)._fold_rows
+    monkeypatch.setattr(
+        type(layer), "_fold_rows", lambda self, *a: fold_calls.append(1) or original(self, *a)
+    )
+    x, scores = torch.randn(1, 32, side, side), torch.rand(1, 7)
+    with torch.no_grad(), routing(reference, scores):
+        expected = reference(x)
+    with torch.no_grad(), routing(model, scores):
+        prefold_routed(model)
+        first, again = model(x), model(x)
+    assert bool(fold_calls) == folds
+    torch.testing.assert_close(first, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, first, atol=0, rtol=0)
