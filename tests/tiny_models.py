@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from mordasr.models.mor_sr import MoRSuperResolver, SRModelSpec
+from mordasr.models.router_input import BLUR_NOISE
 from mordasr.models.rrdbnet import RRDBNet
 from mordasr.mor import MoRConfig, mor_layers
 
@@ -20,8 +21,9 @@ def tiny_backbone(path: Path) -> Path:
     return path
 
 
-def tiny_mor_model(root: Path) -> Path:
-    """A MoR model folder on a tiny backbone, with non-zero adapters."""
+def tiny_mor_model(root: Path, router_input: str = "scores", router_bias: bool = False) -> Path:
+    """A MoR model folder on a tiny backbone, with non-zero adapters (routed by the 7 scores,
+    or by what ``router_input`` names; ``router_bias`` gives the routers a bias)."""
     root.mkdir(parents=True, exist_ok=True)
     backbone = tiny_backbone(root / "tiny.pth")
     mor = MoRConfig(
@@ -30,8 +32,11 @@ def tiny_mor_model(root: Path) -> Path:
         num_routed=6,
         num_zero=2,
         top_k=2,
+        score_dim=len(BLUR_NOISE) if router_input == "blur-noise" else 7,
+        router_bias=router_bias,
     )
-    model = MoRSuperResolver.build(SRModelSpec(backbone=str(backbone)), mor)
+    spec = SRModelSpec(backbone=str(backbone), router_input=router_input)
+    model = MoRSuperResolver.build(spec, mor)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for _, layer in mor_layers(model.backbone):

@@ -78,8 +78,9 @@ def route_scores(network: nn.Module, scores: Tensor) -> dict[str, LayerRouting]:
 
 
 def model_router(model: Estimating, network: nn.Module | None = None) -> RouteFn:
-    """Route LR batches by ``model.estimate``; the routers are those inside ``network``
-    (default: inside ``model``)."""
+    """Route LR batches as ``model`` does: severity from ``model.estimate``, router input from
+    ``model.route_input`` where the model has one (ablations that route by other features),
+    else the scores; the routers are those inside ``network`` (default: inside ``model``)."""
     routed = model if network is None else network
     if not isinstance(routed, nn.Module):
         raise TypeError("pass the MoR-injected network as `network`")
@@ -88,7 +89,9 @@ def model_router(model: Estimating, network: nn.Module | None = None) -> RouteFn
     def route(lr: Tensor) -> RoutedBatch:
         scores = model.estimate(lr).float().cpu()
         severity = severity_from_scores(scores, reduce)
-        return RoutedBatch(scores, severity, route_scores(routed, scores))
+        route_input = getattr(model, "route_input", None)
+        inputs = scores if route_input is None else route_input(lr).float().cpu()
+        return RoutedBatch(scores, severity, route_scores(routed, inputs))
 
     return route
 

@@ -30,6 +30,7 @@ from mordasr.eval.plots import (
     plot_zero_experts_per_layer,
     pyplot,
 )
+from mordasr.mor import mor_layers
 
 DEFAULT_PRESETS = ("mordasr-mild", "mordasr-severe")
 
@@ -54,6 +55,13 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def _file_part(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", layer)
+
+
+NO_BIAS_NOTE = (
+    " A router without bias keeps the top-k of `s W_g`, and scaling `s` scales those logits"
+    " without reordering them: which experts an image keeps depends on the direction of its"
+    " scores, not on their size."
+)
 
 
 def report_text(summary: dict[str, Any], command: str) -> str:
@@ -84,9 +92,7 @@ def report_text(summary: dict[str, Any], command: str) -> str:
         f"{cmp['images']} images and fewer on {cmp['images_severe_fewer']}. Mean estimator "
         f"severity: {cmp['mean_severity'][mild]:.3f} (`{mild}`) vs "
         f"{cmp['mean_severity'][severe]:.3f} (`{severe}`); cosine of their mean score vectors "
-        f"{cmp['score_cosine']:.3f}. A router without bias keeps the top-k of `s W_g`, "
-        "and scaling `s` scales those logits without reordering them: which experts an image "
-        "keeps depends on the direction of its scores, not on their size.",
+        f"{cmp['score_cosine']:.3f}.{'' if summary['router_bias'] else NO_BIAS_NOTE}",
         "",
         f"Correlation of severity and real experts kept, over all {summary['points']} routed "
         f"images of every set: Pearson r = {summary['pearson_severity_real_experts']:.3f}.",
@@ -131,8 +137,12 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(p for p in parts if p)
 
 
-def analyse(args: argparse.Namespace, route: analysis.RouteFn, scale: int) -> dict[str, Any]:
-    """Route every set, write the tables, figures, summary and report; returns the summary."""
+def analyse(
+    args: argparse.Namespace, route: analysis.RouteFn, scale: int, router_bias: bool = False
+) -> dict[str, Any]:
+    """Route every set, write the tables, figures, summary and report; returns the summary.
+    ``router_bias``: whether the model's routers have a bias (the report explains a missing
+    severity effect differently then)."""
     files = list_images(args.images)[: args.max_images]
     if not files:
         raise ValueError(f"no images in {args.images}")
@@ -175,6 +185,7 @@ def analyse(args: argparse.Namespace, route: analysis.RouteFn, scale: int) -> di
         "crop": args.crop,
         "seed": args.seed,
         "routed_layers": len(severity_sets[0].layers),
+        "router_bias": router_bias,
         "top_k": top_k,
         "points": len(score_rows),
         "frequency_layer": layer,
@@ -245,8 +256,13 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"{args.model} is not a MoR model (nothing is routed)")
     start = time.perf_counter()
     try:
-        route = analysis.model_router(model, getattr(model, "backbone", None))
-        summary = analyse(args, route, int(model.scale))
+        network = getattr(model, "backbone", model)
+        route = analysis.model_router(model, network)
+        biased = any(
+            layer.router is not None and layer.router.gate.bias is not None
+            for _, layer in mor_layers(network)
+        )
+        summary = analyse(args, route, int(model.scale), router_bias=biased)
     except (ValueError, NotADirectoryError) as error:
         return fail(error)
     cmp = summary["comparison"]

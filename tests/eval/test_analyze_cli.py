@@ -122,3 +122,26 @@ def test_without_matplotlib_it_says_how_to_install_it(
     args = ["analyze", "--model", str(model), "--images", str(hr), "-o", str(tmp_path / "out")]
     assert main(args) == 1
     assert "pip install 'mordasr[analyze]'" in capsys.readouterr().err
+
+
+def _analyse(model: Path, hr: Path, out: Path) -> str:
+    args = ["analyze", "--model", str(model), "--images", str(hr), *PRESETS, "--crop", "64"]
+    assert main([*args, "--max-images", "1", "-o", str(out)]) == 0
+    return (out / "report.md").read_text()
+
+
+def test_a_model_routed_by_other_inputs_is_analysed_with_them(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model = tiny_mor_model(tmp_path / "models", router_input="blur-noise")
+    _analyse(model, setup[1], tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["sets"]["mordasr-mild"]["images"] == 1
+
+
+def test_the_no_bias_explanation_is_given_only_for_routers_without_bias(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    biased = tiny_mor_model(tmp_path / "models", router_bias=True)
+    assert "A router without bias" not in _analyse(biased, setup[1], tmp_path / "biased")
+    assert "A router without bias" in _analyse(setup[0], setup[1], tmp_path / "plain")
