@@ -69,3 +69,12 @@ class TrainTask(ABC):
     def extra_state(self) -> dict[str, Any]:
         """JSON-serialisable state beyond tensors (none by default)."""
         return {}
+
+
+def loss_weights(config: TrainConfig, known: set[str]) -> dict[str, float]:
+    """The config's non-zero loss weights by name; a loss the task does not know is an error
+    (a typo must not silently switch a loss off)."""
+    unknown = set(config.losses) - known
+    if unknown:
+        raise ValueError(f"unknown losses {sorted(unknown)}; known: {sorted(known)}")
+    return {k: float(v) for k, v in config.losses.items() if float(v) != 0.0}

@@ -53,7 +53,7 @@ from mordasr.mor import (
 from mordasr.train.config import TrainConfig
 from mordasr.train.data import PatchSampler, find_images, step_generator
 from mordasr.train.ema import EMA
-from mordasr.train.task import TrainTask, register_task
+from mordasr.train.task import TrainTask, loss_weights, register_task
 
 KNOWN_LOSSES = {"l2", "lpips", "vsd", "gan", "balance"}
 
@@ -91,16 +91,13 @@ class OneStepSDTask(TrainTask):
 
     def __init__(self, config: TrainConfig, accelerator: Any) -> None:
         super().__init__(config, accelerator)
-        unknown = set(config.losses) - KNOWN_LOSSES
-        if unknown:
-            raise ValueError(f"unknown losses {sorted(unknown)}; known: {sorted(KNOWN_LOSSES)}")
+        self.weights = loss_weights(config, KNOWN_LOSSES)
         options = dict(config.model)
         checkpointing = bool(options.pop("gradient_checkpointing", False))
         vsd_config = VSDConfig(**options.pop("vsd", {}))
         gan_config = LatentGANConfig(**options.pop("discriminator", {}))
         self.model_config = OneStepConfig.from_dict(options)
         self.device = accelerator.device
-        self.weights = {k: float(v) for k, v in config.losses.items() if float(v) != 0.0}
         scale = int(config.degradation.get("scale", self.model_config.scale))
         if scale != self.model_config.scale:
             raise ValueError(f"degradation.scale {scale} != model.scale {self.model_config.scale}")

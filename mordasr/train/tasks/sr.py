@@ -45,7 +45,7 @@ from mordasr.mor.model import load_mor_state_dict
 from mordasr.train.config import TrainConfig
 from mordasr.train.data import PatchSampler, find_images, step_generator
 from mordasr.train.ema import EMA
-from mordasr.train.task import TrainTask, register_task
+from mordasr.train.task import TrainTask, loss_weights, register_task
 
 KNOWN_LOSSES = {"l1", "perceptual", "lpips", "gan", "balance"}
 
@@ -75,9 +75,7 @@ class RealESRGANMoRTask(TrainTask):
 
     def __init__(self, config: TrainConfig, accelerator: Any) -> None:
         super().__init__(config, accelerator)
-        unknown = set(config.losses) - KNOWN_LOSSES
-        if unknown:
-            raise ValueError(f"unknown losses {sorted(unknown)}; known: {sorted(KNOWN_LOSSES)}")
+        self.weights = loss_weights(config, KNOWN_LOSSES)
         options = dict(config.model)
         mor, self.degradation_aware = adapter_layout(options)
         for key in ADAPTER_KEYS:
@@ -87,7 +85,6 @@ class RealESRGANMoRTask(TrainTask):
         cache_trunk = bool(options.pop("cache_trunk", False))
         self.spec = SRModelSpec(**options)
         self.device = accelerator.device
-        self.weights = {k: float(v) for k, v in config.losses.items() if float(v) != 0.0}
         presets = config.degradation.get("preset", "realesrgan")
         names = [presets] if isinstance(presets, str) else list(presets)
         self.degradations = [resolve_config(name) for name in names]
