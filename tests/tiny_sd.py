@@ -19,6 +19,9 @@ transformers = pytest.importorskip("transformers")
 
 from tiny_clip import write_char_tokenizer  # noqa: E402
 
+from mordasr.models.sd import OneStepConfig  # noqa: E402
+from mordasr.mor import MoRConfig  # noqa: E402
+
 TEXT_DIM = 32
 """Width of the tiny text encoder, the UNet's cross-attention dimension."""
 
@@ -89,3 +92,16 @@ def write_tiny_sd(directory: Path, seed: int = 0) -> Path:
     }
     (directory / "model_index.json").write_text(json.dumps(index, indent=2))
     return directory
+
+
+def tiny_onestep_config(sd_dir: Path, **overrides: object) -> OneStepConfig:
+    """A ``OneStepConfig`` on the tiny model with the paper's layout at toy sizes (2 shared +
+    6 routed incl. 2 zero, top-2) on the paper's UNet targets."""
+    mor = MoRConfig(
+        target_modules=OneStepConfig().unet_mor.target_modules,
+        num_shared=2,
+        num_routed=6,
+        num_zero=2,
+        top_k=2,
+    )
+    return OneStepConfig(base_model=str(sd_dir), unet_mor=mor, **overrides)

@@ -9,31 +9,24 @@ import pytest
 import torch
 from PIL import Image
 from tiny_models import photo
-from tiny_sd import write_tiny_sd
+from tiny_sd import tiny_onestep_config, write_tiny_sd
 
 from mordasr.cli import main
 from mordasr.estimate import load_estimator
 from mordasr.infer.io import read_image
 from mordasr.infer.latent_tiling import tile_spans
 from mordasr.infer.pipeline import Upscaler
-from mordasr.models.sd import FixedPrompt, OneStepConfig, OneStepGenerator, load_sd_components
+from mordasr.models.sd import FixedPrompt, OneStepGenerator, load_sd_components
 from mordasr.models.sd.sr_model import OneStepSR
 from mordasr.models.zoo import describe, load_sr_model
-from mordasr.mor import MoRConfig, MoRLayer, Router, mor_layers
+from mordasr.mor import MoRLayer, Router, mor_layers
 
 UNTILED = {"latent_tile": 0, "vae_tile": 0, "color_fix": "none"}
 
 
 def tiny_checkpoint(root: Path) -> Path:
     """A OneStepSR folder on a tiny SD model, with non-zero adapters and the learned estimator."""
-    mor = MoRConfig(
-        target_modules=OneStepConfig().unet_mor.target_modules,
-        num_shared=2,
-        num_routed=6,
-        num_zero=2,
-        top_k=2,
-    )
-    config = OneStepConfig(base_model=str(write_tiny_sd(root / "sd")), unet_mor=mor)
+    config = tiny_onestep_config(write_tiny_sd(root / "sd"))
     generator = OneStepGenerator(load_sd_components(config.base_model), config)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_sd import write_tiny_sd
+from tiny_sd import tiny_onestep_config, write_tiny_sd
 
 from mordasr.models.sd import OneStepConfig, OneStepGenerator, load_sd_components
-from mordasr.mor import MoRConfig, mor_layers
+from mordasr.mor import mor_layers
 
 SCORE_DIM = 7
 
@@ -21,15 +21,7 @@ def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(sd_dir: Path) -> OneStepConfig:
-    """The paper's layout at toy sizes (2 shared + 6 routed incl. 2 zero, top-2)."""
-    mor = MoRConfig(
-        target_modules=OneStepConfig().unet_mor.target_modules,
-        num_shared=2,
-        num_routed=6,
-        num_zero=2,
-        top_k=2,
-    )
-    return OneStepConfig(base_model=str(sd_dir), unet_mor=mor, prompt="a photo")
+    return tiny_onestep_config(sd_dir, prompt="a photo")
 
 
 def build(sd_dir: Path) -> OneStepGenerator:
