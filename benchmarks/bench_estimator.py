@@ -46,7 +46,7 @@ from scipy.stats import spearmanr
 from mordasr.degrade import degrade
 from mordasr.estimate import DIMENSIONS, LearnedEstimator
 from mordasr.estimate.learned import shipped_weights_path
-from mordasr.infer.io import read_rgb
+from mordasr.io.image import read_rgb
 
 Degrader = Callable[[torch.Tensor, float], torch.Tensor]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from mordasr.degrade import degrade
-from mordasr.infer.io import read_rgb
-from mordasr.models.mor_sr import MoRSuperResolver
+from mordasr.io.image import read_rgb
 from mordasr.mor import routing, routing_stats
+from mordasr.sr.mor_sr import MoRSuperResolver
 
 SET14 = Path(__file__).resolve().parents[2] / "shared" / "data" / "Set14" / "HR"
 PRESETS = ("mordasr-mild", "mordasr-severe")

@@ -39,9 +39,6 @@ from torch import Tensor, nn
 
 from mordasr.estimate import DegradationEstimator, load_estimator
 from mordasr.infer.pipeline import Upscaler
-from mordasr.models.sd import OneStepConfig, OneStepGenerator, SDComponents
-from mordasr.models.sd.config import paper_unet_mor
-from mordasr.models.sd.sr_model import OneStepSR
 from mordasr.mor import (
     MoRConfig,
     balance_loss,
@@ -50,6 +47,9 @@ from mordasr.mor import (
     prefold_routed,
     routing,
 )
+from mordasr.sr.sd import OneStepConfig, OneStepGenerator, SDComponents
+from mordasr.sr.sd.config import paper_unet_mor
+from mordasr.sr.sd.sr_model import OneStepSR
 
 REDUCED = {
     "unet_channels": (64, 128, 256, 256),

@@ -45,7 +45,7 @@ from mordasr.degrade import degrade
 from mordasr.estimate.base import DIMENSIONS
 from mordasr.estimate.labels import Degradation, dimension_labels, pipeline_degradation
 from mordasr.estimate.learned import LearnedEstimator
-from mordasr.infer.io import read_rgb
+from mordasr.io.image import read_rgb
 
 PRESET_NAMES = ("realesrgan", "mordasr-mild", "mordasr-severe")
 CROP_SIZES = (96, 128, 160)

@@ -10,18 +10,18 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from mordasr import __version__
+from mordasr.degrade.cli import register as degrade_register
+from mordasr.estimate.cli import register as estimate_register
+from mordasr.eval.analyze_cli import register as analyze_register
+from mordasr.eval.benchmark import register as benchmark_register
+from mordasr.eval.cli import register as eval_register
+from mordasr.infer.cli import register as upscale_register
+from mordasr.train.cli import register as train_register
 
 Register = Callable[[argparse._SubParsersAction], None]
 
 
 def _registrars() -> list[Register]:
-    from mordasr.degrade.cli import register as degrade_register
-    from mordasr.estimate.cli import register as estimate_register
-    from mordasr.eval.analyze_cli import register as analyze_register
-    from mordasr.eval.benchmark import register as benchmark_register
-    from mordasr.eval.cli import register as eval_register
-    from mordasr.infer.cli import register as upscale_register
-    from mordasr.train.cli import register as train_register
 
     return [
         upscale_register,

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mordasr.models.mor_sr import MoRSuperResolver, SRModelSpec
-from mordasr.models.router_input import BLUR_NOISE
-from mordasr.models.rrdbnet import RRDBNet
 from mordasr.mor import MoRConfig, mor_layers
+from mordasr.nets.rrdbnet import RRDBNet
+from mordasr.sr.mor_sr import MoRSuperResolver, SRModelSpec
+from mordasr.sr.router_input import BLUR_NOISE
 
 
 def tiny_backbone(path: Path) -> Path:

@@ -2,7 +2,7 @@
 
 It has every component of SD 2.1 (UNet with cross-attention, KL VAE, CLIP text encoder and
 tokenizer, DDPM scheduler) at toy sizes, so tests exercise the real loading path
-(:func:`mordasr.models.sd.load_sd_components`) without any download. The VAE has two blocks, so it
+(:func:`mordasr.sr.sd.load_sd_components`) without any download. The VAE has two blocks, so it
 downsamples by 2 (SD's by 8); code must read the factor from the VAE's config.
 """
 
@@ -19,8 +19,8 @@ transformers = pytest.importorskip("transformers")
 
 from tiny_clip import write_char_tokenizer  # noqa: E402
 
-from mordasr.models.sd import OneStepConfig  # noqa: E402
 from mordasr.mor import MoRConfig  # noqa: E402
+from mordasr.sr.sd import OneStepConfig  # noqa: E402
 
 TEXT_DIM = 32
 """Width of the tiny text encoder, the UNet's cross-attention dimension."""

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mordasr.degrade.config import PRESETS
 from mordasr.degrade.pipeline import degrade
-from mordasr.infer.io import read_rgb, save_image
+from mordasr.io.image import read_rgb, save_image
 
 PARAMS_FILE = "params.jsonl"
 

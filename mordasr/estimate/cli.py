@@ -7,7 +7,7 @@ import json
 import sys
 
 from mordasr.estimate import DIMENSIONS, load_estimator
-from mordasr.infer.io import ImageReadError, read_rgb
+from mordasr.io.image import ImageReadError, read_rgb
 
 
 def _format_table(rows: list[dict[str, object]]) -> str:

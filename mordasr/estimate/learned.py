@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mordasr.estimate.base import DIMENSIONS, DegradationEstimator, check_images
-from mordasr.models.vgg import VGG16Features, imagenet_normalize
+from mordasr.nets.vgg import VGG16Features, imagenet_normalize
 
 FEATURE_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 LAYER_CHANNELS: dict[str, int] = {"relu1_2": 64, "relu2_2": 128, "relu3_3": 256, "relu4_3": 512}

@@ -1,6 +1,5 @@
-"""Evaluation: metrics, `mordasr eval`, `mordasr benchmark` and `mordasr analyze`.
+"""Evaluation: `mordasr eval`, `mordasr benchmark` and `mordasr analyze`.
 
-- :mod:`~mordasr.eval.metrics` — PSNR/SSIM on the Y channel, LPIPS, DISTS, NIQE on tensors.
 - :mod:`~mordasr.eval.evaluate` — metrics over folders of SR/HR pairs.
 - :mod:`~mordasr.eval.benchmark` — several models on one test set, quality and speed, the report.
 - :mod:`~mordasr.eval.analysis` — which experts a MoR model keeps for which degradations.

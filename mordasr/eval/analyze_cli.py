@@ -31,6 +31,7 @@ from mordasr.eval.plots import (
     pyplot,
 )
 from mordasr.mor import mor_layers
+from mordasr.sr.zoo import load_sr_model
 
 DEFAULT_PRESETS = ("mordasr-mild", "mordasr-severe")
 
@@ -236,7 +237,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``mordasr analyze``."""
-    from mordasr.models.zoo import load_sr_model
 
     def fail(message: object) -> int:
         print(f"mordasr analyze: {message}", file=sys.stderr)

@@ -27,7 +27,10 @@ from tqdm.auto import tqdm
 
 from mordasr.eval.evaluate import DEFAULT_METRICS, parse_metrics
 from mordasr.eval.io import list_images, load_image
-from mordasr.eval.metrics import HIGHER_IS_BETTER, metric_functions
+from mordasr.infer.pipeline import Upscaler
+from mordasr.io.image import save_image
+from mordasr.metrics.functional import HIGHER_IS_BETTER, metric_functions
+from mordasr.sr.zoo import describe
 
 DEFAULT_MODELS = ("default", "realesrgan-x4plus", "bicubic")
 _PAIR_TAG = re.compile(r"([_\-.]?(lr|hr)([_\-.]?x?\d)?)$", re.IGNORECASE)
@@ -74,9 +77,6 @@ def run_benchmark(
 ) -> list[ModelRun]:
     """Run every model on every pair; optionally save SR outputs under ``save_dir/<model>/``
     and keep those of the first ``keep`` pairs in ``ModelRun.samples``."""
-    from mordasr.infer.io import save_image
-    from mordasr.infer.pipeline import Upscaler
-    from mordasr.models.zoo import describe
 
     upscalers = {name: Upscaler(name, device=device) for name in models}
     runs = {

@@ -14,7 +14,7 @@ from mordasr.eval.evaluate import (
     markdown_table,
     parse_metrics,
 )
-from mordasr.models.pretrained import PretrainedWeightsMissingError
+from mordasr.nets.pretrained import PretrainedWeightsMissingError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from mordasr.eval.io import list_images, load_image, pair_images
-from mordasr.eval.metrics import HIGHER_IS_BETTER, metric_functions
+from mordasr.metrics.functional import HIGHER_IS_BETTER, metric_functions
 
 DEFAULT_METRICS = ("psnr", "ssim", "lpips", "dists", "niqe")
 

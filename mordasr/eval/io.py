@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from mordasr.infer.io import read_rgb
+from mordasr.io.image import read_rgb
 
 SUFFIX_SEPARATORS = ("_", "-", ".")
 

@@ -1,6 +1,6 @@
-"""Inference: image IO that keeps what the input had, tiling, and the upscale pipeline.
+"""Inference: tiling, colour fixes and the upscale pipeline behind `mordasr upscale`.
 
-- :mod:`~mordasr.infer.io` — read/write by content; gray, alpha, 16-bit, EXIF, ICC.
 - :mod:`~mordasr.infer.tiling` — overlapping tiles with smooth blending.
+- :mod:`~mordasr.infer.latent_tiling` — latent and VAE tiling for the one-step SD model.
 - :mod:`~mordasr.infer.pipeline` — :class:`Upscaler`, the Python API behind `mordasr upscale`.
 """

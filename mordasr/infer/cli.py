@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mordasr.infer.io import ImageReadError, UnsupportedFormatError
+from mordasr.infer.pipeline import Upscaler
+from mordasr.io.image import ImageReadError, UnsupportedFormatError, read_image, save_like
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif", "bmp")
@@ -86,8 +87,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``mordasr upscale``; exit status 1 if any input failed."""
-    from mordasr.infer.io import read_image, save_like
-    from mordasr.infer.pipeline import Upscaler
 
     files = collect_inputs(args.inputs)
     try:

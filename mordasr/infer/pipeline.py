@@ -4,7 +4,7 @@ Routing is per image, so the degradation scores are computed once on the whole L
 same routing serves every tile; MoR layers fold the routed ranks into their weights once per
 image (merged path, cached), so the adapted model costs what the backbone costs.
 
-The one-step SD model (:class:`~mordasr.models.sd.OneStepSR`) runs in stages: bicubic
+The one-step SD model (:class:`~mordasr.sr.sd.OneStepSR`) runs in stages: bicubic
 enlargement, VAE encoding (tiled for large images), the routed UNet over latent tiles, VAE
 decoding (tiled), and a colour fix that restores the LR image's low frequencies (wavelet or
 AdaIN). Scores and prompt embeddings are computed once per image, before any tile.
@@ -24,14 +24,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mordasr.infer.color_fix import adain_color_fix, wavelet_color_fix
-from mordasr.infer.io import DecodedImage, read_image, save_like
 from mordasr.infer.latent_tiling import tiled_latent_forward, tiled_vae_decode, tiled_vae_encode
 from mordasr.infer.tiling import tiled_forward
-from mordasr.models.mor_sr import MoRSuperResolver
-from mordasr.models.sd.prompts import FixedPrompt
-from mordasr.models.sd.sr_model import OneStepSR
-from mordasr.models.zoo import load_sr_model
+from mordasr.io.image import DecodedImage, read_image, save_like
 from mordasr.mor import merge_shared, prefold_routed, routing
+from mordasr.sr.mor_sr import MoRSuperResolver
+from mordasr.sr.sd.prompts import FixedPrompt
+from mordasr.sr.sd.sr_model import OneStepSR
+from mordasr.sr.zoo import load_sr_model
 
 LUMA = (0.299, 0.587, 0.114)
 """BT.601 weights turning an RGB result back into gray for gray inputs."""
@@ -56,7 +56,7 @@ class Upscaler:
     """Super-resolve images with one model.
 
     Args:
-        model: a model name or folder (see :func:`mordasr.models.zoo.load_sr_model`) or a
+        model: a model name or folder (see :func:`mordasr.sr.zoo.load_sr_model`) or a
             loaded module with ``.scale``.
         device: where to run (default: CUDA if available, else CPU).
         dtype: compute dtype of the network (the estimator always runs in float32).

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mordasr.models.vgg import VGG16Features, imagenet_normalize
+from mordasr.nets.vgg import VGG16Features, imagenet_normalize
 
 DEFAULT_LAYER_WEIGHTS: dict[str, float] = {
     "relu1_2": 0.1,

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from mordasr.train.config import TrainConfig, from_dict
+from mordasr.train.trainer import train
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
@@ -53,7 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``mordasr train``."""
-    from mordasr.train.trainer import train
 
     try:
         config = apply_overrides(TrainConfig.from_yaml(args.config), args.overrides)

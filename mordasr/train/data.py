@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mordasr.infer.io import read_rgb
+from mordasr.io.image import read_rgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 

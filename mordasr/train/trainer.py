@@ -15,6 +15,10 @@ from mordasr.train.checkpoint import latest_checkpoint, load_checkpoint, save_ch
 from mordasr.train.config import TrainConfig
 from mordasr.train.data import step_generator
 from mordasr.train.task import TASKS, TrainTask
+from mordasr.train.tasks import OneStepSDTask, RealESRGANMoRTask
+
+#: The tasks that ship with mordasr (importing them registers them by name).
+BUILTIN_TASKS: tuple[type[TrainTask], ...] = (RealESRGANMoRTask, OneStepSDTask)
 
 
 class MetricLog:
@@ -67,9 +71,7 @@ class MetricLog:
 
 
 def build_task(config: TrainConfig, accelerator: Any) -> TrainTask:
-    """Instantiate the task the config names (tasks register on import of mordasr.train.tasks)."""
-    import mordasr.train.tasks  # noqa: F401  (registers the built-in tasks)
-
+    """Instantiate the task the config names (any registered task; the built-ins: BUILTIN_TASKS)."""
     if config.task not in TASKS:
         raise ValueError(f"unknown task {config.task!r}; known: {sorted(TASKS)}")
     return TASKS[config.task](config, accelerator)

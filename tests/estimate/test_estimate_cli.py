@@ -10,7 +10,7 @@ from PIL import Image
 
 from mordasr.cli import main
 from mordasr.estimate import DIMENSIONS
-from mordasr.infer.io import read_rgb
+from mordasr.io.image import read_rgb
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-from nets import small_conv_net
 from torch import Tensor, nn
+from toy_nets import small_conv_net
 
 from mordasr.eval import analysis
 from mordasr.eval.analysis import SetRouting

@@ -11,8 +11,8 @@ from PIL import Image
 from tiny_models import photo, tiny_mor_model
 
 from mordasr.cli import main
-from mordasr.infer.io import read_image
 from mordasr.infer.pipeline import Upscaler
+from mordasr.io.image import read_image
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_cli_applies_exif_orientation(model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_model_folder_bundles_the_estimator_it_was_trained_with(model_dir: Path) -> None:
-    from mordasr.models.mor_sr import MoRSuperResolver
+    from mordasr.sr.mor_sr import MoRSuperResolver
 
     assert (model_dir / "estimator.safetensors").is_file()
     model = MoRSuperResolver.from_pretrained(model_dir)

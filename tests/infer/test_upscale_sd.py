@@ -13,13 +13,13 @@ from tiny_sd import tiny_onestep_config, write_tiny_sd
 
 from mordasr.cli import main
 from mordasr.estimate import load_estimator
-from mordasr.infer.io import read_image
 from mordasr.infer.latent_tiling import tile_spans
 from mordasr.infer.pipeline import Upscaler
-from mordasr.models.sd import FixedPrompt, OneStepGenerator, load_sd_components
-from mordasr.models.sd.sr_model import OneStepSR
-from mordasr.models.zoo import describe, load_sr_model
+from mordasr.io.image import read_image
 from mordasr.mor import MoRLayer, Router, mor_layers
+from mordasr.sr.sd import FixedPrompt, OneStepGenerator, load_sd_components
+from mordasr.sr.sd.sr_model import OneStepSR
+from mordasr.sr.zoo import describe, load_sr_model
 
 UNTILED = {"latent_tile": 0, "vae_tile": 0, "color_fix": "none"}
 

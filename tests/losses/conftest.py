@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tiny_sd import write_tiny_sd
 
-from mordasr.models.sd import SDComponents, load_sd_components
+from mordasr.sr.sd import SDComponents, load_sd_components
 
 
 @pytest.fixture(scope="session")

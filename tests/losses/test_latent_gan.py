@@ -14,7 +14,7 @@ from mordasr.losses.latent_gan import (
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from mordasr.models.sd import SDComponents
+from mordasr.sr.sd import SDComponents
 
 
 def _embeds() -> torch.Tensor:

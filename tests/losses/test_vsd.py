@@ -21,8 +21,8 @@ from mordasr.losses.vsd import (
     sample_noise,
     sample_timesteps,
 )
-from mordasr.models.sd import SDComponents
 from mordasr.mor import MoRConfig, inject_mor, mor_named_parameters
+from mordasr.sr.sd import SDComponents
 
 
 def _vsd(sd: SDComponents, **config: float) -> VSDLoss:

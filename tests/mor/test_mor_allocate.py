@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nets import small_conv_net
 from torch import nn
+from toy_nets import small_conv_net
 
 from mordasr.mor import MoRConfig, inject_mor, mor_layers
 from mordasr.mor.allocate import allocate_ranks, gradient_importance, layout, params_per_rank

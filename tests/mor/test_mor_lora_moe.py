@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from nets import small_conv_net
 from torch import nn
+from toy_nets import small_conv_net
 
 from mordasr.mor import (
     MoRConfig,

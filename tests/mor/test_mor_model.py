@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from nets import TinyUNetBlock, small_conv_net
 from safetensors.torch import load_file
 from torch import nn
+from toy_nets import TinyUNetBlock, small_conv_net
 
 from mordasr.mor import (
     MoRConfig,

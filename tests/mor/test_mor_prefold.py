@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-from nets import TinyUNetBlock
 from torch import nn
+from toy_nets import TinyUNetBlock
 
 from mordasr.mor import MoRConfig, Router, inject_mor, mor_layers, prefold_routed, routing
 from mordasr.mor.config import DEFAULT_TARGETS

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from nets import small_conv_net
 from torch import nn
+from toy_nets import small_conv_net
 
 from mordasr.mor import (
     MoRConfig,

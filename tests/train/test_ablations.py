@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from tiny_models import photo, tiny_backbone
 
-from mordasr.models.mor_sr import MoRSuperResolver
-from mordasr.models.rrdbnet import RRDBNet
 from mordasr.mor import MoRConfig, MoRLayer, balance_loss, mor_layers, routing
+from mordasr.nets.rrdbnet import RRDBNet
+from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.train.config import TrainConfig, from_dict
 from mordasr.train.data import step_generator
 from mordasr.train.tasks.sr import RealESRGANMoRTask, adapter_layout

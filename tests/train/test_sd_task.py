@@ -18,8 +18,8 @@ from accelerate.state import AcceleratorState
 from PIL import Image
 from tiny_sd import write_tiny_sd
 
-from mordasr.models.sd.sr_model import OneStepSR
 from mordasr.mor import mor_layers, mor_named_parameters
+from mordasr.sr.sd.sr_model import OneStepSR
 from mordasr.train.checkpoint import list_checkpoints, load_checkpoint
 from mordasr.train.cli import apply_overrides
 from mordasr.train.config import TrainConfig, from_dict

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from mordasr.degrade import PRESETS
-from mordasr.models.mor_sr import MoRSuperResolver
-from mordasr.models.rrdbnet import RRDBNet
+from mordasr.nets.rrdbnet import RRDBNet
+from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.train.checkpoint import list_checkpoints, load_checkpoint
 from mordasr.train.cli import apply_overrides
 from mordasr.train.config import TrainConfig, from_dict

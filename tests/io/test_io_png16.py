@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mordasr.io.png16 import SIGNATURE, Png16Error, decode_png16, encode_png16
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _filter_row(kind: int, row: np.ndarray, prior: np.ndarray, bpp: int) -> np.ndarray:
+    """PNG filter of one row of bytes (the encoder side, computed independently)."""
+    raw, up = row.astype(np.int32), prior.astype(np.int32)
+    left = np.concatenate([np.zeros(bpp, np.int32), raw[:-bpp]])
+    upper_left = np.concatenate([np.zeros(bpp, np.int32), up[:-bpp]])
+    if kind == 0:
+        predictor = np.zeros_like(raw)
+    elif kind == 1:
+        predictor = left
+    elif kind == 2:
+        predictor = up
+    elif kind == 3:
+        predictor = (left + up) // 2
+    else:
+        p = left + up - upper_left
+        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upper_left)
+        predictor = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upper_left))
+    return ((raw - predictor) % 256).astype(np.uint8)
+
+
+def _png_with_every_filter(pixels: np.ndarray) -> bytes:
+    height, width, channels = pixels.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = pixels.astype(">u2").view(np.uint8).reshape(height, -1)
+    body, prior = [], np.zeros(rows.shape[1], np.uint8)
+    for y, row in enumerate(rows):
+        kind = y % 5
+        body.append(bytes([kind]) + _filter_row(kind, row, prior, 2 * channels).tobytes())
+        prior = row
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return (
+        SIGNATURE
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(b"".join(body)))
+        + _chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_decoder_undoes_all_five_filter_types(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    pixels = rng.integers(0, 65536, (11, 7, channels), dtype=np.uint16)
+    assert np.array_equal(decode_png16(_png_with_every_filter(pixels)), pixels)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_encoded_png_decodes_to_the_same_samples(channels: int) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 65536, (9, 13, channels), dtype=np.uint16)
+    assert np.array_equal(decode_png16(encode_png16(pixels)), pixels)
+
+
+def test_encoded_png_is_read_by_pillow() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 65536, (6, 5, 4), dtype=np.uint16)
+    image = Image.open(io.BytesIO(encode_png16(pixels)))
+    assert image.mode == "RGBA" and image.size == (5, 6)
+    # Pillow keeps the high byte of each 16-bit sample when it reduces to 8 bits.
+    assert np.array_equal(np.asarray(image), (pixels >> 8).astype(np.uint8))
+
+
+def test_gray_encoding_matches_pillow_16_bit_reading() -> None:
+    pixels = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16, 1)
+    image = Image.open(io.BytesIO(encode_png16(pixels)))
+    assert np.array_equal(np.asarray(image), pixels[..., 0])
+
+
+def test_icc_profile_is_embedded() -> None:
+    data = encode_png16(np.zeros((2, 2, 3), np.uint16), icc_profile=b"fake profile bytes")
+    assert Image.open(io.BytesIO(data)).info["icc_profile"] == b"fake profile bytes"
+
+
+def test_crc_mismatch_is_detected() -> None:
+    data = bytearray(encode_png16(np.zeros((2, 2, 3), np.uint16)))
+    data[45] ^= 0xFF  # inside the IDAT body
+    with pytest.raises(Png16Error, match="CRC"):
+        decode_png16(bytes(data))
+
+
+def test_eight_bit_png_is_refused() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, "PNG")
+    with pytest.raises(Png16Error, match="16-bit"):
+        decode_png16(buffer.getvalue())
