@@ -3,34 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from mordasr.infer.pipeline import Upscaler
-from mordasr.io.image import ImageReadError, UnsupportedFormatError, read_image, save_like
+from mordasr.io.image import (
+    DataDroppedWarning,
+    ImageReadError,
+    UnsupportedFormatError,
+    read_image,
+    save_like,
+    sniff_format,
+)
+from mordasr.io.paths import (
+    SUBFOLDER,
+    InputScan,
+    OutputPlanError,
+    check_output_folder,
+    check_plan,
+    scan_inputs,
+)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif", "bmp")
 _SUFFIX_OF_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
-
-
-def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Files named directly, plus every file inside named folders (sorted, not recursive).
-
-    Whether a file is an image is decided by its content when it is read, so nothing is
-    filtered by extension here.
-    """
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.is_file()))
-        else:
-            files.append(path)
-    return files
+MODEL_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError)
+"""What loading a model can raise for a bad name, file or manifest (each shown as one line)."""
 
 
 def output_path(source: Path, out_dir: Path, image_format: str, fmt: str, suffix: str) -> Path:
@@ -45,8 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "upscale",
         help="super-resolve images (x4) with the built-in MoR model or another",
         description="Super-resolve image files and folders. Formats are detected from content; "
-        "gray stays gray, alpha and 16-bit depth are kept. Existing outputs are never "
-        "overwritten without --overwrite; unreadable files are reported and skipped.",
+        "gray stays gray, alpha, 16-bit and float depth, colour profile and EXIF are kept, and "
+        "whatever cannot be kept is reported. An input is never replaced, even with "
+        "--overwrite, and inputs whose outputs would share a name are refused before any work. "
+        "Existing outputs are never overwritten without --overwrite; unreadable files are "
+        "reported and skipped.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     parser.add_argument("-o", "--output", default="out", help="output folder (default: out)")
@@ -81,53 +92,220 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output format (default: same as the input)",
     )
     parser.add_argument("--suffix", default="", help="appended to output file stems")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs (never an input)"
+    )
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``mordasr upscale``; exit status 1 if any input failed."""
-
-    files = collect_inputs(args.inputs)
-    try:
-        upscaler = Upscaler(
-            args.model,
-            device=args.device,
-            dtype=DTYPES[args.dtype],
-            tile=args.tile or None,
-            tile_overlap=args.tile_overlap,
-            progress=False,
-            latent_tile=args.latent_tile,
-            latent_overlap=args.latent_overlap,
-            vae_tile=args.vae_tile,
-            color_fix=args.color_fix,
-            prompt=args.prompt,
+def tile_error(
+    tile: int, overlap: int, tile_flag: str, overlap_flag: str, factor: int
+) -> str | None:
+    """Why a tile side and overlap cannot work together (``factor``: tiles must exceed
+    ``factor`` x overlap), or None."""
+    if overlap < 0:
+        return f"{overlap_flag} must be 0 or more (got {overlap})"
+    if tile < 0:
+        return f"{tile_flag} must be 0 (no tiling) or a positive side (got {tile})"
+    if tile and tile <= factor * overlap:
+        times = "" if factor == 1 else f"{factor} x "
+        return (
+            f"{tile_flag} must exceed {times}{overlap_flag} ({factor * overlap}): use e.g. "
+            f"{tile_flag} {max(2 * factor * overlap, 64)}, or {overlap_flag} {(tile - 1) // factor}"
         )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"mordasr upscale: {error}", file=sys.stderr)
-        return 2
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    done, skipped, failed = 0, 0, 0
-    for source in tqdm(files, desc="upscale", unit="img", disable=len(files) < 2):
-        try:
+    return None
+
+
+def device_error(name: str | None) -> str | None:
+    """Why ``--device`` cannot be used on this machine (with the fix), or None."""
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"--device {name!r} is not a device name: use cpu, cuda or cuda:N"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "" if torch.version.cuda else " (this torch is built without CUDA)"
+            return f"--device {name}: no CUDA device is available{build}; use --device cpu"
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            return f"--device {name}: there are {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            return f"--device {name}: MPS is not available here; use --device cpu"
+    elif device.type != "cpu":
+        return f"--device {name}: only cpu, cuda[:N] and mps are supported"
+    return None
+
+
+def argument_error(args: argparse.Namespace) -> str | None:
+    """The first argument or device error of an ``upscale`` command line, or None."""
+    errors = (
+        tile_error(args.tile, args.tile_overlap, "--tile", "--tile-overlap", 2),
+        tile_error(args.latent_tile, args.latent_overlap, "--latent-tile", "--latent-overlap", 1),
+        "--vae-tile must be 0 (untiled) or a positive side" if args.vae_tile < 0 else None,
+        f"--suffix {args.suffix!r} must not hold a path separator"
+        if any(sep in args.suffix for sep in ("/", "\\", os.sep))
+        else None,
+        device_error(args.device),
+    )
+    return next((error for error in errors if error), None)
+
+
+def plan_outputs(files: list[Path], out_dir: Path, fmt: str, suffix: str) -> dict[Path, Path]:
+    """Where each input's result goes, from its header; refuses (raises
+    :class:`~mordasr.io.paths.OutputPlanError`) an output that is an input or is shared.
+
+    A file whose header names no image format gets no target: reading it fails with a reason.
+    """
+    targets: dict[Path, Path] = {}
+    for source in files:
+        image_format = sniff_format(source)
+        if image_format is not None:
+            targets[source] = output_path(source, out_dir, image_format, fmt, suffix)
+    check_plan(targets, files)
+    return targets
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its first line of text, or its type when it has none."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+@dataclass
+class BatchTally:
+    """What a batch did so far, for its one-line summary."""
+
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def summary(self, scan: InputScan, out_dir: Path, interrupted: bool = False) -> str:
+        parts = [f"{self.done} upscaled, {self.skipped} skipped (exist), {self.failed} failed"]
+        if interrupted:
+            left = self.total - self.done - self.skipped - self.failed
+            parts[0] = f"interrupted: {parts[0]}, {left} not started"
+        if scan.left_out:
+            hint = (
+                " (sub-folders are not entered without --recursive)"
+                if SUBFOLDER in (scan.left_out)
+                else ""
+            )
+            parts.append(f"not read: {scan.left_out_summary()}{hint}")
+        if self.dropped:
+            kinds = ", ".join(f"{what} ({n} file(s))" for what, n in self.dropped.items())
+            parts.append(f"dropped: {kinds}")
+        return "; ".join(parts) + f" -> {out_dir}"
+
+
+@contextmanager
+def _reporting_drops(source: Path, dropped: set[str]) -> Iterator[None]:
+    """Print each :class:`DataDroppedWarning` raised inside as a line about ``source`` and
+    collect what was dropped; other warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for item in caught:
+        if isinstance(item.message, DataDroppedWarning):
+            dropped.add(item.message.what)
+            tqdm.write(f"note {source}: {item.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+
+
+def _load_upscaler(args: argparse.Namespace) -> Upscaler:
+    return Upscaler(
+        args.model,
+        device=args.device,
+        dtype=DTYPES[args.dtype],
+        tile=args.tile or None,
+        tile_overlap=args.tile_overlap,
+        progress=False,
+        latent_tile=args.latent_tile,
+        latent_overlap=args.latent_overlap,
+        vae_tile=args.vae_tile,
+        color_fix=args.color_fix,
+        prompt=args.prompt,
+    )
+
+
+def _upscale_one(
+    upscaler: Upscaler,
+    source: Path,
+    target: Path | None,
+    args: argparse.Namespace,
+    tally: BatchTally,
+) -> None:
+    """Upscale one file into ``target`` and count the outcome; failures are one line each."""
+    dropped: set[str] = set()
+    try:
+        with _reporting_drops(source, dropped):
             decoded = read_image(source)
-        except ImageReadError as error:
-            tqdm.write(f"skipped {source}: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        target = output_path(source, out_dir, decoded.format, args.format, args.suffix)
-        if target.exists() and not args.overwrite:
-            tqdm.write(f"skipped {source}: {target} exists (use --overwrite)", file=sys.stderr)
-            skipped += 1
-            continue
-        try:
-            result = upscaler.upscale_decoded(decoded)
+        if target is None:
+            raise ImageReadError(source, "its format could not be detected from its header")
+    except ImageReadError as error:
+        tqdm.write(f"skipped {source}: {error}", file=sys.stderr)
+        tally.failed += 1
+        return
+    if target.exists() and not args.overwrite:
+        tqdm.write(f"skipped {source}: {target} exists (use --overwrite)", file=sys.stderr)
+        tally.skipped += 1
+        return
+    try:
+        result = upscaler.upscale_decoded(decoded)
+        with _reporting_drops(source, dropped):
             save_like(target, result.image, decoded, alpha=result.alpha)
-        except (UnsupportedFormatError, OSError, RuntimeError) as error:
-            tqdm.write(f"failed {source}: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        done += 1
-    print(f"{done} upscaled, {skipped} skipped (exist), {failed} failed -> {out_dir}")
-    return 1 if failed else 0
+    except (UnsupportedFormatError, OSError, RuntimeError, ValueError) as error:
+        tqdm.write(f"failed {source}: {one_line(error)}", file=sys.stderr)
+        tally.failed += 1
+        return
+    tally.done += 1
+    tally.dropped.update(dropped)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``mordasr upscale``: exit status 0, 1 if any input failed, 2 for a bad
+    command line (nothing done), 130 when interrupted.
+
+    Every check that can fail without computing (arguments, device, output names, the output
+    folder) runs before the model is loaded; inputs are never replaced.
+    """
+    prog = "mordasr upscale"
+    out_dir = Path(args.output)
+    scan = scan_inputs(args.inputs)
+    for reason, paths in scan.left_out.items():
+        for path in paths:
+            print(f"{prog}: not read {path}: {reason}", file=sys.stderr)
+    error = argument_error(args)
+    if error is not None:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    try:
+        targets = plan_outputs(scan.files, out_dir, args.format, args.suffix)
+        check_output_folder(out_dir)
+    except OutputPlanError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    tally = BatchTally(total=len(scan.files))
+    try:
+        try:
+            upscaler = _load_upscaler(args)
+        except MODEL_ERRORS as error:
+            print(f"{prog}: cannot load model {args.model}: {one_line(error)}", file=sys.stderr)
+            return 2
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            print(f"{prog}: cannot create {out_dir}: {one_line(error)}", file=sys.stderr)
+            return 2
+        for source in tqdm(scan.files, desc="upscale", unit="img", disable=len(scan.files) < 2):
+            _upscale_one(upscaler, source, targets.get(source), args, tally)
+    except KeyboardInterrupt:
+        print(tally.summary(scan, out_dir, interrupted=True), file=sys.stderr)
+        return 130
+    print(tally.summary(scan, out_dir))
+    return 1 if tally.failed else 0

@@ -1,12 +1,19 @@
 """Read and write images for inference, keeping what the input had: gray or colour, alpha,
-16-bit depth, ICC profile and EXIF.
+16-bit or float samples, ICC profile and EXIF, and saying when something cannot be kept.
 
 Files are recognised by content (Pillow's format detection), never by extension. A decoded
 image becomes a float tensor (C, H, W) in [0, 1] with C = 1 (gray) or 3 (RGB); an alpha channel
 is returned separately so the caller can upscale it on its own. EXIF orientation is applied on
 reading so pixels are upright, and the orientation tag is reset in the EXIF kept for saving.
 16-bit PNGs with colour or alpha, which Pillow reduces to 8 bits, are decoded and written by
-:mod:`mordasr.io.png16` to keep all 16 bits.
+:mod:`mordasr.io.png16` to keep all 16 bits; TIFFs with 16-bit colour or float samples, which
+Pillow cannot hold either, are read and written with ``tifffile``. Float samples are scaled by
+the range they were stored in (``[0, 1]``, ``[0, 255]`` or ``[0, 65535]``; anything else is
+refused with the range found) and written back in it.
+
+Whatever cannot be carried over (animation frames beyond the first, alpha or depth a format
+cannot store, a colour profile that no longer describes the pixels) is reported with a
+:class:`DataDroppedWarning`, so a command line can list it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import torch
 from PIL import Image, UnidentifiedImageError
 
@@ -36,8 +44,15 @@ _EXTENSION_FORMATS = {
 }
 _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
 _EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
-# Pillow modes read as 16 bits per sample (I is scaled from the 16-bit range, F taken as is).
+# Pillow modes read as 16 bits per sample (I is scaled from the 16-bit range, F by its range).
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_TIFF_MAGIC = (b"II*\0", b"MM\0*")
+_ICC_TAG = 34675
+_EXIF_IFD = 0x8769
+# EXIF tags holding the pixel size: ImageWidth/ImageLength (IFD0), PixelX/YDimension (Exif IFD).
+_IFD0_SIZE_TAGS = (0x0100, 0x0101)
+_EXIF_SIZE_TAGS = (0xA002, 0xA003)
+_FLOAT_RANGES = (1.0, 255.0, 65535.0)
 
 
 class ImageReadError(Exception):
@@ -53,17 +68,30 @@ class UnsupportedFormatError(ValueError):
     """The output file name's extension names no image format this module writes."""
 
 
+class DataDroppedWarning(UserWarning):
+    """Part of an image could not be kept (``what``: e.g. "animation frames", "alpha")."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(detail)
+        self.what = what
+
+
+def _dropped(what: str, detail: str) -> None:
+    warnings.warn(DataDroppedWarning(what, detail), stacklevel=3)
+
+
 @dataclass
 class DecodedImage:
     """An image ready for a network, plus what is needed to save a result like it."""
 
     tensor: torch.Tensor  # (C, H, W) float32 in [0, 1]; C = 1 (gray) or 3 (RGB)
     alpha: torch.Tensor | None  # (1, H, W) float32 in [0, 1], or None when opaque
-    bit_depth: int  # bits per sample of the source: 8 or 16
+    bit_depth: int  # bits per sample of the source: 8, 16, or 32 (float samples)
     mode: str  # the source's Pillow mode, e.g. "RGBA", "I;16", "P"
     format: str  # the detected file format, e.g. "PNG"
     icc_profile: bytes | None = None
     exif: bytes | None = None  # orientation reset: pixels are already upright
+    value_scale: float = 1.0  # float sources: the peak their samples were stored against
 
     @property
     def is_gray(self) -> bool:
@@ -86,13 +114,39 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(transforms.get(orientation, transforms[1])(pixels))
 
 
-def _normalised(image: Image.Image) -> tuple[np.ndarray, int]:
-    """Pixels as float32 (H, W, C) in [0, 1] with C in {1, 2, 3, 4}, and the source bit depth."""
+def unit_float(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Float samples scaled to [0, 1] by the range they were stored in, and that range's peak.
+
+    The range is the smallest of [0, 1], [0, 255] and [0, 65535] holding every sample (a very
+    dark [0, 255] image whose samples all lie in [0, 1] is therefore taken as [0, 1]). Negative,
+    non-finite or larger samples (HDR) are refused: no scaling would be right for them.
+    """
+    if not np.isfinite(values).all():
+        raise ValueError("float samples include NaN or infinity; tone-map to [0, 1] first")
+    low, high = float(values.min()), float(values.max())
+    if low < 0.0:
+        raise ValueError(
+            f"float samples span [{low:.4g}, {high:.4g}]; negative values have no display "
+            "meaning: tone-map to [0, 1] first"
+        )
+    for peak in _FLOAT_RANGES:
+        if high <= peak:
+            return (values / peak).astype(np.float32), peak
+    raise ValueError(
+        f"float samples reach {high:.4g}, beyond the 16-bit range (HDR?); tone-map to [0, 1] first"
+    )
+
+
+def _normalised(image: Image.Image) -> tuple[np.ndarray, int, float]:
+    """Pixels as float32 (H, W, C) in [0, 1] with C in {1, 2, 3, 4}, the source bit depth and,
+    for float samples, the peak of their range."""
     mode = image.mode
+    if mode == "F":
+        values, peak = unit_float(np.asarray(image, dtype=np.float64))
+        return values[..., None], 32, peak
     if mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image, dtype=np.float64)
-        peak = 1.0 if mode == "F" else 65535.0
-        return (np.clip(values / peak, 0.0, 1.0)[..., None]).astype(np.float32), 16
+        return (np.clip(values / 65535.0, 0.0, 1.0)[..., None]).astype(np.float32), 16, 1.0
     if "transparency" in image.info and mode in ("P", "L", "RGB"):
         image = image.convert("LA" if mode == "L" else "RGBA")
     elif mode == "P":
@@ -104,7 +158,7 @@ def _normalised(image: Image.Image) -> tuple[np.ndarray, int]:
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         raise ValueError(f"unsupported image mode {mode}")
     values = np.asarray(image, dtype=np.float32) / 255.0
-    return (values[..., None] if values.ndim == 2 else values), 8
+    return (values[..., None] if values.ndim == 2 else values), 8, 1.0
 
 
 def _split_alpha(pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -117,14 +171,75 @@ def _split_alpha(pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]
     return tensor, None
 
 
+def _report_frames(count: int) -> None:
+    if count > 1:
+        _dropped("animation frames", f"only the first of {count} frames is kept")
+
+
+def _deep_tiff_page(data: bytes) -> tifffile.TiffPage | None:
+    """The first page of a TIFF whose samples Pillow cannot hold (float, or 16-bit with more
+    than one channel), or None when Pillow reads it fully."""
+    if data[:4] not in _TIFF_MAGIC:
+        return None
+    try:
+        tiff = tifffile.TiffFile(io.BytesIO(data))
+    except (tifffile.TiffFileError, ValueError, OSError):
+        return None
+    page = tiff.pages[0]
+    deep = page.dtype is not None and (
+        page.dtype.kind == "f" or (page.dtype.itemsize == 2 and page.samplesperpixel > 1)
+    )
+    usable = page.photometric in (1, 2) and page.samplesperpixel in (1, 2, 3, 4)
+    if not (deep and usable):
+        tiff.close()
+        return None
+    _report_frames(len(tiff.pages))
+    return page
+
+
+def _decode_deep_tiff(page: tifffile.TiffPage) -> DecodedImage:
+    values = page.asarray()
+    if "S" not in page.axes:
+        values = values[..., None]
+    elif page.axes.index("S") == 0:
+        values = np.moveaxis(values, 0, -1)
+    if values.dtype.kind == "f":
+        pixels, peak, bit_depth = *unit_float(values.astype(np.float64)), 32
+    else:
+        pixels, peak, bit_depth = values.astype(np.float32) / 65535.0, 1.0, 16
+    orientation = page.tags.get(_ORIENTATION_TAG)
+    icc = page.tags.get(_ICC_TAG)
+    tensor, alpha = _split_alpha(orient(pixels, int(orientation.value) if orientation else 1))
+    return DecodedImage(
+        tensor=tensor,
+        alpha=alpha,
+        bit_depth=bit_depth,
+        mode=f"{page.dtype}x{page.samplesperpixel}",
+        format="TIFF",
+        icc_profile=bytes(icc.value) if icc else None,
+        value_scale=peak,
+    )
+
+
 def _decode(data: bytes) -> DecodedImage:
+    page = _deep_tiff_page(data)
+    if page is not None:
+        try:
+            return _decode_deep_tiff(page)
+        except (KeyError, NotImplementedError, RuntimeError) as error:  # e.g. codec missing
+            if page.dtype.kind == "f":
+                raise ValueError(f"float TIFF cannot be decoded: {error}") from error
+            _dropped("16-bit depth", f"read with 8 bits per sample ({error})")
+        finally:
+            page.parent.close()
     image = Image.open(io.BytesIO(data))
     image.load()
+    _report_frames(getattr(image, "n_frames", 1))
     exif = image.getexif()
     orientation = int(exif.get(_ORIENTATION_TAG, 1))
     if _ORIENTATION_TAG in exif:
         del exif[_ORIENTATION_TAG]
-    pixels, bit_depth = _normalised(image)
+    pixels, bit_depth, peak = _normalised(image)
     if image.format == "PNG" and png_header(data)[2] == 16 and image.mode not in _SIXTEEN_BIT_MODES:
         try:
             pixels, bit_depth = decode_png16(data).astype(np.float32) / 65535.0, 16
@@ -139,7 +254,22 @@ def _decode(data: bytes) -> DecodedImage:
         format=image.format or "unknown",
         icc_profile=image.info.get("icc_profile") or None,
         exif=exif.tobytes() if len(exif) and image.format in _EXIF_FORMATS else None,
+        value_scale=peak,
     )
+
+
+def sniff_format(path: str | Path) -> str | None:
+    """The image format of a file from its header (e.g. "PNG"), or None if it is not one."""
+    try:
+        with Image.open(path) as image:
+            return image.format
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        pass
+    try:
+        with open(path, "rb") as file:
+            return "TIFF" if file.read(4) in _TIFF_MAGIC else None
+    except OSError:
+        return None
 
 
 def read_image(path: str | Path) -> DecodedImage:
@@ -183,6 +313,47 @@ def _pillow_image(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
 
 
+def profile_fits(icc_profile: bytes, channels: int) -> bool:
+    """Whether an ICC profile describes gray (1 colour channel) or RGB (3) pixels: its header
+    carries the ``acsp`` signature and the matching colour space (``GRAY`` or ``RGB``)."""
+    if len(icc_profile) < 128 or icc_profile[36:40] != b"acsp":
+        return False
+    return icc_profile[16:20] == (b"GRAY" if channels == 1 else b"RGB ")
+
+
+def resized_exif(exif: bytes, width: int, height: int) -> bytes:
+    """EXIF with the pixel-size tags it has (ImageWidth/Length, PixelX/YDimension) set to the
+    new size, so viewers and catalogues do not report the size of the original."""
+    data = Image.Exif()
+    data.load(exif)
+    for tags, ifd in ((_IFD0_SIZE_TAGS, data), (_EXIF_SIZE_TAGS, data.get_ifd(_EXIF_IFD))):
+        for tag, value in zip(tags, (width, height), strict=True):
+            if tag in ifd:
+                ifd[tag] = value
+    return data.tobytes()
+
+
+def _encode_tiff(
+    pixels: np.ndarray, bit_depth: int, value_scale: float, icc_profile: bytes | None
+) -> bytes:
+    """A zlib-compressed TIFF with 16-bit or float32 samples (``value_scale`` times [0, 1])."""
+    channels = pixels.shape[2]
+    if bit_depth == 32:
+        samples = (pixels * value_scale).astype(np.float32)
+    else:
+        samples = _quantise(pixels, 16)
+    buffer = io.BytesIO()
+    tifffile.imwrite(
+        buffer,
+        samples[..., 0] if channels == 1 else samples,
+        photometric="rgb" if channels >= 3 else "minisblack",
+        extrasamples=("unassalpha",) if channels in (2, 4) else None,
+        compression="zlib",
+        iccprofile=icc_profile,
+    )
+    return buffer.getvalue()
+
+
 def _encode(
     pixels: np.ndarray,
     image_format: str,
@@ -190,15 +361,29 @@ def _encode(
     icc_profile: bytes | None,
     exif: bytes | None,
     quality: int,
+    value_scale: float = 1.0,
 ) -> bytes:
     channels = pixels.shape[2]
+    if icc_profile and not profile_fits(icc_profile, 1 if channels <= 2 else 3):
+        space = icc_profile[16:20].decode("latin-1").strip() or "unknown"
+        output = "gray" if channels <= 2 else "RGB"
+        _dropped("colour profile", f"the {space} colour profile does not describe {output} output")
+        icc_profile = None
+    if exif:
+        exif = resized_exif(exif, pixels.shape[1], pixels.shape[0])
+    if image_format == "TIFF" and bit_depth > 8:
+        return _encode_tiff(pixels, bit_depth, value_scale, icc_profile)
+    if bit_depth == 32:
+        bit_depth = 16
+        if image_format == "PNG":
+            _dropped("float samples", "PNG output is written with 16-bit integer samples")
     if bit_depth == 16 and image_format == "PNG":
         return encode_png16(_quantise(pixels, 16), icc_profile=icc_profile, exif=exif)
-    if bit_depth == 16 and not (image_format == "TIFF" and channels == 1):
-        warnings.warn(f"{image_format} output is written with 8 bits per sample", stacklevel=3)
+    if bit_depth == 16:
+        _dropped("16-bit depth", f"{image_format} output is written with 8 bits per sample")
         bit_depth = 8
     if channels in (2, 4) and image_format not in _ALPHA_FORMATS:
-        warnings.warn(f"{image_format} cannot store alpha; it is dropped", stacklevel=3)
+        _dropped("alpha", f"{image_format} cannot store alpha; it is dropped")
         pixels = pixels[..., : channels - 1]
     options: dict[str, object] = {}
     if icc_profile:
@@ -221,22 +406,27 @@ def save_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     quality: int = 95,
+    value_scale: float = 1.0,
 ) -> None:
     """Save a (C, H, W) tensor in [0, 1] (C = 1 or 3) with optional (1, H, W) alpha.
 
-    The format follows the extension of ``path`` (png, jpg/jpeg, webp, tif/tiff, bmp). 16-bit
-    output is kept for PNG (any channels) and gray TIFF; other formats fall back to 8 bits with a
-    warning, as does alpha for formats without it. The file is written to a temporary name and
-    renamed, so an interrupted save never leaves a truncated image behind.
+    The format follows the extension of ``path`` (png, jpg/jpeg, webp, tif/tiff, bmp).
+    ``bit_depth`` 16 is kept by PNG and TIFF, 32 (float samples, written as ``value_scale``
+    times [0, 1]) by TIFF; PNG keeps float as 16 bits, the others fall back to 8 bits. Alpha a
+    format cannot store and a colour profile that does not describe the output (e.g. CMYK on
+    RGB) are dropped; EXIF pixel sizes are set to the new size. Every drop is reported with a
+    :class:`DataDroppedWarning`. The file is written to a temporary name and renamed, so an
+    interrupted save never leaves a truncated image behind.
     """
     path = Path(path)
     image_format = _EXTENSION_FORMATS.get(path.suffix.lower())
     if image_format is None:
         known = ", ".join(sorted(_EXTENSION_FORMATS))
         raise UnsupportedFormatError(f"cannot tell the image format of {path.name}; use {known}")
-    if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
-    data = _encode(_to_hwc(tensor, alpha), image_format, bit_depth, icc_profile, exif, quality)
+    if bit_depth not in (8, 16, 32):
+        raise ValueError(f"bit_depth must be 8, 16 or 32, got {bit_depth}")
+    pixels = _to_hwc(tensor, alpha)
+    data = _encode(pixels, image_format, bit_depth, icc_profile, exif, quality, value_scale)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         with open(temp, "xb") as file:
@@ -254,7 +444,7 @@ def save_like(
     alpha: torch.Tensor | None = None,
     quality: int = 95,
 ) -> None:
-    """Save a result with the source image's bit depth, ICC profile and EXIF."""
+    """Save a result with the source image's bit depth (and float range), ICC profile and EXIF."""
     save_image(
         path,
         tensor,
@@ -263,4 +453,5 @@ def save_like(
         icc_profile=source.icc_profile,
         exif=source.exif,
         quality=quality,
+        value_scale=source.value_scale,
     )
