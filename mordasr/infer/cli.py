@@ -302,8 +302,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as error:
             print(f"{prog}: cannot create {out_dir}: {one_line(error)}", file=sys.stderr)
             return 2
-        for source in tqdm(scan.files, desc="upscale", unit="img", disable=len(scan.files) < 2):
-            _upscale_one(upscaler, source, targets.get(source), args, tally)
+        with tqdm(scan.files, desc="upscale", unit="img", disable=len(scan.files) < 2) as bar:
+            for source in bar:  # the bar is closed (its line ended) even when interrupted
+                _upscale_one(upscaler, source, targets.get(source), args, tally)
     except KeyboardInterrupt:
         print(tally.summary(scan, out_dir, interrupted=True), file=sys.stderr)
         return 130

@@ -365,7 +365,8 @@ def _encode(
 ) -> bytes:
     channels = pixels.shape[2]
     if icc_profile and not profile_fits(icc_profile, 1 if channels <= 2 else 3):
-        space = icc_profile[16:20].decode("latin-1").strip() or "unknown"
+        valid = len(icc_profile) >= 128 and icc_profile[36:40] == b"acsp"
+        space = icc_profile[16:20].decode("latin-1").strip() if valid else "unrecognised"
         output = "gray" if channels <= 2 else "RGB"
         _dropped("colour profile", f"the {space} colour profile does not describe {output} output")
         icc_profile = None

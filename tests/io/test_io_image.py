@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from mordasr.io.image import (
     ImageReadError,
@@ -125,10 +125,11 @@ def test_kept_exif_no_longer_rotates(tmp_path: Path) -> None:
 
 
 def test_icc_profile_is_preserved(tmp_path: Path) -> None:
-    _save(RGB, tmp_path / "icc.png", icc_profile=b"not really a profile")
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    _save(RGB, tmp_path / "icc.png", icc_profile=srgb)
     image = read_image(tmp_path / "icc.png")
     save_like(tmp_path / "out.png", image.tensor, image)
-    assert Image.open(tmp_path / "out.png").info["icc_profile"] == b"not really a profile"
+    assert Image.open(tmp_path / "out.png").info["icc_profile"] == srgb
 
 
 @pytest.mark.parametrize(
