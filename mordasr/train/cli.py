@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from mordasr.train.checkpoint import CheckpointError
 from mordasr.train.config import TrainConfig, from_dict
 from mordasr.train.trainer import train
 
@@ -64,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"mordasr train: no checkpoint folder at {args.resume_from}", file=sys.stderr)
         return 1
     resume: bool | str = args.resume_from or not args.no_resume
-    out = train(config, resume=resume, stop_at=args.stop_at, cpu=True if args.cpu else None)
+    try:
+        out = train(config, resume=resume, stop_at=args.stop_at, cpu=True if args.cpu else None)
+    except CheckpointError as error:
+        print(f"mordasr train: {error}", file=sys.stderr)
+        return 1
     print(f"run folder: {out}")
     return 0

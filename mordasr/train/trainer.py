@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mordasr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mordasr.train.checkpoint import latest_verified_checkpoint, load_checkpoint, save_checkpoint
 from mordasr.train.config import TrainConfig
 from mordasr.train.data import step_generator
 from mordasr.train.task import TASKS, TrainTask
@@ -100,9 +101,12 @@ def train(
 ) -> Path:
     """Train ``config`` and return the run folder.
 
-    ``resume=True`` continues from the newest checkpoint of ``config.output_dir`` (if any); a
-    path resumes from that checkpoint. ``stop_at`` ends the run early after that step, saving a
-    checkpoint there (the export happens only when ``total_steps`` is reached).
+    ``resume=True`` continues from the newest checkpoint of ``config.output_dir`` that verifies
+    (if any), saying on stderr which one it took and why it skipped newer ones; a path resumes
+    from that checkpoint. A damaged checkpoint raises
+    :class:`~mordasr.train.checkpoint.CheckpointError`. ``stop_at`` ends the run early after
+    that step, saving a checkpoint there (the export happens only when ``total_steps`` is
+    reached).
     """
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +115,7 @@ def train(
     task = build_task(config, accelerator)
 
     start = 0
-    checkpoint_path = _resume_path(output_dir, resume)
+    checkpoint_path = _resume_path(output_dir, resume, accelerator.is_main_process)
     if checkpoint_path is not None:
         checkpoint = load_checkpoint(checkpoint_path)
         task.load_state_tensors(checkpoint.tensors)
@@ -153,12 +157,19 @@ def train(
     return output_dir
 
 
-def _resume_path(output_dir: Path, resume: bool | str | Path) -> Path | None:
+def _resume_path(output_dir: Path, resume: bool | str | Path, report: bool) -> Path | None:
     if resume is False:
         return None
-    if resume is True:
-        return latest_checkpoint(output_dir)
-    return Path(resume)
+    if resume is not True:
+        return Path(resume)
+    path, skipped = latest_verified_checkpoint(output_dir)
+    if skipped and report and path is not None:
+        reasons = "; ".join(skipped)
+        print(
+            f"mordasr train: resuming from {path.name}; skipped newer checkpoint(s): {reasons}",
+            file=sys.stderr,
+        )
+    return path
 
 
 def _save(task: TrainTask, output_dir: Path, step: int, keep: int, is_main: bool) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from mordasr.degrade import PRESETS
@@ -201,3 +202,44 @@ def test_cli_reports_a_config_typo_in_one_line(
     assert main(["train", str(config)]) == 1
     err = capsys.readouterr().err
     assert "totl_steps" in err and err.count("\n") == 1
+
+
+def test_a_truncated_newest_checkpoint_resumes_from_the_previous_one_and_ends_equal(
+    assets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    losses = {"l1": 1.0, "gan": 0.1, "balance": 0.01}
+    straight = train(_config(assets, tmp_path / "straight", losses=losses), progress=False)
+    split_cfg = _config(assets, tmp_path / "split", losses=losses, checkpoint_every=1)
+    train(split_cfg, stop_at=3, progress=False)
+    newest = list_checkpoints(split_cfg.output_dir)[-1] / "tensors.safetensors"
+    newest.write_bytes(newest.read_bytes()[:-100])
+    capsys.readouterr()
+    train(split_cfg, progress=False)
+    err = capsys.readouterr().err
+    assert "resuming from step_00000002" in err and "step_00000003: tensors.safetensors" in err
+
+    a = load_checkpoint(list_checkpoints(straight)[-1])
+    b = load_checkpoint(list_checkpoints(split_cfg.output_dir)[-1])
+    assert a.step == b.step == 4
+    for group in a.tensors:
+        for name, tensor in a.tensors[group].items():
+            assert torch.equal(tensor, b.tensors[group][name]), f"{group}/{name}"
+    with (Path(split_cfg.output_dir) / "log.csv").open() as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]
+
+
+def test_cli_names_a_damaged_checkpoint_in_one_line(
+    assets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mordasr.cli import main
+
+    cfg = _config(assets, tmp_path / "run", total_steps=2, losses={"l1": 1.0})
+    train(cfg, stop_at=2, progress=False)
+    (list_checkpoints(cfg.output_dir)[-1] / "state.json").write_text('{"step": ')
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    capsys.readouterr()
+    assert main(["train", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "state.json does not parse" in err and "--no-resume" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
