@@ -5,7 +5,8 @@ the name) is read as RGB (grayscale is repeated, alpha dropped, 16-bit scaled to
 image is written to ``OUT_DIR`` as PNG under the same stem (``photo.jpg`` -> ``photo.png``), and
 one JSON line per image goes to ``OUT_DIR/params.jsonl``: input name, output name, seed, preset
 and the sampled parameters. ``--save-gt`` also writes the ground truth (unsharp-masked when the
-preset says so) to ``OUT_DIR/gt/``. Existing outputs are never replaced without ``--overwrite``.
+preset says so) to ``OUT_DIR/gt/``. Existing outputs are never replaced without ``--overwrite``;
+an input is never replaced, and inputs whose outputs would share a name are refused.
 
 Images are processed in name order, consecutive images of equal size sharing a batch; batch
 ``k`` uses seed ``seed + k``, so results are reproducible for the same folder, seed and
@@ -25,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from mordasr.degrade.config import PRESETS
 from mordasr.degrade.pipeline import degrade
 from mordasr.io.image import read_rgb, save_image
+from mordasr.io.paths import OutputPlanError, check_output_folder, check_plan
 
 PARAMS_FILE = "params.jsonl"
 
@@ -68,9 +70,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"mordasr degrade: no readable images in {hr_dir}", file=sys.stderr)
         return 1
     names = [path.stem + ".png" for path, _ in images]
-    clashes = sorted({n for n in names if names.count(n) > 1})
-    if clashes:
-        print(f"mordasr degrade: several inputs map to {clashes}", file=sys.stderr)
+    sources = [path for path, _ in images]
+    try:
+        check_plan({p: out_dir / n for p, n in zip(sources, names, strict=True)}, sources)
+        if args.save_gt:
+            check_plan(
+                {p: out_dir / "gt" / n for p, n in zip(sources, names, strict=True)}, sources
+            )
+        check_output_folder(out_dir)
+    except OutputPlanError as error:
+        print(f"mordasr degrade: {error}", file=sys.stderr)
         return 2
     small = [p.name for p, size in images if min(size) < args.scale]
     if small:

@@ -37,6 +37,7 @@ from mordasr.io.paths import (
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif", "bmp")
 _SUFFIX_OF_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+PROG = "mordasr upscale"
 MODEL_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError)
 """What loading a model can raise for a bad name, file or manifest (each shown as one line)."""
 
@@ -274,33 +275,40 @@ def run(args: argparse.Namespace) -> int:
     Every check that can fail without computing (arguments, device, output names, the output
     folder) runs before the model is loaded; inputs are never replaced.
     """
-    prog = "mordasr upscale"
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # before the batch started (its own summary covers the rest)
+        print(f"{PROG}: interrupted before any image was upscaled", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    error = argument_error(args)
+    if error is not None:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
     out_dir = Path(args.output)
     scan = scan_inputs(args.inputs)
     for reason, paths in scan.left_out.items():
         for path in paths:
-            print(f"{prog}: not read {path}: {reason}", file=sys.stderr)
-    error = argument_error(args)
-    if error is not None:
-        print(f"{prog}: {error}", file=sys.stderr)
-        return 2
+            print(f"{PROG}: not read {path}: {reason}", file=sys.stderr)
     try:
         targets = plan_outputs(scan.files, out_dir, args.format, args.suffix)
         check_output_folder(out_dir)
     except OutputPlanError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
+        print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     tally = BatchTally(total=len(scan.files))
     try:
         try:
             upscaler = _load_upscaler(args)
         except MODEL_ERRORS as error:
-            print(f"{prog}: cannot load model {args.model}: {one_line(error)}", file=sys.stderr)
+            print(f"{PROG}: cannot load model {args.model}: {one_line(error)}", file=sys.stderr)
             return 2
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            print(f"{prog}: cannot create {out_dir}: {one_line(error)}", file=sys.stderr)
+            print(f"{PROG}: cannot create {out_dir}: {one_line(error)}", file=sys.stderr)
             return 2
         with tqdm(scan.files, desc="upscale", unit="img", disable=len(scan.files) < 2) as bar:
             for source in bar:  # the bar is closed (its line ended) even when interrupted

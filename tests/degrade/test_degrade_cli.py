@@ -76,3 +76,22 @@ def test_save_gt_writes_ground_truth_at_full_size(hr_dir: Path, tmp_path: Path) 
 
 def test_missing_input_folder_is_an_error(tmp_path: Path) -> None:
     assert main(["degrade", str(tmp_path / "absent"), "-o", str(tmp_path / "out")]) == 2
+
+
+def test_refuses_to_replace_its_inputs_even_with_overwrite(
+    hr_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = {p: p.read_bytes() for p in hr_dir.iterdir()}
+    assert main(["degrade", str(hr_dir), "-o", str(hr_dir), "--overwrite"]) == 2
+    assert "would replace the input" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in hr_dir.iterdir()} == before
+
+
+def test_refuses_inputs_whose_outputs_share_a_name(
+    hr_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Image.open(hr_dir / "a.png").save(hr_dir / "a.webp", lossless=True)
+    assert main(["degrade", str(hr_dir), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(hr_dir / "a.png") in err and str(hr_dir / "a.webp") in err
+    assert not (tmp_path / "out").exists()

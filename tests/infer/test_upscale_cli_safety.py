@@ -5,7 +5,11 @@ an interrupted batch says what it finished, and whatever is not kept is reported
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +203,40 @@ def test_the_default_cli_still_upscales_with_a_real_model(tmp_path: Path) -> Non
     out = tmp_path / "out"
     assert main(["upscale", str(tmp_path / "in"), "-o", str(out), "--model", str(model)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+
+
+_SLOW_SECOND_IMAGE = """
+import sys, time
+from mordasr.cli import main
+from mordasr.infer.pipeline import Upscaler
+
+real, calls = Upscaler.upscale_decoded, []
+
+def slow_second(self, decoded):
+    calls.append(1)
+    if len(calls) == 2:
+        print("second started", flush=True)
+        time.sleep(60)
+    return real(self, decoded)
+
+Upscaler.upscale_decoded = slow_second
+sys.exit(main(["upscale", *sys.argv[1:], "--model", "bicubic"]))
+"""
+
+
+def test_sigint_mid_batch_ends_with_a_one_line_summary_and_status_130(tmp_path: Path) -> None:
+    inputs = _photos(tmp_path / "in", "a.png", "b.png", "c.png")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-c", _SLOW_SECOND_IMAGE, *map(str, inputs), "-o", str(out)]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
+        assert process.stdout is not None and process.stdout.readline() == "second started\n"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith("interrupted: 1 upscaled") and "2 not started" in summary
+    assert [p.name for p in out.iterdir()] == ["a.png"]
