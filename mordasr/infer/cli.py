@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 import warnings
 from collections import Counter
@@ -38,7 +39,16 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif", "bmp")
 _SUFFIX_OF_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 PROG = "mordasr upscale"
-MODEL_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError)
+MODEL_ERRORS = (
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    RuntimeError,
+    EOFError,
+    pickle.UnpicklingError,
+    SafetensorError,
+)
 """What loading a model can raise for a bad name, file or manifest (each shown as one line)."""
 
 

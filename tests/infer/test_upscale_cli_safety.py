@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -118,16 +119,48 @@ def test_cuda_device_without_cuda_is_one_line(
     assert "no CUDA device is available" in _one_line_error(capsys)
 
 
-def test_a_model_manifest_with_an_unknown_key_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    model = tiny_mor_model(tmp_path / "model")
+def _unknown_manifest_key(model: Path) -> Path:
     manifest = json.loads((model / "model.json").read_text())
     (model / "model.json").write_text(json.dumps({**manifest, "sclae": 4}))
+    return model
+
+
+def _truncated_adapter(model: Path) -> Path:
+    adapter = model / "mor_adapter.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:-50])
+    return model
+
+
+def _garbage_weights(model: Path) -> Path:
+    (model / "bad.pth").write_bytes(b"garbage")
+    return model / "bad.pth"
+
+
+def _empty_weights(model: Path) -> Path:
+    (model / "empty.pth").write_bytes(b"")
+    return model / "empty.pth"
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        (_unknown_manifest_key, "sclae"),
+        (_truncated_adapter, "cannot load model"),
+        (_garbage_weights, "cannot load model"),
+        (_empty_weights, "EOFError"),
+    ],
+)
+def test_a_broken_model_is_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    breakage: Callable[[Path], Path],
+    expected: str,
+) -> None:
+    model = breakage(tiny_mor_model(tmp_path / "model"))
     (source,) = _photos(tmp_path, "a.png")
     args = ["upscale", str(source), "-o", str(tmp_path / "out"), "--model", str(model)]
     assert main(args) == 2
-    assert "sclae" in _one_line_error(capsys)
+    assert expected in _one_line_error(capsys)
     assert not (tmp_path / "out").exists()
 
 
