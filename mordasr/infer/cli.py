@@ -201,11 +201,8 @@ class BatchTally:
             left = self.total - self.done - self.skipped - self.failed
             parts[0] = f"interrupted: {parts[0]}, {left} not started"
         if scan.left_out:
-            hint = (
-                " (sub-folders are not entered without --recursive)"
-                if SUBFOLDER in (scan.left_out)
-                else ""
-            )
+            entered = SUBFOLDER not in scan.left_out
+            hint = "" if entered else " (sub-folders are not entered without --recursive)"
             parts.append(f"not read: {scan.left_out_summary()}{hint}")
         if self.dropped:
             kinds = ", ".join(f"{what} ({n} file(s))" for what, n in self.dropped.items())
