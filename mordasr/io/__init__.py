@@ -2,4 +2,5 @@
 
 - :mod:`~mordasr.io.image` — read/write by content, :class:`~mordasr.io.image.LoadedImage`.
 - :mod:`~mordasr.io.png16` — 16-bit PNG decoding and encoding that Pillow lacks.
+- :mod:`~mordasr.io.paths` — input scanning and output planning that never replaces an input.
 """

@@ -9,6 +9,7 @@ import pytest
 
 from mordasr.io.paths import (
     DANGLING_LINK,
+    NOT_A_FILE,
     SUBFOLDER,
     OutputPlanError,
     check_output_folder,
@@ -34,6 +35,13 @@ def test_folders_give_their_files_sorted_and_report_what_they_leave_out(tmp_path
         SUBFOLDER: [tmp_path / "in" / "nested"],
     }
     assert scan.left_out_summary() == "1 dangling link, 1 sub-folder"
+
+
+def test_special_files_in_a_folder_are_reported_not_read(tmp_path: Path) -> None:
+    a = _touch(tmp_path / "in" / "a.png")
+    os.mkfifo(tmp_path / "in" / "pipe")
+    scan = scan_inputs([tmp_path / "in"])
+    assert scan.files == [a] and scan.left_out == {NOT_A_FILE: [tmp_path / "in" / "pipe"]}
 
 
 def test_a_file_reached_twice_is_processed_once(tmp_path: Path) -> None:
