@@ -239,9 +239,12 @@ def test_the_default_cli_still_upscales_with_a_real_model(tmp_path: Path) -> Non
 
 
 _SLOW_SECOND_IMAGE = """
-import sys, time
+import signal, sys, time
 from mordasr.cli import main
 from mordasr.infer.pipeline import Upscaler
+
+# As at a terminal, even when the test itself runs in the background (SIGINT ignored there).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 real, calls = Upscaler.upscale_decoded, []
 
