@@ -30,7 +30,6 @@ from mordasr.eval.io import list_images, load_image
 from mordasr.infer.pipeline import Upscaler
 from mordasr.io.image import save_image
 from mordasr.metrics.functional import HIGHER_IS_BETTER, metric_functions
-from mordasr.sr.zoo import describe
 
 DEFAULT_MODELS = ("default", "realesrgan-x4plus", "bicubic")
 _PAIR_TAG = re.compile(r"([_\-.]?(lr|hr)([_\-.]?x?\d)?)$", re.IGNORECASE)
@@ -80,7 +79,7 @@ def run_benchmark(
 
     upscalers = {name: Upscaler(name, device=device) for name in models}
     runs = {
-        name: ModelRun(name, describe(up.model), {m: [] for m in metrics})
+        name: ModelRun(name, up.model.describe(), {m: [] for m in metrics})
         for name, up in upscalers.items()
     }
     functions = metric_functions(crop_border)

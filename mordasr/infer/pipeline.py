@@ -12,7 +12,6 @@ AdaIN). Scores and prompt embeddings are computed once per image, before any til
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,10 @@ from mordasr.infer.color_fix import adain_color_fix, wavelet_color_fix
 from mordasr.infer.latent_tiling import tiled_latent_forward, tiled_vae_decode, tiled_vae_encode
 from mordasr.infer.tiling import tiled_forward
 from mordasr.io.image import DecodedImage, read_image, save_like
-from mordasr.mor import merge_shared, prefold_routed, routing
-from mordasr.sr.mor_sr import MoRSuperResolver
+from mordasr.mor import prefold_routed, routing
+from mordasr.sr.protocol import SRModel
 from mordasr.sr.sd.prompts import FixedPrompt
-from mordasr.sr.sd.sr_model import OneStepSR
-from mordasr.sr.zoo import load_sr_model
+from mordasr.sr.zoo import as_sr_model, load_sr_model
 
 LUMA = (0.299, 0.587, 0.114)
 """BT.601 weights turning an RGB result back into gray for gray inputs."""
@@ -56,8 +54,9 @@ class Upscaler:
     """Super-resolve images with one model.
 
     Args:
-        model: a model name or folder (see :func:`mordasr.sr.zoo.load_sr_model`) or a
-            loaded module with ``.scale``.
+        model: a model name or folder (see :func:`mordasr.sr.zoo.load_sr_model`), a loaded
+            :class:`~mordasr.sr.protocol.SRModel`, or any module with ``.scale`` (run as is).
+            Inputs are padded to the model's ``multiple_of`` (reflected) and cropped back.
         device: where to run (default: CUDA if available, else CPU).
         dtype: compute dtype of the network (the estimator always runs in float32).
         tile: largest input tile side; ``None`` or 0 processes the whole image at once
@@ -89,20 +88,12 @@ class Upscaler:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
         loaded = isinstance(model, str | Path)
-        module = load_sr_model(model) if loaded else model
-        self.model = module.to(self.device).eval()
-        if isinstance(self.model, MoRSuperResolver):
-            self.model.backbone.to(dtype=dtype)
-        elif isinstance(self.model, OneStepSR):
-            self.model.generator.to(dtype=dtype)
-            if loaded:
-                merge_shared(self.model.generator)
-        else:
-            self.model.to(dtype=dtype)
+        module = load_sr_model(model) if loaded else as_sr_model(model)
+        self.model: SRModel = module.to_inference(self.device, dtype, merge=loaded)
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"unknown color_fix {color_fix!r}; choose from {sorted(COLOR_FIXES)}")
         if prompt is not None:
-            if not isinstance(self.model, OneStepSR):
+            if not hasattr(self.model, "prompt_source"):
                 raise ValueError("a prompt applies to one-step SD models only")
             self.model.prompt_source = FixedPrompt(prompt)
         self.scale: int = int(module.scale)
@@ -119,22 +110,22 @@ class Upscaler:
         """(B, 3, h, w) or (3, h, w) RGB in [0, 1] -> the same layout, ``scale`` times larger."""
         single = lr.ndim == 3
         batch = (lr[None] if single else lr).to(self.device)
-        net_input = batch.to(self.dtype)
-        if isinstance(self.model, OneStepSR):
+        if self.model.tiling == "latent":
             out = self._one_step(batch.float())
-        elif isinstance(self.model, MoRSuperResolver):
-            scores = self.model.route_input(batch.float()).to(self.dtype)
-            with routing(self.model.backbone, scores):
-                out = self._tiled(self.model.backbone, net_input)
         else:
-            out = self._tiled(self.model, net_input)
+            height, width = batch.shape[-2:]
+            padded = pad_to_multiple(batch.to(self.dtype), self.model.multiple_of)
+            with self.model.routed(batch.float()) as network:
+                out = self._tiled(network, padded)
+            out = out[..., : height * self.scale, : width * self.scale]
         out = out.float().clamp_(0.0, 1.0)
         return out[0] if single else out
 
-    def _tiled(self, fn: nn.Module, image: Tensor) -> Tensor:
-        return tiled_forward(
-            fn, image, self.scale, self.tile, self.tile_overlap, progress=self.progress
-        )
+    def _tiled(self, fn: Callable[[Tensor], Tensor], image: Tensor) -> Tensor:
+        """``fn`` over tiles whose sides are multiples of the model's ``multiple_of``."""
+        multiple = self.model.multiple_of
+        tile = self.tile and max(multiple, self.tile - self.tile % multiple)
+        return tiled_forward(fn, image, self.scale, tile, self.tile_overlap, progress=self.progress)
 
     def _one_step(self, lr: Tensor) -> Tensor:
         """The one-step SD model on float32 LR images: SR in [0, 1] (float32).
@@ -148,9 +139,7 @@ class Upscaler:
         scores = model.estimate(lr).to(self.dtype)
         embeds = model.prompt_embeds(lr).to(self.dtype)
         height, width = lr.shape[-2:]
-        multiple = one_step_multiple(model)
-        padded = F.pad(lr, (0, -width % multiple, 0, -height % multiple), mode="replicate")
-        up = generator.upsample(padded)
+        up = generator.upsample(pad_to_multiple(lr, model.multiple_of))
         factor = generator.vae_scale_factor
         overlap = self.vae_tile // 8
         latents = tiled_vae_encode(
@@ -230,10 +219,12 @@ class Upscaler:
         save_like(target, result.image, decoded, alpha=result.alpha)
 
 
-def one_step_multiple(model: OneStepSR) -> int:
-    """LR side multiple at which the one-step model's SR image fills whole latents and the
-    UNet's downsampling levels (e.g. 16 for SD x4: 8 pixels per latent, 8 per UNet level)."""
-    generator = model.generator
-    levels = len(generator.unet.config.block_out_channels) - 1
-    sr_multiple = generator.vae_scale_factor * 2**levels
-    return sr_multiple // math.gcd(sr_multiple, model.scale)
+def pad_to_multiple(image: Tensor, multiple: int) -> Tensor:
+    """``image`` (B, C, h, w) padded at the bottom and right to sides that are multiples of
+    ``multiple``: reflected, or replicated where the image is too small to reflect."""
+    height, width = image.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not pad_h and not pad_w:
+        return image
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)

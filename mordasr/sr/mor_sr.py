@@ -1,28 +1,45 @@
 """A feed-forward SR backbone with MoR adapters routed by a degradation estimator.
 
-A model folder (``save_pretrained``/``from_pretrained``) holds ``model.json`` (which backbone,
-which estimator, the scale), the MoR adapter (``mor_config.json``, ``mor_adapter.safetensors``)
-and, for the learned estimator, the estimator heads the adapters were trained with
-(``estimator.safetensors``). The backbone weights are not copied: they are named (a pretrained
-name such as ``realesrgan-x4plus``) or referenced by path.
+A model folder (``save_pretrained``/``from_pretrained``) holds the manifest
+(``mordasr_model.json``, type ``mor``), ``model.json`` (which backbone, which estimator, the
+scale), the MoR adapter (``mor_config.json``, ``mor_adapter.safetensors``) and, for the learned
+estimator, the estimator heads the adapters were trained with (``estimator.safetensors``). The
+backbone weights are not copied: they are named (a pretrained name such as
+``realesrgan-x4plus``) or referenced by path. Folders of earlier versions (no manifest) are
+recognised by their ``model.json``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from mordasr.estimate import DegradationEstimator, LearnedEstimator, load_estimator
 from mordasr.estimate.learned import MIN_SIDE
-from mordasr.mor import MoRConfig, inject_mor, load_mor_adapter, routing, save_mor_adapter
+from mordasr.mor import (
+    MoRConfig,
+    inject_mor,
+    load_mor_state_dict,
+    routing,
+    save_mor_adapter,
+)
+from mordasr.mor.model import CONFIG_NAME as MOR_CONFIG_FILE
+from mordasr.mor.model import WEIGHTS_NAME as MOR_WEIGHTS_FILE
 from mordasr.nets.loaders import load_realesrgan
+from mordasr.sr.manifest import loading, read_json_dataclass, write_manifest
+from mordasr.sr.protocol import Tiling
+from mordasr.sr.registry import check_model_type, register_model_type
 from mordasr.sr.router_input import RouterInput, router_input
 
 MODEL_FILE = "model.json"
@@ -37,7 +54,7 @@ class SRModelSpec:
 
     backbone: str = "realesrgan-x4plus"
     """A pretrained backbone name or a weight file (absolute, or relative to the model folder)."""
-    estimator: str = "learned"
+    estimator: Literal["learned", "clip"] = "learned"
     """Which degradation estimator routes the adapters: ``learned`` or ``clip``."""
     clip_model: str | None = None
     """Hub id or local folder of the CLIP weights when ``estimator`` is ``clip``."""
@@ -51,8 +68,12 @@ class SRModelSpec:
     (see :mod:`mordasr.sr.router_input`)."""
 
 
+@register_model_type(legacy_marker=MODEL_FILE)
 class MoRSuperResolver(nn.Module):
     """Backbone + MoR adapters + estimator: ``sr = backbone_routed_by(estimator(lr))(lr)``."""
+
+    model_type: ClassVar[str] = "mor"
+    tiling: ClassVar[Tiling] = "image"
 
     def __init__(
         self, backbone: nn.Module, estimator: DegradationEstimator, spec: SRModelSpec
@@ -67,12 +88,31 @@ class MoRSuperResolver(nn.Module):
     def scale(self) -> int:
         return self.spec.scale
 
+    @property
+    def multiple_of(self) -> int:
+        """Side multiple the backbone needs: x2 and x1 RRDBNets pixel-unshuffle by 2 and 4."""
+        return int(getattr(self.backbone, "unshuffle", 1))
+
+    def describe(self) -> str:
+        return f"MoR on {self.spec.backbone} (estimator: {self.spec.estimator})"
+
+    def to_inference(
+        self, device: torch.device | str, dtype: torch.dtype, *, merge: bool = False
+    ) -> MoRSuperResolver:
+        """Backbone (and adapters) in ``dtype`` on ``device``, the estimator float32 there; the
+        routed ranks are folded per image anyway, so ``merge`` changes nothing here."""
+        self.to(device)
+        self.backbone.to(dtype=dtype)
+        return self.eval()
+
     @classmethod
     def build(
         cls, spec: SRModelSpec, mor: MoRConfig | None, base_dir: Path | None = None
     ) -> MoRSuperResolver:
         """Load the backbone and estimator and, if ``mor`` is given, inject fresh adapters."""
-        backbone = load_realesrgan(_resolve(spec.backbone, base_dir))
+        backbone_path = _resolve(spec.backbone, base_dir)
+        with loading(backbone_path):
+            backbone = load_realesrgan(backbone_path)
         backbone.requires_grad_(False)
         if mor is not None:
             inject_mor(backbone, mor)
@@ -80,9 +120,11 @@ class MoRSuperResolver(nn.Module):
             weights = Path(spec.estimator_weights)
             if base_dir is not None and not weights.is_absolute():
                 weights = base_dir / weights
-            estimator: DegradationEstimator = LearnedEstimator.from_pretrained(weights)
+            with loading(weights):
+                estimator: DegradationEstimator = LearnedEstimator.from_pretrained(weights)
         else:
-            estimator = load_estimator(spec.estimator, clip_model=spec.clip_model)
+            with loading(spec.clip_model or f"the {spec.estimator} estimator"):
+                estimator = load_estimator(spec.estimator, clip_model=spec.clip_model)
         return cls(backbone, estimator, spec)
 
     def estimate(self, lr: Tensor) -> Tensor:
@@ -96,16 +138,24 @@ class MoRSuperResolver(nn.Module):
         image = _estimator_view(lr)
         return router_input(self.spec.router_input, self.estimator, image).to(lr.dtype)
 
+    @contextmanager
+    def routed(self, lr: Tensor, scores: Tensor | None = None) -> Iterator[nn.Module]:
+        """The backbone routed by ``scores`` (default: :meth:`route_input` of ``lr``), in the
+        backbone's dtype, for any number of calls on ``lr`` or its tiles."""
+        if scores is None:
+            scores = self.route_input(lr)
+        dtype = next(self.backbone.parameters()).dtype
+        with routing(self.backbone, scores.to(dtype)):
+            yield self.backbone
+
     def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
         """Super-resolve ``lr`` (B, 3, h, w) in [0, 1]; ``scores`` (the routers' input)
         default to :meth:`route_input`."""
-        if scores is None:
-            scores = self.route_input(lr)
-        with routing(self.backbone, scores):
-            return self.backbone(lr)
+        with self.routed(lr, scores) as network:
+            return network(lr)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``model.json`` and the adapter into ``directory``."""
+        """Write the manifest, ``model.json`` and the adapter into ``directory``."""
         directory = Path(directory)
         save_mor_adapter(self.backbone, directory)
         spec = replace(self.spec)
@@ -113,18 +163,24 @@ class MoRSuperResolver(nn.Module):
             self.estimator.save_heads(directory / ESTIMATOR_FILE)
             spec.estimator_weights = ESTIMATOR_FILE
         (directory / MODEL_FILE).write_text(json.dumps(asdict(spec), indent=2) + "\n")
+        write_manifest(directory, self.model_type)
         return directory
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "default") -> MoRSuperResolver:
-        """Load a built-in model by name (``default``) or a folder written by save_pretrained."""
+        """Load a built-in model by name (``default``) or a folder written by save_pretrained
+        (of this version or an earlier one); a bad file is a one-line
+        :class:`~mordasr.sr.manifest.ModelLoadError` naming it."""
         directory = builtin_model_dir(str(name_or_path)) or Path(name_or_path)
-        spec_file = directory / MODEL_FILE
-        if not spec_file.is_file():
-            raise FileNotFoundError(f"{directory} is not a mordasr model folder (no {MODEL_FILE})")
-        spec = SRModelSpec(**json.loads(spec_file.read_text()))
-        model = cls.build(spec, mor=None, base_dir=directory)
-        load_mor_adapter(model.backbone, directory)
+        check_model_type(directory, cls.model_type)
+        spec = read_json_dataclass(directory / MODEL_FILE, SRModelSpec)
+        config_file = directory / MOR_CONFIG_FILE
+        with loading(config_file):
+            mor = MoRConfig.from_dict(json.loads(config_file.read_text()))
+        model = cls.build(spec, mor=mor, base_dir=directory)
+        weights_file = directory / MOR_WEIGHTS_FILE
+        with loading(weights_file):
+            load_mor_state_dict(model.backbone, load_file(str(weights_file)))
         model.backbone.requires_grad_(False)
         return model.eval()
 

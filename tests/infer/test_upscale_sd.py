@@ -19,7 +19,7 @@ from mordasr.io.image import read_image
 from mordasr.mor import MoRLayer, Router, mor_layers
 from mordasr.sr.sd import FixedPrompt, OneStepGenerator, load_sd_components
 from mordasr.sr.sd.sr_model import OneStepSR
-from mordasr.sr.zoo import describe, load_sr_model
+from mordasr.sr.zoo import load_sr_model
 
 UNTILED = {"latent_tile": 0, "vae_tile": 0, "color_fix": "none"}
 
@@ -60,12 +60,17 @@ def lr_image(height: int = 32, width: int = 32, seed: int = 0) -> torch.Tensor:
 def test_the_zoo_recognises_a_one_step_checkpoint_and_names_it(checkpoint: Path) -> None:
     model = load_sr_model(checkpoint)
     assert isinstance(model, OneStepSR) and model.scale == 4
-    assert describe(model).startswith("one-step MoR on ")
+    assert model.describe().startswith("one-step MoR on ")
 
 
 def test_checkpoint_holds_the_generator_and_the_estimator_heads(checkpoint: Path) -> None:
     names = {p.name for p in checkpoint.iterdir()}
-    assert names == {"onestep_config.json", "adapters.safetensors", "estimator.safetensors"}
+    assert names == {
+        "mordasr_model.json",
+        "onestep_config.json",
+        "adapters.safetensors",
+        "estimator.safetensors",
+    }
 
 
 def test_untiled_upscale_is_the_model_routed_by_the_whole_image(

@@ -1,23 +1,34 @@
 """The paper's full SR model: degradation estimator + prompt source + one-step SD generator.
 
 ``sr = generator(lr, scores=estimator(lr), prompt_embeds=text(prompt_source(lr)))``. A checkpoint
-folder (:meth:`OneStepSR.save_pretrained`) holds the generator (``onestep_config.json``,
-``adapters.safetensors``) and, for the learned estimator, the heads it was trained with
-(``estimator.safetensors``). The Stable Diffusion weights are not copied: the config names them
-(a hub id or a diffusers folder), and ``base_model`` can point elsewhere at load time.
+folder (:meth:`OneStepSR.save_pretrained`) holds the manifest (``mordasr_model.json``, type
+``onestep-sd``), the generator (``onestep_config.json``, ``adapters.safetensors``) and, for the
+learned estimator, the heads it was trained with (``estimator.safetensors``). The Stable
+Diffusion weights are not copied: the config names them (a hub id or a diffusers folder), and
+``base_model`` can point elsewhere at load time. Folders of earlier versions (no manifest) are
+recognised by their ``onestep_config.json``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import torch
+from safetensors import safe_open
 from torch import Tensor, nn
 
 from mordasr.estimate import DegradationEstimator, LearnedEstimator, load_estimator
+from mordasr.mor import merge_shared
+from mordasr.sr.manifest import loading, write_manifest
 from mordasr.sr.mor_sr import ESTIMATOR_FILE, estimate_scores
+from mordasr.sr.protocol import Tiling
+from mordasr.sr.registry import check_model_type, register_model_type
 from mordasr.sr.sd.config import OneStepConfig
-from mordasr.sr.sd.generator import CONFIG_NAME, OneStepGenerator
+from mordasr.sr.sd.generator import ADAPTERS_NAME, CONFIG_NAME, OneStepGenerator, read_config
 from mordasr.sr.sd.prompts import FixedPrompt, PromptSource
 
 
@@ -28,10 +39,12 @@ def estimator_for(config: OneStepConfig, directory: Path | None = None) -> Degra
         return load_estimator("clip", clip_model=config.estimator)
     heads = None if directory is None else directory / ESTIMATOR_FILE
     if heads is not None and heads.is_file():
-        return LearnedEstimator.from_pretrained(heads).eval()
+        with loading(heads):
+            return LearnedEstimator.from_pretrained(heads).eval()
     return load_estimator("learned")
 
 
+@register_model_type(legacy_marker=CONFIG_NAME)
 class OneStepSR(nn.Module):
     """One-step diffusion MoR-DASR: routes the generator by the LR image's degradation scores.
 
@@ -40,6 +53,9 @@ class OneStepSR(nn.Module):
         estimator: maps LR images to the (B, 7) scores that route the UNet; kept frozen.
         prompt_source: one prompt per LR image (default: the config's fixed prompt).
     """
+
+    model_type: ClassVar[str] = "onestep-sd"
+    tiling: ClassVar[Tiling] = "latent"
 
     def __init__(
         self,
@@ -57,8 +73,30 @@ class OneStepSR(nn.Module):
         return self.generator.scale
 
     @property
+    def multiple_of(self) -> int:
+        """LR side multiple at which the SR image fills whole latents and the UNet's
+        downsampling levels (e.g. 16 for SD x4: 8 pixels per latent, 8 per UNet level)."""
+        levels = len(self.generator.unet.config.block_out_channels) - 1
+        sr_multiple = self.generator.vae_scale_factor * 2**levels
+        return sr_multiple // math.gcd(sr_multiple, self.scale)
+
+    @property
     def config(self) -> OneStepConfig:
         return self.generator.config
+
+    def describe(self) -> str:
+        return f"one-step MoR on {self.config.base_model} (estimator: {self.config.estimator})"
+
+    def to_inference(
+        self, device: torch.device | str, dtype: torch.dtype, *, merge: bool = False
+    ) -> OneStepSR:
+        """The generator in ``dtype`` on ``device``, the estimator float32 there; ``merge``
+        folds the shared UNet ranks and the VAE LoRA into the base weights."""
+        self.to(device)
+        self.generator.to(dtype=dtype)
+        if merge:
+            merge_shared(self.generator)
+        return self.eval()
 
     def estimate(self, lr: Tensor) -> Tensor:
         """(B, 7) degradation scores of the LR images (float32 estimator, ``lr``'s dtype)."""
@@ -68,11 +106,21 @@ class OneStepSR(nn.Module):
         """(B, T, D) text conditioning of each LR image from the prompt source."""
         return self.generator.encode_prompt(self.prompt_source(lr))
 
-    def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
-        """LR (B, 3, h, w) in [0, 1] -> SR in [0, 1]; ``scores`` default to the estimate."""
+    @contextmanager
+    def routed(
+        self, lr: Tensor, scores: Tensor | None = None
+    ) -> Iterator[Callable[[Tensor], Tensor]]:
+        """The untiled generator conditioned on ``lr``'s scores (default: the estimate) and
+        prompt embeddings, both computed once on entry."""
         if scores is None:
             scores = self.estimate(lr)
-        return self.generator(lr, scores, self.prompt_embeds(lr))
+        embeds = self.prompt_embeds(lr)
+        yield lambda image: self.generator(image, scores, embeds)
+
+    def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
+        """LR (B, 3, h, w) in [0, 1] -> SR in [0, 1]; ``scores`` default to the estimate."""
+        with self.routed(lr, scores) as network:
+            return network(lr)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the generator (``onestep_config.json``, ``adapters.safetensors``) and, for the
@@ -84,6 +132,7 @@ class OneStepSR(nn.Module):
         self.generator.save_pretrained(directory)
         if isinstance(self.estimator, LearnedEstimator):
             self.estimator.save_heads(directory / ESTIMATOR_FILE)
+        write_manifest(directory, self.model_type)
         return directory
 
     @classmethod
@@ -94,12 +143,17 @@ class OneStepSR(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
     ) -> OneStepSR:
-        """Load a folder written by :meth:`save_pretrained` (the estimator stays float32)."""
-        generator = OneStepGenerator.from_pretrained(directory, base_model, dtype, device)
-        estimator = estimator_for(generator.config, Path(directory)).to(device)
+        """Load a folder written by :meth:`save_pretrained` (of this version or an earlier
+        one; the estimator stays float32); a bad file is a one-line
+        :class:`~mordasr.sr.manifest.ModelLoadError` naming it."""
+        directory = Path(directory)
+        check_model_type(directory, cls.model_type)
+        with loading(directory / CONFIG_NAME):
+            read_config(directory)
+        adapters = directory / ADAPTERS_NAME
+        with loading(adapters), safe_open(str(adapters), framework="pt") as handle:
+            handle.keys()
+        with loading(directory):
+            generator = OneStepGenerator.from_pretrained(directory, base_model, dtype, device)
+        estimator = estimator_for(generator.config, directory).to(device)
         return cls(generator, estimator).eval()
-
-
-def is_onestep_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a folder written by :meth:`OneStepSR.save_pretrained`."""
-    return (Path(path) / CONFIG_NAME).is_file()

@@ -1,0 +1,158 @@
+"""Models without adapters: a plain feed-forward backbone, and bicubic interpolation.
+
+A plain model's folder holds the manifest (type ``plain``) and ``backbone.safetensors``; a
+bicubic folder the manifest (type ``bicubic``) and ``bicubic.json`` (the scale).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from mordasr.nets.loaders import PRETRAINED, load_realesrgan
+from mordasr.sr.manifest import loading, read_json_dataclass, write_manifest
+from mordasr.sr.protocol import Tiling
+from mordasr.sr.registry import check_model_type, register_model_type
+
+BACKBONE_FILE = "backbone.safetensors"
+BICUBIC_FILE = "bicubic.json"
+
+
+@register_model_type()
+class PlainSR(nn.Module):
+    """A feed-forward backbone used as is (no adapters, no routing).
+
+    Args:
+        backbone: maps (B, 3, h, w) to (B, 3, scale*h, scale*w).
+        scale: its upscaling factor.
+        multiple_of: the side multiple it needs (2 and 4 for x2 and x1 RRDBNets).
+    """
+
+    model_type: ClassVar[str] = "plain"
+    tiling: ClassVar[Tiling] = "image"
+
+    def __init__(self, backbone: nn.Module, scale: int, multiple_of: int = 1) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self._scale = scale
+        self._multiple_of = multiple_of
+
+    @property
+    def scale(self) -> int:
+        return self._scale
+
+    @property
+    def multiple_of(self) -> int:
+        return self._multiple_of
+
+    def describe(self) -> str:
+        return "plain backbone"
+
+    @contextmanager
+    def routed(self, lr: Tensor) -> Iterator[nn.Module]:
+        """The backbone itself: nothing is routed."""
+        yield self.backbone
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.backbone(lr)
+
+    def to_inference(
+        self, device: torch.device | str, dtype: torch.dtype, *, merge: bool = False
+    ) -> PlainSR:
+        """On ``device`` in ``dtype``, eval mode (``merge``: nothing to merge)."""
+        return self.to(device=device, dtype=dtype).eval()
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the manifest and the backbone's weights (an RRDBNet state dict)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.backbone.state_dict().items()}
+        save_file(state, str(directory / BACKBONE_FILE))
+        write_manifest(directory, self.model_type)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path) -> PlainSR:
+        """A folder written by :meth:`save_pretrained`, a pretrained backbone name
+        (``realesrgan-x4plus``, ``realsr-df2k-x4``) or a ``.pth``/``.param``/``.safetensors``
+        file; a file that cannot be read (or a pickle that carries code) is a one-line
+        :class:`~mordasr.sr.manifest.ModelLoadError`."""
+        source = Path(name_or_path)
+        if str(name_or_path) not in PRETRAINED and source.is_dir():
+            check_model_type(source, cls.model_type)
+            source = source / BACKBONE_FILE
+        with loading(source):
+            backbone = load_realesrgan(source)
+        backbone.requires_grad_(False)
+        return cls(backbone, backbone.scale, backbone.unshuffle).eval()
+
+
+@dataclass
+class BicubicConfig:
+    """What a bicubic model folder stores."""
+
+    scale: int = 4
+
+
+@register_model_type()
+class BicubicSR(nn.Module):
+    """Bicubic interpolation by ``scale`` (antialias off, as MATLAB-free baselines do)."""
+
+    model_type: ClassVar[str] = "bicubic"
+    tiling: ClassVar[Tiling] = "image"
+
+    def __init__(self, scale: int = 4) -> None:
+        super().__init__()
+        self._scale = scale
+
+    @property
+    def scale(self) -> int:
+        return self._scale
+
+    @property
+    def multiple_of(self) -> int:
+        return 1
+
+    def describe(self) -> str:
+        return "bicubic"
+
+    @contextmanager
+    def routed(self, lr: Tensor) -> Iterator[nn.Module]:
+        """The interpolation itself: nothing is routed."""
+        yield self
+
+    def forward(self, lr: Tensor) -> Tensor:
+        out = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return out.clamp(0.0, 1.0)
+
+    def to_inference(
+        self, device: torch.device | str, dtype: torch.dtype, *, merge: bool = False
+    ) -> BicubicSR:
+        """Nothing to move or cast: interpolation runs in the input's dtype and device."""
+        return self.eval()
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the manifest and ``bicubic.json``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = BicubicConfig(self.scale)
+        (directory / BICUBIC_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
+        write_manifest(directory, self.model_type)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> BicubicSR:
+        """Load a folder written by :meth:`save_pretrained`."""
+        directory = Path(directory)
+        check_model_type(directory, cls.model_type)
+        config = read_json_dataclass(directory / BICUBIC_FILE, BicubicConfig)
+        return cls(config.scale).eval()
