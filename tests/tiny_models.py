@@ -13,19 +13,21 @@ from mordasr.sr.mor_sr import MoRSuperResolver, SRModelSpec
 from mordasr.sr.router_input import BLUR_NOISE
 
 
-def tiny_backbone(path: Path) -> Path:
-    """Save a 1-block, 8-feature RRDBNet as an official-style .pth file."""
+def tiny_backbone(path: Path, scale: int = 4) -> Path:
+    """Save a 1-block, 8-feature RRDBNet (x4, x2 or x1) as an official-style .pth file."""
     torch.manual_seed(0)
-    net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4)
+    net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4, scale=scale)
     torch.save({"params_ema": net.state_dict()}, path)
     return path
 
 
-def tiny_mor_model(root: Path, router_input: str = "scores", router_bias: bool = False) -> Path:
-    """A MoR model folder on a tiny backbone, with non-zero adapters (routed by the 7 scores,
-    or by what ``router_input`` names; ``router_bias`` gives the routers a bias)."""
+def tiny_mor_model(
+    root: Path, router_input: str = "scores", router_bias: bool = False, scale: int = 4
+) -> Path:
+    """A MoR model folder on a tiny backbone of ``scale``, with non-zero adapters (routed by
+    the 7 scores, or by what ``router_input`` names; ``router_bias`` gives the routers a bias)."""
     root.mkdir(parents=True, exist_ok=True)
-    backbone = tiny_backbone(root / "tiny.pth")
+    backbone = tiny_backbone(root / "tiny.pth", scale)
     mor = MoRConfig(
         target_modules=r"conv_(body|up1|up2|hr|last)",
         num_shared=2,
@@ -35,7 +37,7 @@ def tiny_mor_model(root: Path, router_input: str = "scores", router_bias: bool =
         score_dim=len(BLUR_NOISE) if router_input == "blur-noise" else 7,
         router_bias=router_bias,
     )
-    spec = SRModelSpec(backbone=str(backbone), router_input=router_input)
+    spec = SRModelSpec(backbone=str(backbone), router_input=router_input, scale=scale)
     model = MoRSuperResolver.build(spec, mor)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():

@@ -122,10 +122,13 @@ class Upscaler:
         return out[0] if single else out
 
     def _tiled(self, fn: Callable[[Tensor], Tensor], image: Tensor) -> Tensor:
-        """``fn`` over tiles whose sides are multiples of the model's ``multiple_of``."""
+        """``fn`` over tiles whose sides and starts are multiples of the model's
+        ``multiple_of``."""
         multiple = self.model.multiple_of
         tile = self.tile and max(multiple, self.tile - self.tile % multiple)
-        return tiled_forward(fn, image, self.scale, tile, self.tile_overlap, progress=self.progress)
+        return tiled_forward(
+            fn, image, self.scale, tile, self.tile_overlap, progress=self.progress, align=multiple
+        )
 
     def _one_step(self, lr: Tensor) -> Tensor:
         """The one-step SD model on float32 LR images: SR in [0, 1] (float32).

@@ -22,17 +22,19 @@ from tqdm.auto import tqdm
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     """Evenly spread start offsets of tiles covering ``length`` pixels.
 
-    Consecutive tiles share at least ``2 * overlap`` pixels; a length that fits in one tile
-    gives the single start 0 (that tile is then only ``length`` long).
+    Consecutive tiles share at least ``2 * overlap`` pixels (less up to ``align``); a length
+    that fits in one tile gives the single start 0 (that tile is then only ``length`` long).
+    Starts are multiples of ``align`` (for networks that pixel-unshuffle their input, so every
+    tile sees the same pixel grid; ``length`` and ``tile`` must then be multiples of it too).
     """
     if length <= tile:
         return [0]
     step = tile - 2 * overlap
     count = math.ceil((length - tile) / step) + 1
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+    return [align * round(i * (length - tile) / (count - 1) / align) for i in range(count)]
 
 
 def _seams(starts: Sequence[int], size: int) -> list[float]:
@@ -49,13 +51,13 @@ def _rise(positions: torch.Tensor, seam: float, half: float) -> torch.Tensor:
 
 
 def axis_weights(
-    length: int, tile: int, overlap: int, blend: float, scale: int
+    length: int, tile: int, overlap: int, blend: float, scale: int, align: int = 1
 ) -> list[tuple[int, int, torch.Tensor]]:
     """Per tile along one axis: input start, input size and its output-resolution weights.
 
     The weights of all tiles sum to one at every output pixel.
     """
-    starts = tile_starts(length, tile, overlap)
+    starts = tile_starts(length, tile, overlap, align)
     size = min(tile, length)
     seams = _seams(starts, size)
     # Keep neighbouring ramps apart so at most two tiles ever share a pixel.
@@ -85,6 +87,7 @@ def tiled_forward(
     *,
     blend: float | None = None,
     progress: bool = False,
+    align: int = 1,
 ) -> torch.Tensor:
     """Apply ``fn`` ((B, C, h, w) -> (B, C', h*scale, w*scale)) to ``image`` tile by tile.
 
@@ -92,7 +95,8 @@ def tiled_forward(
     ``overlap`` the context each tile keeps beyond a seam, in input pixels, and ``blend`` the
     width of the cross-fade at a seam (default ``overlap``; 0 gives hard seams). The result is
     exact for networks whose receptive radius is at most ``overlap - blend / 2`` input pixels.
-    ``progress`` shows a tqdm bar over the tiles.
+    ``progress`` shows a tqdm bar over the tiles; tile starts are multiples of ``align``
+    (see :func:`tile_starts`).
     """
     if image.ndim != 4:
         raise ValueError(f"expected a (B, C, H, W) image, got shape {tuple(image.shape)}")
@@ -104,8 +108,8 @@ def tiled_forward(
         raise ValueError(f"tile ({tile}) must exceed twice the overlap ({overlap}), overlap >= 0")
     if not 0 <= blend <= 2 * overlap:
         raise ValueError(f"blend must lie in [0, 2 * overlap], got {blend}")
-    rows = axis_weights(height, tile, overlap, blend, scale)
-    cols = axis_weights(width, tile, overlap, blend, scale)
+    rows = axis_weights(height, tile, overlap, blend, scale, align)
+    cols = axis_weights(width, tile, overlap, blend, scale, align)
     output: torch.Tensor | None = None
     total: torch.Tensor | None = None
     with tqdm(total=len(rows) * len(cols), desc="tiles", disable=not progress, leave=False) as bar:

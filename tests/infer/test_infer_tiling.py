@@ -120,3 +120,9 @@ def test_tile_must_exceed_twice_the_overlap() -> None:
 def test_progress_bar_reports_tiles(capsys: pytest.CaptureFixture[str]) -> None:
     tiled_forward(lambda x: x, torch.rand(1, 1, 40, 40), 1, tile=16, overlap=2, progress=True)
     assert "tiles" in capsys.readouterr().err
+
+
+def test_aligned_tile_starts_are_multiples_of_the_alignment() -> None:
+    starts = tile_starts(100, 32, 8, align=4)
+    assert starts[0] == 0 and starts[-1] == 68
+    assert all(start % 4 == 0 for start in starts)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import photo, tiny_mor_model
+from tiny_models import photo, tiny_backbone, tiny_mor_model
 
 from mordasr.cli import main
 from mordasr.infer.pipeline import Upscaler
@@ -128,3 +128,71 @@ def test_cli_names_an_unknown_model_in_one_line(
     assert main(args) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def small_scale_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Plain and MoR models on x2 and x1 RRDBNets (they pixel-unshuffle by 2 and 4)."""
+    root = tmp_path_factory.mktemp("scales")
+    models: dict[str, Path] = {}
+    for scale in (2, 1):
+        models[f"plain-x{scale}"] = tiny_backbone(root / f"x{scale}.pth", scale)
+        models[f"mor-x{scale}"] = tiny_mor_model(root / f"mor-x{scale}", scale=scale)
+    return models
+
+
+@pytest.mark.parametrize("name", ["plain-x2", "plain-x1", "mor-x2", "mor-x1"])
+@pytest.mark.parametrize("size", [(33, 31), (1, 1)])
+def test_x2_and_x1_rrdbnets_upscale_any_size(
+    name: str, size: tuple[int, int], small_scale_models: dict[str, Path]
+) -> None:
+    upscaler = Upscaler(small_scale_models[name], device="cpu")
+    height, width = size
+    out = upscaler.upscale_tensor(torch.rand(3, height, width))
+    scale = upscaler.scale
+    assert out.shape == (3, height * scale, width * scale)
+    assert torch.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_padding_keeps_the_image_content_in_place(small_scale_models: dict[str, Path]) -> None:
+    """Padding goes to the bottom and right only: a 33x31 input's result matches, away from
+    those borders, the result of its 32x28 top-left crop (a multiple of 4)."""
+    upscaler = Upscaler(small_scale_models["mor-x1"], device="cpu")
+    lr = torch.from_numpy(photo(33, 31)).permute(2, 0, 1).float() / 255
+    odd, crop = upscaler.upscale_tensor(lr), upscaler.upscale_tensor(lr[:, :32, :28])
+    assert (odd[:, :20, :16] - crop[:, :20, :16]).abs().max() < 0.05
+
+
+def test_tiled_odd_sizes_match_untiled_on_an_x1_model(small_scale_models: dict[str, Path]) -> None:
+    """Tiles start on the model's pixel-unshuffle grid, so every tile sees the grid the whole
+    image does (unaligned starts differ by about 0.02 here)."""
+    lr = torch.from_numpy(photo(93, 101)).permute(2, 0, 1).float() / 255
+    whole = Upscaler(small_scale_models["mor-x1"], device="cpu").upscale_tensor(lr)
+    tiled = Upscaler(small_scale_models["mor-x1"], device="cpu", tile=64, tile_overlap=24)
+    assert (tiled.upscale_tensor(lr) - whole).abs().max() < 2e-3
+
+
+def test_a_bad_file_never_stops_the_rest_of_the_folder(
+    small_scale_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(photo(33, 31)).save(src / "a_odd.png")
+    (src / "b_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    Image.fromarray(photo(1, 1)).save(src / "c_tiny.png")
+    Image.fromarray(photo(16, 16)).save(src / "d_fine.png")
+    model = str(small_scale_models["mor-x2"])
+    status = main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", model])
+    assert status == 1
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["a_odd.png", "c_tiny.png", "d_fine.png"]
+    assert read_image(tmp_path / "out" / "a_odd.png").tensor.shape == (3, 66, 62)
+    err = capsys.readouterr().err
+    assert "b_corrupt.jpg" in err and "Traceback" not in err
+
+
+def test_any_module_with_a_scale_runs_as_a_plain_model() -> None:
+    net = torch.nn.Upsample(scale_factor=2)
+    net.scale = 2
+    out = Upscaler(net, device="cpu").upscale_tensor(torch.rand(3, 5, 7))
+    assert out.shape == (3, 10, 14)
