@@ -31,6 +31,7 @@ from mordasr.eval.plots import (
     pyplot,
 )
 from mordasr.mor import mor_layers
+from mordasr.sr.manifest import ModelLoadError
 from mordasr.sr.zoo import load_sr_model
 
 DEFAULT_PRESETS = ("mordasr-mild", "mordasr-severe")
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(error)
     try:
         model = load_sr_model(args.model)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ModelLoadError) as error:
         return fail(error)
     if not hasattr(model, "estimate"):
         return fail(f"{args.model} is not a MoR model (nothing is routed)")

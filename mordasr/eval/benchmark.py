@@ -30,6 +30,7 @@ from mordasr.eval.io import list_images, load_image
 from mordasr.infer.pipeline import Upscaler
 from mordasr.io.image import save_image
 from mordasr.metrics.functional import HIGHER_IS_BETTER, metric_functions
+from mordasr.sr.manifest import ModelLoadError
 
 DEFAULT_MODELS = ("default", "realesrgan-x4plus", "bicubic")
 _PAIR_TAG = re.compile(r"([_\-.]?(lr|hr)([_\-.]?x?\d)?)$", re.IGNORECASE)
@@ -267,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         runs = run_benchmark(
             pairs, args.models, metrics, args.crop_border, args.device, save_dir, keep=keep
         )
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ModelLoadError) as error:
         print(f"mordasr benchmark: {error}", file=sys.stderr)
         return 1
     reference = args.reference if args.reference in args.models else None

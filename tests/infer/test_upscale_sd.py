@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from mordasr.infer.latent_tiling import tile_spans
 from mordasr.infer.pipeline import Upscaler
 from mordasr.io.image import read_image
 from mordasr.mor import MoRLayer, Router, mor_layers
+from mordasr.sr.manifest import ModelLoadError
 from mordasr.sr.sd import FixedPrompt, OneStepGenerator, load_sd_components
 from mordasr.sr.sd.sr_model import OneStepSR
 from mordasr.sr.zoo import load_sr_model
@@ -61,6 +63,24 @@ def test_the_zoo_recognises_a_one_step_checkpoint_and_names_it(checkpoint: Path)
     model = load_sr_model(checkpoint)
     assert isinstance(model, OneStepSR) and model.scale == 4
     assert model.describe().startswith("one-step MoR on ")
+
+
+def test_a_checkpoint_of_an_earlier_version_without_manifest_still_loads(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    legacy = shutil.copytree(checkpoint, tmp_path / "legacy")
+    (legacy / "mordasr_model.json").unlink()
+    model = load_sr_model(legacy)
+    assert isinstance(model, OneStepSR) and model.scale == 4
+
+
+def test_a_truncated_adapter_file_is_refused_in_one_line(checkpoint: Path, tmp_path: Path) -> None:
+    broken = shutil.copytree(checkpoint, tmp_path / "broken")
+    data = (broken / "adapters.safetensors").read_bytes()
+    (broken / "adapters.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match=r"adapters\.safetensors: not a readable") as caught:
+        load_sr_model(broken)
+    assert "\n" not in str(caught.value)
 
 
 def test_checkpoint_holds_the_generator_and_the_estimator_heads(checkpoint: Path) -> None:
