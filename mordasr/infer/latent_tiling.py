@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 
+from mordasr.infer.tiling import TileProgress, tiled_forward
+
 TileFn = Callable[[Tensor], Tensor]
 
 GAUSSIAN_SIGMA = 0.1
@@ -70,7 +72,13 @@ def axis_weights(size: int, first: bool, last: bool, margin: int) -> Tensor:
 
 
 def _blend_tiles(
-    fn: TileFn, x: Tensor, tile: int, overlap: int, up: int, down: int, progress: bool
+    fn: TileFn,
+    x: Tensor,
+    tile: int,
+    overlap: int,
+    up: int,
+    down: int,
+    progress: bool | TileProgress,
 ) -> Tensor:
     """Tile ``x`` and blend ``fn``'s outputs, which are ``up / down`` times the tile size."""
     if x.ndim != 4:
@@ -94,9 +102,14 @@ def _blend_tiles(
     output: Tensor | None = None
     dtype = x.dtype
     total = torch.zeros(height * up // down, width * up // down, dtype=torch.float64)
-    with tqdm(total=len(rows) * len(cols), desc="tiles", disable=not progress, leave=False) as bar:
-        for y0, tile_h, weight_y in rows:
-            for x0, tile_w, weight_x in cols:
+    report = progress if callable(progress) else None
+    count = len(rows) * len(cols)
+    quiet = report is not None or not progress
+    with tqdm(total=count, desc="tiles", disable=quiet, leave=False) as bar:
+        for row, (y0, tile_h, weight_y) in enumerate(rows):
+            for col, (x0, tile_w, weight_x) in enumerate(cols):
+                if report is not None:
+                    report(row * len(cols) + col, count)
                 result = fn(x[..., y0 : y0 + tile_h, x0 : x0 + tile_w])
                 expected = (tile_h * up // down, tile_w * up // down)
                 if result.ndim != 4 or tuple(result.shape[-2:]) != expected:
@@ -116,6 +129,8 @@ def _blend_tiles(
                 bar.update()
     if output is None:
         raise RuntimeError("no tile was processed")
+    if report is not None:
+        report(count, count)
     return (output / total.to(output.device, torch.float32)).to(dtype)
 
 
@@ -124,15 +139,16 @@ def _fits(x: Tensor, tile: int) -> bool:
 
 
 def tiled_latent_forward(
-    fn: TileFn, latents: Tensor, tile: int, overlap: int, progress: bool = False
+    fn: TileFn, latents: Tensor, tile: int, overlap: int, progress: bool | TileProgress = False
 ) -> Tensor:
     """Run the shape-preserving ``fn`` (e.g. the routed UNet's x0 prediction) on latent tiles.
 
     ``tile`` and ``overlap`` are in latent pixels; ``tile <= 0`` or latents that fit in one tile
-    give exactly ``fn(latents)``. ``progress`` shows a tqdm bar over the tiles.
+    give exactly ``fn(latents)``. ``progress`` shows a tqdm bar over the tiles or, if callable,
+    is a :data:`~mordasr.infer.tiling.TileProgress` (an untiled pass counts as one tile).
     """
     if _fits(latents, tile):
-        return fn(latents)
+        return tiled_forward(fn, latents, 1, None, progress=progress)
     return _blend_tiles(fn, latents, tile, overlap, 1, 1, progress)
 
 

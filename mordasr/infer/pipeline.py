@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from mordasr.infer.color_fix import adain_color_fix, wavelet_color_fix
 from mordasr.infer.latent_tiling import tiled_latent_forward, tiled_vae_decode, tiled_vae_encode
-from mordasr.infer.tiling import tiled_forward
+from mordasr.infer.tiling import TileProgress, tiled_forward
 from mordasr.io.image import DecodedImage, read_image, save_like
 from mordasr.mor import prefold_routed, routing
 from mordasr.sr.protocol import SRModel
@@ -62,7 +62,8 @@ class Upscaler:
         tile: largest input tile side; ``None`` or 0 processes the whole image at once
             (feed-forward models; the one-step SD model tiles its latents instead).
         tile_overlap: input pixels of context each tile keeps across a seam.
-        progress: show a bar over tiles.
+        progress: show a bar over tiles, or a :data:`~mordasr.infer.tiling.TileProgress`
+            called with ``(done, total)`` tiles (one-step SD: the UNet's latent tiles).
         latent_tile: one-step SD: largest latent tile side of the UNet (0: the whole latent).
         latent_overlap: one-step SD: latent pixels neighbouring UNet tiles share.
         vae_tile: one-step SD: largest SR-image tile side of the VAE encoder and decoder
@@ -78,7 +79,7 @@ class Upscaler:
         dtype: torch.dtype = torch.float32,
         tile: int | None = None,
         tile_overlap: int = 32,
-        progress: bool = False,
+        progress: bool | TileProgress = False,
         latent_tile: int = 96,
         latent_overlap: int = 32,
         vae_tile: int = 1024,
@@ -145,6 +146,7 @@ class Upscaler:
         up = generator.upsample(pad_to_multiple(lr, model.multiple_of))
         factor = generator.vae_scale_factor
         overlap = self.vae_tile // 8
+        vae_bar = self.progress is True
         latents = tiled_vae_encode(
             generator.encode,
             up.to(self.dtype),
@@ -152,7 +154,7 @@ class Upscaler:
             overlap,
             factor,
             norm_module=generator.vae.encoder,
-            progress=self.progress,
+            progress=vae_bar,
         )
         with routing(generator.unet, scores):
             prefold_routed(generator.unet)
@@ -170,7 +172,7 @@ class Upscaler:
             overlap // factor,
             factor,
             norm_module=generator.vae.decoder,
-            progress=self.progress,
+            progress=vae_bar,
         ).float()
         fix = COLOR_FIXES[self.color_fix]
         if fix is not None:

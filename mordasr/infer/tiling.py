@@ -20,6 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
+TileProgress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` before each tile and once when all are done, e.g. to
+feed a web page's bar; an exception it raises stops the work before the next tile."""
 
 
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
@@ -86,7 +89,7 @@ def tiled_forward(
     overlap: int = 16,
     *,
     blend: float | None = None,
-    progress: bool = False,
+    progress: bool | TileProgress = False,
     align: int = 1,
 ) -> torch.Tensor:
     """Apply ``fn`` ((B, C, h, w) -> (B, C', h*scale, w*scale)) to ``image`` tile by tile.
@@ -95,14 +98,21 @@ def tiled_forward(
     ``overlap`` the context each tile keeps beyond a seam, in input pixels, and ``blend`` the
     width of the cross-fade at a seam (default ``overlap``; 0 gives hard seams). The result is
     exact for networks whose receptive radius is at most ``overlap - blend / 2`` input pixels.
-    ``progress`` shows a tqdm bar over the tiles; tile starts are multiples of ``align``
-    (see :func:`tile_starts`).
+    ``progress`` shows a tqdm bar over the tiles or, if callable, is a :data:`TileProgress`
+    (an untiled pass counts as one tile); tile starts are multiples of ``align`` (see
+    :func:`tile_starts`).
     """
     if image.ndim != 4:
         raise ValueError(f"expected a (B, C, H, W) image, got shape {tuple(image.shape)}")
     height, width = image.shape[-2:]
+    report = progress if callable(progress) else None
     if not tile or (height <= tile and width <= tile):
-        return fn(image)
+        if report is not None:
+            report(0, 1)
+        output = fn(image)
+        if report is not None:
+            report(1, 1)
+        return output
     blend = overlap if blend is None else blend
     if overlap < 0 or tile <= 2 * overlap:
         raise ValueError(f"tile ({tile}) must exceed twice the overlap ({overlap}), overlap >= 0")
@@ -112,10 +122,14 @@ def tiled_forward(
     cols = axis_weights(width, tile, overlap, blend, scale, align)
     output: torch.Tensor | None = None
     total: torch.Tensor | None = None
-    with tqdm(total=len(rows) * len(cols), desc="tiles", disable=not progress, leave=False) as bar:
-        for y0, tile_h, weight_y in rows:
-            for x0, tile_w, weight_x in cols:
+    count = len(rows) * len(cols)
+    quiet = report is not None or not progress
+    with tqdm(total=count, desc="tiles", disable=quiet, leave=False) as bar:
+        for row, (y0, tile_h, weight_y) in enumerate(rows):
+            for col, (x0, tile_w, weight_x) in enumerate(cols):
                 bar.update()
+                if report is not None:
+                    report(row * len(cols) + col, count)
                 weight = weight_y[:, None] * weight_x[None, :]
                 if not bool(weight.any()):
                     continue
@@ -137,4 +151,6 @@ def tiled_forward(
                 total[ys, xs] += weight
     if output is None or total is None:
         raise RuntimeError("no tile carried any weight")
+    if report is not None:
+        report(count, count)
     return output / total.to(output.dtype)

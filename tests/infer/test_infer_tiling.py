@@ -126,3 +126,37 @@ def test_aligned_tile_starts_are_multiples_of_the_alignment() -> None:
     starts = tile_starts(100, 32, 8, align=4)
     assert starts[0] == 0 and starts[-1] == 68
     assert all(start % 4 == 0 for start in starts)
+
+
+def test_progress_callback_counts_every_tile_then_the_total() -> None:
+    calls: list[tuple[int, int]] = []
+    image = torch.rand(1, 1, 40, 40)
+    tiled_forward(lambda x: x, image, 1, tile=16, overlap=2, progress=lambda *c: calls.append(c))
+    count = len(tile_starts(40, 16, 2)) ** 2
+    assert calls == [(done, count) for done in range(count + 1)]
+
+
+def test_untiled_pass_reports_as_one_tile() -> None:
+    calls: list[tuple[int, int]] = []
+    tiled_forward(
+        lambda x: x, torch.rand(1, 1, 8, 8), 1, tile=0, progress=lambda *c: calls.append(c)
+    )
+    assert calls == [(0, 1), (1, 1)]
+
+
+def test_an_exception_in_the_callback_stops_before_the_next_tile() -> None:
+    seen: list[int] = []
+
+    def network(x: torch.Tensor) -> torch.Tensor:
+        seen.append(1)
+        return x
+
+    def stop_after_two(done: int, total: int) -> None:
+        if done == 2:
+            raise InterruptedError
+
+    with pytest.raises(InterruptedError):
+        tiled_forward(
+            network, torch.rand(1, 1, 40, 40), 1, tile=16, overlap=2, progress=stop_after_two
+        )
+    assert len(seen) == 2

@@ -127,6 +127,13 @@ def test_progress_bar_counts_the_tiles(capsys: pytest.CaptureFixture[str]) -> No
     assert "/9 " in capsys.readouterr().err  # 3 x 3 tiles
 
 
+def test_progress_callback_counts_the_latent_tiles() -> None:
+    calls: list[tuple[int, int]] = []
+    latents = torch.zeros(1, 4, 30, 30)
+    tiled_latent_forward(lambda x: x, latents, 16, 4, progress=lambda *c: calls.append(c))
+    assert calls == [(done, 9) for done in range(10)]  # 3 x 3 tiles, as the bar above
+
+
 def test_overlap_not_below_the_tile_is_rejected() -> None:
     with pytest.raises(ValueError, match="must exceed the overlap"):
         tiled_latent_forward(lambda x: x, torch.zeros(1, 4, 40, 40), 16, 16)

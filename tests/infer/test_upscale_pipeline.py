@@ -12,6 +12,7 @@ from tiny_models import photo, tiny_backbone, tiny_mor_model
 
 from mordasr.cli import main
 from mordasr.infer.pipeline import Upscaler
+from mordasr.infer.tiling import tile_starts
 from mordasr.io.image import read_image
 
 
@@ -29,6 +30,15 @@ def test_tensor_upscale_is_four_times_larger_and_in_range(upscaler: Upscaler) ->
     out = upscaler.upscale_tensor(torch.rand(3, 40, 36))
     assert out.shape == (3, 160, 144)
     assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_progress_callback_hears_every_tile(model_dir: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    report = lambda *call: calls.append(call)  # noqa: E731
+    upscaler = Upscaler(model_dir, device="cpu", tile=24, tile_overlap=4, progress=report)
+    upscaler.upscale_tensor(torch.rand(3, 40, 36))
+    count = len(tile_starts(40, 24, 4)) * len(tile_starts(36, 24, 4))
+    assert calls == [(done, count) for done in range(count + 1)]
 
 
 def test_pipeline_routes_by_the_whole_image_scores(upscaler: Upscaler) -> None:
