@@ -16,6 +16,7 @@ from mordasr.eval.analyze_cli import register as analyze_register
 from mordasr.eval.benchmark import register as benchmark_register
 from mordasr.eval.cli import register as eval_register
 from mordasr.infer.cli import register as upscale_register
+from mordasr.serve.cli import register as serve_register
 from mordasr.train.cli import register as train_register
 
 Register = Callable[[argparse._SubParsersAction], None]
@@ -31,6 +32,7 @@ def _registrars() -> list[Register]:
         eval_register,
         benchmark_register,
         analyze_register,
+        serve_register,
     ]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from mordasr.cli import build_parser, main
 
-COMMANDS = {"upscale", "degrade", "estimate", "train", "eval", "benchmark", "analyze"}
+COMMANDS = {"upscale", "degrade", "estimate", "train", "eval", "benchmark", "analyze", "serve"}
 
 
 def test_every_documented_command_is_registered() -> None:

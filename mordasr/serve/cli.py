@@ -1,0 +1,78 @@
+"""`mordasr serve`: start the local web page (needs the ``web`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from importlib.util import find_spec
+
+from mordasr.serve.jobs import JobQueue, UpscaleRunner
+
+WEB_MODULES = ("fastapi", "uvicorn", "multipart")
+"""What the ``web`` extra installs (python-multipart imports as ``multipart``)."""
+
+INSTALL_HINT = "mordasr serve: the web page needs the web extra: pip install 'mordasr[web]'"
+
+
+def missing_web_modules() -> list[str]:
+    """The modules of the ``web`` extra that cannot be imported here."""
+    return [name for name in WEB_MODULES if find_spec(name) is None]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` sub-command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="a local web page: upload, upscale with progress, compare before and after",
+        description="Serve a web page on this machine to upscale images: drop files, pick the "
+        "model and tile size, follow the progress, compare before/after and download. Jobs run "
+        "one at a time; results stay listed until the server stops.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    parser.add_argument(
+        "--model", default="default", help="the model selected first (as for `mordasr upscale`)"
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
+    parser.add_argument(
+        "--jobs-dir",
+        default=None,
+        help="keep uploads and results in this folder (default: a temporary one, removed on exit)",
+    )
+    parser.add_argument("--max-upload-mb", type=int, default=50, help="largest upload (MB)")
+    parser.add_argument(
+        "--max-megapixels", type=float, default=16.0, help="largest input (millions of pixels)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``mordasr serve``; runs until interrupted."""
+    if missing_web_modules():
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
+    import uvicorn  # the web extra is optional: imported only once it is known to be there
+
+    from mordasr.serve.app import create_app
+
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(
+            f"mordasr serve: warning: binding {args.host}; anyone who can reach it can use "
+            "the page (it has no login)",
+            file=sys.stderr,
+        )
+    jobs = JobQueue(
+        UpscaleRunner(args.device),
+        args.jobs_dir,
+        max_bytes=args.max_upload_mb * 2**20,
+        max_pixels=int(args.max_megapixels * 1e6),
+    )
+    app = create_app(jobs, default_model=args.model)
+    print(f"mordasr serve: open http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,436 @@
+"""The job queue behind the web page: uploads checked like CLI inputs, one background worker.
+
+Every upload becomes a :class:`Job` with its own folder under the queue's root, holding the
+input and, once done, the result. One worker thread runs the jobs in order (CPU runs take
+minutes, so two at once would only share the cores); the state lives in the server, so a page
+reloaded in the browser lists every job until the server stops. A job is cancelled while
+queued (it never runs) or while running (at the next tile: the worker's tile progress callback
+raises :class:`JobCancelled`). Files are only ever served from a job's own folder, by name.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import io
+import queue
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from mordasr.infer.cli import output_path
+from mordasr.infer.pipeline import Upscaler
+from mordasr.infer.tiling import TileProgress
+from mordasr.io.image import ImageReadError, read_image, save_image, save_like
+from mordasr.nets.loaders import PRETRAINED
+from mordasr.sr.zoo import load_sr_model
+
+OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif")
+"""Result formats the page offers (``auto``: the input's)."""
+
+BROWSER_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF", "BMP"})
+"""Formats a browser shows; other inputs and results get a PNG copy for the comparison."""
+
+MIN_TILE = 96
+"""Smallest tile side: more than twice the Upscaler's default 32-pixel overlap."""
+MAX_TILE = 4096
+
+
+def available_models(default: str = "default") -> list[str]:
+    """The models the page offers: the server's ``--model`` first, then the built-in ones.
+
+    Only these can be picked, so a page never makes the server load a path of its choosing.
+    """
+    names = [default, "default", *PRETRAINED, "bicubic"]
+    return list(dict.fromkeys(names))
+
+
+class UploadError(ValueError):
+    """An upload that cannot become a job; the message is one line meant for the page."""
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when its cancellation was requested."""
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the page asked for one job.
+
+    ``tile`` is an input tile side (0: the whole image) or ``"auto"`` where the Upscaler
+    chooses; ``strength`` and ``outscale`` are ``None`` where not asked for (or not supported
+    by this version's :class:`~mordasr.infer.pipeline.Upscaler`).
+    """
+
+    model: str = "default"
+    tile: int | str = 256
+    format: str = "auto"
+    strength: float | None = None
+    outscale: float | None = None
+
+
+def upscaler_features() -> dict[str, bool]:
+    """Which optional controls this version's Upscaler accepts (by its signature)."""
+    parameters = inspect.signature(Upscaler).parameters
+    tile_annotation = str(parameters["tile"].annotation)
+    return {
+        "strength": "strength" in parameters,
+        "outscale": "outscale" in parameters,
+        "tile_auto": "str" in tile_annotation or "Literal" in tile_annotation,
+    }
+
+
+def parse_settings(
+    models: list[str],
+    model: str,
+    tile: str,
+    image_format: str,
+    strength: float | None,
+    outscale: float | None,
+) -> Settings:
+    """Check the form values of an upload; raises :class:`UploadError` with a one-line reason."""
+    features = upscaler_features()
+    if model not in models:
+        raise UploadError(f"unknown model {model!r}; choose from {', '.join(models)}")
+    if image_format not in OUTPUT_FORMATS:
+        choices = ", ".join(OUTPUT_FORMATS)
+        raise UploadError(f"unknown format {image_format!r}; choose from {choices}")
+    tile_value: int | str
+    if tile == "auto" and features["tile_auto"]:
+        tile_value = "auto"
+    else:
+        try:
+            tile_value = int(tile)
+        except ValueError:
+            raise UploadError(f"tile must be a whole number of pixels, got {tile!r}") from None
+        if not (tile_value == 0 or MIN_TILE <= tile_value <= MAX_TILE):
+            raise UploadError(
+                f"tile must be 0 (whole image) or {MIN_TILE}..{MAX_TILE}, got {tile_value}"
+            )
+    if strength is not None and not 0.0 <= strength <= 1.0:
+        raise UploadError(f"strength must lie in [0, 1], got {strength}")
+    if outscale is not None and not 1.0 <= outscale <= 8.0:
+        raise UploadError(f"output scale must lie in [1, 8], got {outscale}")
+    return Settings(
+        model=model,
+        tile=tile_value,
+        format=image_format,
+        strength=strength if features["strength"] else None,
+        outscale=outscale if features["outscale"] else None,
+    )
+
+
+@dataclass
+class Job:
+    """One uploaded image and what became of it."""
+
+    id: str
+    name: str  # the upload's file name, for display and download names only
+    folder: Path
+    settings: Settings
+    input_file: str
+    input_view: str
+    input_size: tuple[int, int]
+    state: JobState = JobState.QUEUED
+    tiles_done: int = 0
+    tiles_total: int = 0
+    error: str | None = None
+    result_file: str | None = None
+    result_view: str | None = None
+    result_size: tuple[int, int] | None = None
+    seconds: float | None = None
+    created: float = field(default_factory=time.time)
+    cancel_requested: bool = False
+
+    def files(self) -> set[str]:
+        """Names of the files this job may serve (all inside its folder)."""
+        names = {self.input_file, self.input_view, self.result_file, self.result_view}
+        return {name for name in names if name is not None}
+
+    def download_name(self) -> str:
+        """The name a downloaded result is saved under: the upload's stem plus a suffix."""
+        suffix = Path(self.result_file or "").suffix
+        return f"{Path(self.name).stem}-mordasr{suffix}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as the page reads it."""
+        base = f"/api/jobs/{self.id}/files/"
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "tiles_done": self.tiles_done,
+            "tiles_total": self.tiles_total,
+            "error": self.error,
+            "settings": {
+                "model": self.settings.model,
+                "tile": self.settings.tile,
+                "format": self.settings.format,
+                "strength": self.settings.strength,
+                "outscale": self.settings.outscale,
+            },
+            "input_size": list(self.input_size),
+            "result_size": list(self.result_size) if self.result_size else None,
+            "seconds": self.seconds,
+            "input_url": base + self.input_view,
+            "result_url": base + self.result_view if self.result_view else None,
+            "download_url": base + self.result_file + "?download=1" if self.result_file else None,
+        }
+
+
+class Runner(Protocol):
+    """Does a job's work: writes its result into its folder, reporting tiles to ``progress``."""
+
+    def __call__(self, job: Job, progress: TileProgress) -> None: ...
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _safe_name(name: str) -> str:
+    """A display name without folders or control characters (never used as a path)."""
+    base = re.split(r"[\\/]", name)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip()
+    return base[:120] or "image"
+
+
+class UpscaleRunner:
+    """Runs jobs with :class:`~mordasr.infer.pipeline.Upscaler`, keeping the last model loaded.
+
+    Strength, output scale and ``tile="auto"`` are passed only where the Upscaler accepts
+    them (see :func:`upscaler_features`); :func:`parse_settings` drops them otherwise.
+    """
+
+    def __init__(self, device: str | None = None) -> None:
+        self.device = device
+        self._loaded: tuple[str, nn.Module] | None = None
+
+    def _model(self, name: str) -> nn.Module:
+        if self._loaded is None or self._loaded[0] != name:
+            self._loaded = None  # free the previous model before loading the next
+            self._loaded = (name, load_sr_model(name))
+        return self._loaded[1]
+
+    def __call__(self, job: Job, progress: TileProgress) -> None:
+        settings = job.settings
+        options: dict[str, Any] = {"tile": settings.tile or None, "progress": progress}
+        if settings.strength is not None:
+            options["strength"] = settings.strength
+        if settings.outscale is not None:
+            options["outscale"] = settings.outscale
+        upscaler = Upscaler(self._model(settings.model), device=self.device, **options)
+        decoded = read_image(job.folder / job.input_file)
+        result = upscaler.upscale_decoded(decoded)
+        target = output_path(Path("result"), job.folder, decoded.format, settings.format, "")
+        save_like(target, result.image, decoded, alpha=result.alpha)
+        job.result_file = target.name
+        job.result_size = (int(result.image.shape[-1]), int(result.image.shape[-2]))
+        job.result_view = target.name
+        with Image.open(target) as saved:
+            displayable = saved.format in BROWSER_FORMATS
+        if not displayable:
+            save_image(job.folder / "result-view.png", result.image, alpha=result.alpha)
+            job.result_view = "result-view.png"
+
+
+class JobQueue:
+    """Jobs under ``root`` (default: a temporary folder removed by :meth:`stop`), run one at a
+    time by a background worker with ``runner``.
+
+    Args:
+        runner: does each job's work (default :class:`UpscaleRunner` on ``device``).
+        root: folder holding one sub-folder per job.
+        max_bytes: largest accepted upload.
+        max_pixels: largest accepted input (width x height).
+    """
+
+    def __init__(
+        self,
+        runner: Runner | None = None,
+        root: str | Path | None = None,
+        *,
+        max_bytes: int = 50 * 2**20,
+        max_pixels: int = 16 * 2**20,
+    ) -> None:
+        self.runner: Runner = runner or UpscaleRunner()
+        self._owns_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="mordasr-serve-") if root is None else root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = self.root.resolve()
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._pending: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the worker thread (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="mordasr-jobs", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Cancel what is left, stop the worker and remove a temporary root."""
+        with self._lock:
+            for job in self._jobs.values():
+                job.cancel_requested = True
+        if self._thread is not None:
+            self._pending.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+        if self._owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def submit(self, name: str, data: bytes, settings: Settings) -> Job:
+        """Check an upload by content and queue it; raises :class:`UploadError` if it is no
+        image this server takes (nothing is kept of a refused upload)."""
+        name = _safe_name(name)
+        if len(data) > self.max_bytes:
+            raise UploadError(f"{name}: larger than the {self.max_bytes // 2**20} MB limit")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+            raise UploadError(f"{name}: not a recognised image format") from None
+        if width * height > self.max_pixels:
+            raise UploadError(
+                f"{name}: {width}x{height} is more than the {self.max_pixels:,} pixel limit"
+            )
+        job_id = uuid.uuid4().hex
+        folder = self.root / job_id
+        folder.mkdir()
+        source = folder / "upload"
+        source.write_bytes(data)
+        try:
+            decoded = read_image(source)
+        except ImageReadError as error:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise UploadError(_one_line(f"{name}: {error.reason}")) from None
+        input_file = output_path(Path("input"), folder, decoded.format, "auto", "").name
+        source.rename(folder / input_file)
+        input_view = input_file
+        if decoded.format not in BROWSER_FORMATS:
+            input_view = "input-view.png"
+            save_image(folder / input_view, decoded.tensor, alpha=decoded.alpha)
+        size = (int(decoded.tensor.shape[-1]), int(decoded.tensor.shape[-2]))
+        job = Job(job_id, name, folder, settings, input_file, input_view, size)
+        with self._lock:
+            self._jobs[job_id] = job
+        self._pending.put(job_id)
+        return job
+
+    def jobs(self) -> list[Job]:
+        """Every job, oldest first."""
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda job: job.created)
+
+    def get(self, job_id: str) -> Job:
+        """The job of that id; raises ``KeyError`` for an unknown one."""
+        with self._lock:
+            return self._jobs[job_id]
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job (a finished one is left as it is)."""
+        with self._lock:
+            job = self._jobs[job_id]
+            if job.state == JobState.QUEUED:
+                job.state = JobState.CANCELLED
+            elif job.state == JobState.RUNNING:
+                job.cancel_requested = True
+            return job
+
+    def file(self, job_id: str, name: str) -> Path:
+        """The path of one of a job's files; ``KeyError`` for an unknown job or file,
+        ``PermissionError`` for anything that resolves outside the job's folder."""
+        job = self.get(job_id)
+        if name not in job.files():
+            raise KeyError(name)
+        folder = job.folder.resolve()
+        path = (folder / name).resolve()
+        if not path.is_relative_to(folder) or not path.is_file():
+            raise PermissionError(name)
+        return path
+
+    def results_zip(self) -> bytes:
+        """A zip of every finished result, named after the uploads."""
+        buffer = io.BytesIO()
+        used: set[str] = set()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for job in self.jobs():
+                if job.state != JobState.DONE or job.result_file is None:
+                    continue
+                name = job.download_name()
+                stem, suffix, count = Path(name).stem, Path(name).suffix, 1
+                while name in used:
+                    count += 1
+                    name = f"{stem}-{count}{suffix}"
+                used.add(name)
+                archive.write(self.file(job.id, job.result_file), name)
+        return buffer.getvalue()
+
+    def _progress(self, job: Job) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            if job.cancel_requested:
+                raise JobCancelled
+            job.tiles_done, job.tiles_total = done, total
+
+        return report
+
+    def _work(self) -> None:
+        while True:
+            job_id = self._pending.get()
+            if job_id is None:
+                return
+            with self._lock:
+                job = self._jobs[job_id]
+                if job.state != JobState.QUEUED or job.cancel_requested:
+                    continue
+                job.state = JobState.RUNNING
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        start = time.perf_counter()
+        try:
+            self.runner(job, self._progress(job))
+            if job.cancel_requested:
+                raise JobCancelled
+        except JobCancelled:
+            state, error = JobState.CANCELLED, None
+        except Exception as failure:  # a failed job must not stop the worker
+            state, error = JobState.FAILED, _one_line(f"{type(failure).__name__}: {failure}")
+        else:
+            state, error = JobState.DONE, None
+        with self._lock:
+            job.state, job.error = state, error
+            job.seconds = round(time.perf_counter() - start, 2)
+            if state != JobState.DONE:
+                for name in (job.result_file, job.result_view):
+                    if name is not None:
+                        (job.folder / name).unlink(missing_ok=True)
+                job.result_file = job.result_view = job.result_size = None

@@ -1,0 +1,193 @@
+"""The job queue: uploads checked by content, one worker, cancellation, failures kept apart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serve_helpers import GatedRunner, image_bytes, truncated_jpeg, wait_until_finished
+
+from mordasr.infer.tiling import TileProgress
+from mordasr.serve.jobs import (
+    Job,
+    JobQueue,
+    JobState,
+    Settings,
+    UploadError,
+    UpscaleRunner,
+    parse_settings,
+)
+
+
+@pytest.fixture
+def gate() -> GatedRunner:
+    return GatedRunner()
+
+
+@pytest.fixture
+def jobs(gate: GatedRunner, tmp_path: Path) -> Iterator[JobQueue]:
+    queue = JobQueue(gate, tmp_path / "jobs")
+    queue.start()
+    yield queue
+    gate.release.set()
+    queue.stop()
+
+
+def test_jobs_run_one_at_a_time_in_upload_order(jobs: JobQueue, gate: GatedRunner) -> None:
+    first = jobs.submit("a.png", image_bytes(), Settings())
+    second = jobs.submit("b.png", image_bytes(), Settings())
+    assert gate.started.wait(10)
+    assert jobs.get(second.id).state == JobState.QUEUED
+    gate.release.set()
+    assert wait_until_finished(jobs, second.id).state == JobState.DONE
+    assert jobs.get(first.id).state == JobState.DONE
+    assert gate.ran == ["a.png", "b.png"]
+    assert gate.most_at_once == 1
+
+
+def test_a_running_job_reports_its_tiles(jobs: JobQueue, gate: GatedRunner) -> None:
+    job = jobs.submit("a.png", image_bytes(), Settings())
+    assert gate.started.wait(10)
+    running = jobs.get(job.id)
+    assert (running.state, running.tiles_done, running.tiles_total) == (JobState.RUNNING, 1, 4)
+
+
+def test_a_queued_job_cancelled_never_runs(jobs: JobQueue, gate: GatedRunner) -> None:
+    jobs.submit("a.png", image_bytes(), Settings())
+    queued = jobs.submit("b.png", image_bytes(), Settings())
+    assert gate.started.wait(10)
+    assert jobs.cancel(queued.id).state == JobState.CANCELLED
+    gate.release.set()
+    after = jobs.submit("c.png", image_bytes(), Settings())
+    assert wait_until_finished(jobs, after.id).state == JobState.DONE
+    assert gate.ran == ["a.png", "c.png"]
+
+
+def test_a_running_job_cancelled_stops_at_the_next_tile(jobs: JobQueue, gate: GatedRunner) -> None:
+    job = jobs.submit("a.png", image_bytes(), Settings())
+    assert gate.started.wait(10)
+    jobs.cancel(job.id)
+    cancelled = wait_until_finished(jobs, job.id)
+    assert cancelled.state == JobState.CANCELLED
+    assert cancelled.result_file is None
+
+
+def test_a_failing_job_is_reported_in_one_line_and_the_next_one_runs(tmp_path: Path) -> None:
+    def flaky(job: Job, progress: TileProgress) -> None:
+        if job.name == "bad.png":
+            raise RuntimeError("out of\nmemory")
+        (job.folder / "result.png").write_bytes(image_bytes(8, 8))
+        job.result_file = job.result_view = "result.png"
+
+    queue = JobQueue(flaky, tmp_path / "jobs")
+    queue.start()
+    try:
+        bad = queue.submit("bad.png", image_bytes(), Settings())
+        good = queue.submit("good.png", image_bytes(), Settings())
+        assert wait_until_finished(queue, good.id).state == JobState.DONE
+        failed = queue.get(bad.id)
+        assert failed.state == JobState.FAILED
+        assert failed.error == "RuntimeError: out of memory"
+    finally:
+        queue.stop()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"hello, I am a text file", "not a recognised image format"),
+        (truncated_jpeg(), "truncated"),
+    ],
+    ids=["not-an-image", "corrupt-jpeg"],
+)
+def test_an_upload_that_is_no_image_is_refused_with_one_line(
+    tmp_path: Path, data: bytes, reason: str
+) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs")
+    with pytest.raises(UploadError, match=reason) as caught:
+        queue.submit("photo.jpg", data, Settings())
+    message = str(caught.value)
+    assert message.startswith("photo.jpg: ") and "\n" not in message
+    assert str(tmp_path) not in message  # the server's folders stay private
+    assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
+
+
+def test_the_format_comes_from_the_content_not_the_name(tmp_path: Path) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs")
+    job = queue.submit("looks-like.png", image_bytes(image_format="JPEG"), Settings())
+    assert job.input_file == "input.jpg"
+
+
+def test_an_input_browsers_cannot_show_gets_a_png_view(tmp_path: Path) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs")
+    job = queue.submit("scan.tif", image_bytes(image_format="TIFF"), Settings())
+    assert (job.input_file, job.input_view) == ("input.tif", "input-view.png")
+    assert (job.folder / job.input_view).read_bytes().startswith(b"\x89PNG")
+
+
+def test_uploads_over_the_size_limits_are_refused(tmp_path: Path) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs", max_bytes=10_000, max_pixels=50 * 50)
+    with pytest.raises(UploadError, match="MB limit"):
+        queue.submit("big.png", image_bytes(200, 200), Settings())
+    with pytest.raises(UploadError, match="60x60 is more than the 2,500 pixel limit"):
+        queue.submit("wide.png", image_bytes(60, 60, "JPEG"), Settings())
+
+
+def test_upload_names_never_become_paths(tmp_path: Path) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs")
+    job = queue.submit("../../evil.png", image_bytes(), Settings())
+    assert job.name == "evil.png"
+    assert job.folder.parent == (tmp_path / "jobs").resolve()
+    assert not (tmp_path / "evil.png").exists()
+
+
+def test_a_temporary_root_is_removed_when_the_queue_stops() -> None:
+    queue = JobQueue(GatedRunner())
+    queue.submit("a.png", image_bytes(), Settings())
+    root = queue.root
+    queue.stop()
+    assert not root.exists()
+
+
+def test_files_outside_the_job_folder_are_refused(tmp_path: Path) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs")
+    job = queue.submit("a.png", image_bytes(), Settings())
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    for name in ("../../secret.txt", str(secret), "..", "."):
+        with pytest.raises(KeyError):
+            queue.file(job.id, name)
+    with pytest.raises(KeyError):
+        queue.file("..", "secret.txt")
+    (job.folder / job.input_file).unlink()
+    (job.folder / job.input_file).symlink_to(secret)
+    with pytest.raises(PermissionError):
+        queue.file(job.id, job.input_file)
+
+
+def test_settings_are_checked() -> None:
+    models = ["default", "bicubic"]
+    assert parse_settings(models, "bicubic", "0", "png", None, None).tile == 0
+    for bad in (
+        ("/etc", "256", "auto"),
+        ("bicubic", "64", "auto"),
+        ("bicubic", "big", "auto"),
+        ("bicubic", "256", "gif"),
+    ):
+        with pytest.raises(UploadError):
+            parse_settings(models, *bad, None, None)
+
+
+def test_the_upscale_runner_writes_a_result_four_times_larger(tmp_path: Path) -> None:
+    queue = JobQueue(UpscaleRunner("cpu"), tmp_path / "jobs")
+    queue.start()
+    try:
+        job = queue.submit("photo.png", image_bytes(40, 30), Settings("bicubic", 0, "jpg"))
+        done = wait_until_finished(queue, job.id)
+        assert done.state == JobState.DONE, done.error
+        assert done.result_size == (160, 120)
+        assert (done.folder / "result.jpg").read_bytes().startswith(b"\xff\xd8")
+        assert (done.tiles_done, done.tiles_total) == (1, 1)
+    finally:
+        queue.stop()
