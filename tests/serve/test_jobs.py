@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from serve_helpers import GatedRunner, image_bytes, truncated_jpeg, wait_until_finished
 
+from mordasr.infer.pipeline import UpscaleResult
 from mordasr.infer.tiling import TileProgress
+from mordasr.io.image import DecodedImage
+from mordasr.serve import jobs as jobs_module
 from mordasr.serve.jobs import (
     Job,
     JobQueue,
@@ -17,6 +21,7 @@ from mordasr.serve.jobs import (
     UploadError,
     UpscaleRunner,
     parse_settings,
+    upscaler_features,
 )
 
 
@@ -191,3 +196,51 @@ def test_the_upscale_runner_writes_a_result_four_times_larger(tmp_path: Path) ->
         assert (done.tiles_done, done.tiles_total) == (1, 1)
     finally:
         queue.stop()
+
+
+class OptionsUpscaler:
+    """An Upscaler with the strength, output-scale and auto-tile options, recording its kwargs."""
+
+    made: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(
+        self,
+        model: object,
+        device: str | None = None,
+        tile: int | str | None = None,
+        progress: object = False,
+        strength: float = 1.0,
+        outscale: float | None = None,
+    ) -> None:
+        self.made.append({"tile": tile, "strength": strength, "outscale": outscale})
+
+    def upscale_decoded(self, decoded: DecodedImage) -> UpscaleResult:
+        return UpscaleResult(decoded.tensor.repeat_interleave(2, 1).repeat_interleave(2, 2), None)
+
+
+def test_options_the_upscaler_accepts_are_passed_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(jobs_module, "Upscaler", OptionsUpscaler)
+    assert jobs_module.upscaler_features() == {
+        "strength": True,
+        "outscale": True,
+        "tile_auto": True,
+    }
+    settings = parse_settings(["bicubic"], "bicubic", "auto", "png", 0.3, 2.0)
+    assert settings == Settings("bicubic", "auto", "png", 0.3, 2.0)
+    queue = JobQueue(UpscaleRunner("cpu"), tmp_path / "jobs")
+    queue.start()
+    try:
+        done = wait_until_finished(queue, queue.submit("a.png", image_bytes(), settings).id)
+        assert done.state == JobState.DONE, done.error
+    finally:
+        queue.stop()
+    assert OptionsUpscaler.made == [{"tile": "auto", "strength": 0.3, "outscale": 2.0}]
+
+
+def test_options_this_upscaler_lacks_are_dropped() -> None:
+    features = upscaler_features()
+    settings = parse_settings(["bicubic"], "bicubic", "256", "png", 0.3, 2.0)
+    assert settings.strength == (0.3 if features["strength"] else None)
+    assert settings.outscale == (2.0 if features["outscale"] else None)
