@@ -27,14 +27,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image, UnidentifiedImageError
-from torch import nn
 
 from mordasr.infer.cli import output_path
 from mordasr.infer.pipeline import Upscaler
 from mordasr.infer.tiling import TileProgress
 from mordasr.io.image import ImageReadError, read_image, save_image, save_like
 from mordasr.nets.loaders import PRETRAINED
-from mordasr.sr.zoo import load_sr_model
 
 OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif")
 """Result formats the page offers (``auto``: the input's)."""
@@ -220,37 +218,48 @@ def _safe_name(name: str) -> str:
 
 
 class UpscaleRunner:
-    """Runs jobs with :class:`~mordasr.infer.pipeline.Upscaler`, keeping the last model loaded.
+    """Runs jobs with :class:`~mordasr.infer.pipeline.Upscaler`, keeping the last one loaded.
 
-    Strength, output scale and ``tile="auto"`` are passed only where the Upscaler accepts
-    them (see :func:`upscaler_features`); :func:`parse_settings` drops them otherwise.
+    A job with the same model and options as the previous one reuses its Upscaler (loading a
+    model takes seconds); its tile progress goes to whichever job is running. Strength, output
+    scale and ``tile="auto"`` reach the Upscaler only where it accepts them (see
+    :func:`upscaler_features`; :func:`parse_settings` drops them otherwise).
     """
 
     def __init__(self, device: str | None = None) -> None:
         self.device = device
-        self._loaded: tuple[str, nn.Module] | None = None
+        self._loaded: tuple[tuple[Any, ...], Upscaler] | None = None
+        self._report: TileProgress | None = None
 
-    def _model(self, name: str) -> nn.Module:
-        if self._loaded is None or self._loaded[0] != name:
+    def _forward(self, done: int, total: int) -> None:
+        if self._report is not None:
+            self._report(done, total)
+
+    def _upscaler(self, settings: Settings) -> Upscaler:
+        key = (settings.model, settings.tile, settings.strength, settings.outscale)
+        if self._loaded is None or self._loaded[0] != key:
             self._loaded = None  # free the previous model before loading the next
-            self._loaded = (name, load_sr_model(name))
+            options: dict[str, Any] = {"tile": settings.tile or None, "progress": self._forward}
+            if settings.strength is not None:
+                options["strength"] = settings.strength
+            if settings.outscale is not None:
+                options["outscale"] = settings.outscale
+            self._loaded = (key, Upscaler(settings.model, device=self.device, **options))
         return self._loaded[1]
 
     def __call__(self, job: Job, progress: TileProgress) -> None:
-        settings = job.settings
-        options: dict[str, Any] = {"tile": settings.tile or None, "progress": progress}
-        if settings.strength is not None:
-            options["strength"] = settings.strength
-        if settings.outscale is not None:
-            options["outscale"] = settings.outscale
-        upscaler = Upscaler(self._model(settings.model), device=self.device, **options)
+        upscaler = self._upscaler(job.settings)
         decoded = read_image(job.folder / job.input_file)
-        result = upscaler.upscale_decoded(decoded)
-        target = output_path(Path("result"), job.folder, decoded.format, settings.format, "")
+        self._report = progress
+        try:
+            result = upscaler.upscale_decoded(decoded)
+        finally:
+            self._report = None
+        fmt = job.settings.format
+        target = output_path(Path("result"), job.folder, decoded.format, fmt, "")
         save_like(target, result.image, decoded, alpha=result.alpha)
-        job.result_file = target.name
+        job.result_file = job.result_view = target.name
         job.result_size = (int(result.image.shape[-1]), int(result.image.shape[-2]))
-        job.result_view = target.name
         with Image.open(target) as saved:
             displayable = saved.format in BROWSER_FORMATS
         if not displayable:

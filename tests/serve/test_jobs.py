@@ -222,6 +222,7 @@ def test_options_the_upscaler_accepts_are_passed_on(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(jobs_module, "Upscaler", OptionsUpscaler)
+    OptionsUpscaler.made.clear()
     assert jobs_module.upscaler_features() == {
         "strength": True,
         "outscale": True,
@@ -244,3 +245,19 @@ def test_options_this_upscaler_lacks_are_dropped() -> None:
     settings = parse_settings(["bicubic"], "bicubic", "256", "png", 0.3, 2.0)
     assert settings.strength == (0.3 if features["strength"] else None)
     assert settings.outscale == (2.0 if features["outscale"] else None)
+
+
+def test_jobs_with_the_same_options_reuse_the_loaded_upscaler(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(jobs_module, "Upscaler", OptionsUpscaler)
+    OptionsUpscaler.made.clear()
+    queue = JobQueue(UpscaleRunner("cpu"), tmp_path / "jobs")
+    queue.start()
+    try:
+        for tile in (256, 256, 512):
+            job = queue.submit("a.png", image_bytes(), Settings("bicubic", tile))
+            assert wait_until_finished(queue, job.id).state == JobState.DONE
+    finally:
+        queue.stop()
+    assert [made["tile"] for made in OptionsUpscaler.made] == [256, 512]
