@@ -12,7 +12,10 @@ from mordasr.serve.jobs import JobQueue, UpscaleRunner
 WEB_MODULES = ("fastapi", "uvicorn", "multipart")
 """What the ``web`` extra installs (python-multipart imports as ``multipart``)."""
 
-INSTALL_HINT = "mordasr serve: the web page needs the web extra: pip install 'mordasr[web]'"
+INSTALL_HINT = (
+    "mordasr serve: the web page needs the web extra: pip install 'mordasr[web]' "
+    "(in a checkout: pip install -e '.[web]')"
+)
 
 
 def missing_web_modules() -> list[str]:
