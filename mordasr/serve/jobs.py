@@ -324,13 +324,12 @@ class JobQueue:
             raise UploadError(f"{name}: larger than the {self.max_bytes // 2**20} MB limit")
         try:
             with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
+                size = image.size  # known before decoding: a huge image is refused unread
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-            raise UploadError(f"{name}: not a recognised image format") from None
-        if width * height > self.max_pixels:
-            raise UploadError(
-                f"{name}: {width}x{height} is more than the {self.max_pixels:,} pixel limit"
-            )
+            size = None  # not Pillow's: read_image below decides (e.g. float TIFF) or refuses
+        message = self._too_many_pixels(name, *size) if size else None
+        if message is not None:
+            raise UploadError(message)
         job_id = uuid.uuid4().hex
         folder = self.root / job_id
         folder.mkdir()
@@ -339,8 +338,13 @@ class JobQueue:
         try:
             decoded = read_image(source)
         except ImageReadError as error:
+            message = f"{name}: {error.reason}"
+        else:
+            height, width = decoded.tensor.shape[-2:]
+            message = self._too_many_pixels(name, width, height)
+        if message is not None:
             shutil.rmtree(folder, ignore_errors=True)
-            raise UploadError(_one_line(f"{name}: {error.reason}")) from None
+            raise UploadError(_one_line(message))
         input_file = output_path(Path("input"), folder, decoded.format, "auto", "").name
         source.rename(folder / input_file)
         input_view = input_file
@@ -353,6 +357,11 @@ class JobQueue:
             self._jobs[job_id] = job
         self._pending.put(job_id)
         return job
+
+    def _too_many_pixels(self, name: str, width: int, height: int) -> str | None:
+        if width * height <= self.max_pixels:
+            return None
+        return f"{name}: {width}x{height} is more than the {self.max_pixels:,} pixel limit"
 
     def jobs(self) -> list[Job]:
         """Every job, oldest first."""

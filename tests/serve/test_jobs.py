@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
+import tifffile
 from serve_helpers import GatedRunner, image_bytes, truncated_jpeg, wait_until_finished
 
 from mordasr.infer.pipeline import UpscaleResult
@@ -261,3 +264,19 @@ def test_jobs_with_the_same_options_reuse_the_loaded_upscaler(
     finally:
         queue.stop()
     assert [made["tile"] for made in OptionsUpscaler.made] == [256, 512]
+
+
+def test_an_image_only_read_image_decodes_is_taken_too(tmp_path: Path) -> None:
+    samples = np.random.default_rng(0).random((20, 24, 3), dtype=np.float32)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, samples, photometric="rgb")  # float RGB: Pillow cannot open it
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs", max_pixels=24 * 20)
+    job = queue.submit("float.tif", buffer.getvalue(), Settings())
+    assert (job.input_file, job.input_view, job.input_size) == (
+        "input.tif",
+        "input-view.png",
+        (24, 20),
+    )
+    small = JobQueue(GatedRunner(), tmp_path / "small", max_pixels=24 * 20 - 1)
+    with pytest.raises(UploadError, match="24x20 is more than"):
+        small.submit("float.tif", buffer.getvalue(), Settings())
