@@ -233,7 +233,9 @@ function wireUpload() {
   for (const name of ["dragleave", "drop"]) {
     drop.addEventListener(name, () => drop.classList.remove("over"));
   }
-  drop.addEventListener("drop", (event) => {
+  // Files dropped anywhere on the page are staged (instead of the browser opening them).
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
     event.preventDefault();
     stage([...event.dataTransfer.files]);
   });
