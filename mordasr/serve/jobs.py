@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import inspect
 import io
+import math
 import queue
 import re
 import shutil
@@ -24,7 +25,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args, get_type_hints
 
 from PIL import Image, UnidentifiedImageError
 
@@ -91,15 +92,32 @@ class Settings:
     outscale: float | None = None
 
 
+def _allows_auto(annotation: object) -> bool:
+    """Whether a type annotation admits the string ``"auto"`` (``str`` or ``Literal["auto"]``)."""
+    if annotation is str or annotation == "auto":
+        return True
+    return any(_allows_auto(argument) for argument in get_args(annotation))
+
+
 def upscaler_features() -> dict[str, bool]:
-    """Which optional controls this version's Upscaler accepts (by its signature)."""
-    parameters = inspect.signature(Upscaler).parameters
-    tile_annotation = str(parameters["tile"].annotation)
+    """Which optional controls this version's Upscaler accepts, read from its signatures:
+    ``strength`` and ``tile="auto"`` from the constructor, an output size (for the output
+    scale) from :meth:`~mordasr.infer.pipeline.Upscaler.upscale_decoded`."""
+    constructor = inspect.signature(Upscaler).parameters
+    try:
+        tile_type = get_type_hints(Upscaler.__init__).get("tile")
+    except NameError:  # an annotation naming a type-checking-only import
+        tile_type = None
     return {
-        "strength": "strength" in parameters,
-        "outscale": "outscale" in parameters,
-        "tile_auto": "str" in tile_annotation or "Literal" in tile_annotation,
+        "strength": "strength" in constructor,
+        "outscale": "size" in inspect.signature(Upscaler.upscale_decoded).parameters,
+        "tile_auto": _allows_auto(tile_type) or constructor["tile"].default == "auto",
     }
+
+
+def output_size(height: int, width: int, outscale: float) -> tuple[int, int]:
+    """(height, width) of an ``outscale`` times larger result; sides round half up, at least 1."""
+    return max(1, math.floor(height * outscale + 0.5)), max(1, math.floor(width * outscale + 0.5))
 
 
 def parse_settings(
@@ -231,32 +249,40 @@ class UpscaleRunner:
         self._loaded: tuple[tuple[Any, ...], Upscaler] | None = None
         self._report: TileProgress | None = None
 
-    def _forward(self, done: int, total: int) -> None:
-        if self._report is not None:
-            self._report(done, total)
+    def _forward(self, *event: Any) -> None:
+        """Tile progress in either form an Upscaler reports it: ``(done, total)``, or one
+        event with ``stage``, ``tiles_done`` and ``tiles_total`` (only ``tile`` events count)."""
+        if self._report is None:
+            return
+        if len(event) == 2:
+            self._report(*event)
+        elif event[0].stage == "tile":
+            self._report(event[0].tiles_done, event[0].tiles_total)
 
     def _upscaler(self, settings: Settings) -> Upscaler:
-        key = (settings.model, settings.tile, settings.strength, settings.outscale)
+        key = (settings.model, settings.tile, settings.strength)
         if self._loaded is None or self._loaded[0] != key:
             self._loaded = None  # free the previous model before loading the next
             options: dict[str, Any] = {"tile": settings.tile or None, "progress": self._forward}
-            if settings.strength is not None:
+            if settings.strength is not None and settings.strength != 1.0:
                 options["strength"] = settings.strength
-            if settings.outscale is not None:
-                options["outscale"] = settings.outscale
             self._loaded = (key, Upscaler(settings.model, device=self.device, **options))
         return self._loaded[1]
 
     def __call__(self, job: Job, progress: TileProgress) -> None:
-        upscaler = self._upscaler(job.settings)
+        settings = job.settings
+        upscaler = self._upscaler(settings)
         decoded = read_image(job.folder / job.input_file)
+        size: dict[str, tuple[int, int]] = {}
+        if settings.outscale is not None and settings.outscale != upscaler.scale:
+            height, width = decoded.tensor.shape[-2:]
+            size["size"] = output_size(height, width, settings.outscale)
         self._report = progress
         try:
-            result = upscaler.upscale_decoded(decoded)
+            result = upscaler.upscale_decoded(decoded, **size)
         finally:
             self._report = None
-        fmt = job.settings.format
-        target = output_path(Path("result"), job.folder, decoded.format, fmt, "")
+        target = output_path(Path("result"), job.folder, decoded.format, settings.format, "")
         save_like(target, result.image, decoded, alpha=result.alpha)
         job.result_file = job.result_view = target.name
         job.result_size = (int(result.image.shape[-1]), int(result.image.shape[-2]))

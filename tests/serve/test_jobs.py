@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from types import SimpleNamespace
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pytest
 import tifffile
+import torch
 from serve_helpers import GatedRunner, image_bytes, truncated_jpeg, wait_until_finished
 
 from mordasr.infer.pipeline import UpscaleResult
@@ -202,23 +204,32 @@ def test_the_upscale_runner_writes_a_result_four_times_larger(tmp_path: Path) ->
 
 
 class OptionsUpscaler:
-    """An Upscaler with the strength, output-scale and auto-tile options, recording its kwargs."""
+    """An Upscaler with strength, auto tiles and an output size (as issue 12 adds them) that
+    reports progress as events and records how it was made and called."""
 
     made: ClassVar[list[dict[str, Any]]] = []
+    scale = 4
 
     def __init__(
         self,
         model: object,
         device: str | None = None,
-        tile: int | str | None = None,
+        tile: int | Literal["auto"] | None = "auto",
         progress: object = False,
         strength: float = 1.0,
-        outscale: float | None = None,
     ) -> None:
-        self.made.append({"tile": tile, "strength": strength, "outscale": outscale})
+        self.made.append({"tile": tile, "strength": strength})
+        self.progress = progress
 
-    def upscale_decoded(self, decoded: DecodedImage) -> UpscaleResult:
-        return UpscaleResult(decoded.tensor.repeat_interleave(2, 1).repeat_interleave(2, 2), None)
+    def upscale_decoded(
+        self, decoded: DecodedImage, size: tuple[int, int] | None = None
+    ) -> UpscaleResult:
+        self.made[-1]["size"] = size
+        assert callable(self.progress)
+        self.progress(SimpleNamespace(stage="file_start", tiles_done=0, tiles_total=0))
+        self.progress(SimpleNamespace(stage="tile", tiles_done=3, tiles_total=3))
+        height, width = size or (decoded.tensor.shape[-2] * 4, decoded.tensor.shape[-1] * 4)
+        return UpscaleResult(torch.zeros(3, height, width), None)
 
 
 def test_options_the_upscaler_accepts_are_passed_on(
@@ -236,11 +247,12 @@ def test_options_the_upscaler_accepts_are_passed_on(
     queue = JobQueue(UpscaleRunner("cpu"), tmp_path / "jobs")
     queue.start()
     try:
-        done = wait_until_finished(queue, queue.submit("a.png", image_bytes(), settings).id)
+        done = wait_until_finished(queue, queue.submit("a.png", image_bytes(40, 30), settings).id)
         assert done.state == JobState.DONE, done.error
     finally:
         queue.stop()
-    assert OptionsUpscaler.made == [{"tile": "auto", "strength": 0.3, "outscale": 2.0}]
+    assert OptionsUpscaler.made == [{"tile": "auto", "strength": 0.3, "size": (60, 80)}]
+    assert (done.tiles_done, done.tiles_total, done.result_size) == (3, 3, (80, 60))
 
 
 def test_options_this_upscaler_lacks_are_dropped() -> None:
