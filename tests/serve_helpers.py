@@ -9,8 +9,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from mordasr.infer.tiling import TileProgress
-from mordasr.serve.jobs import FINISHED, Job, JobQueue
+from mordasr.serve.jobs import FINISHED, Job, JobProgress, JobQueue
 
 
 def image_bytes(width: int = 40, height: int = 30, image_format: str = "PNG") -> bytes:
@@ -48,7 +47,7 @@ class GatedRunner:
         self.running = 0
         self.most_at_once = 0
 
-    def __call__(self, job: Job, progress: TileProgress) -> None:
+    def __call__(self, job: Job, progress: JobProgress) -> None:
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
         try:

@@ -31,7 +31,6 @@ from PIL import Image, UnidentifiedImageError
 
 from mordasr.infer.cli import output_path
 from mordasr.infer.pipeline import Upscaler
-from mordasr.infer.tiling import TileProgress
 from mordasr.io.image import ImageReadError, read_image, save_image, save_like
 from mordasr.nets.loaders import PRETRAINED
 
@@ -53,6 +52,11 @@ def available_models(default: str = "default") -> list[str]:
     """
     names = [default, "default", *PRETRAINED, "bicubic"]
     return list(dict.fromkeys(names))
+
+
+JobProgress = Callable[[int, int], None]
+"""How a runner reports a job's progress: ``(tiles done, tiles in all)``; it raises
+:class:`JobCancelled` once the job is cancelled, which stops the work at that tile."""
 
 
 class UploadError(ValueError):
@@ -221,7 +225,7 @@ class Job:
 class Runner(Protocol):
     """Does a job's work: writes its result into its folder, reporting tiles to ``progress``."""
 
-    def __call__(self, job: Job, progress: TileProgress) -> None: ...
+    def __call__(self, job: Job, progress: JobProgress) -> None: ...
 
 
 def _one_line(text: str) -> str:
@@ -247,7 +251,7 @@ class UpscaleRunner:
     def __init__(self, device: str | None = None) -> None:
         self.device = device
         self._loaded: tuple[tuple[Any, ...], Upscaler] | None = None
-        self._report: TileProgress | None = None
+        self._report: JobProgress | None = None
 
     def _forward(self, *event: Any) -> None:
         """Tile progress in either form an Upscaler reports it: ``(done, total)``, or one
@@ -269,7 +273,7 @@ class UpscaleRunner:
             self._loaded = (key, Upscaler(settings.model, device=self.device, **options))
         return self._loaded[1]
 
-    def __call__(self, job: Job, progress: TileProgress) -> None:
+    def __call__(self, job: Job, progress: JobProgress) -> None:
         settings = job.settings
         upscaler = self._upscaler(settings)
         decoded = read_image(job.folder / job.input_file)
@@ -438,7 +442,7 @@ class JobQueue:
                 archive.write(self.file(job.id, job.result_file), name)
         return buffer.getvalue()
 
-    def _progress(self, job: Job) -> Callable[[int, int], None]:
+    def _progress(self, job: Job) -> JobProgress:
         def report(done: int, total: int) -> None:
             if job.cancel_requested:
                 raise JobCancelled

@@ -15,11 +15,11 @@ import torch
 from serve_helpers import GatedRunner, image_bytes, truncated_jpeg, wait_until_finished
 
 from mordasr.infer.pipeline import UpscaleResult
-from mordasr.infer.tiling import TileProgress
 from mordasr.io.image import DecodedImage
 from mordasr.serve import jobs as jobs_module
 from mordasr.serve.jobs import (
     Job,
+    JobProgress,
     JobQueue,
     JobState,
     Settings,
@@ -84,7 +84,7 @@ def test_a_running_job_cancelled_stops_at_the_next_tile(jobs: JobQueue, gate: Ga
 
 
 def test_a_failing_job_is_reported_in_one_line_and_the_next_one_runs(tmp_path: Path) -> None:
-    def flaky(job: Job, progress: TileProgress) -> None:
+    def flaky(job: Job, progress: JobProgress) -> None:
         if job.name == "bad.png":
             raise RuntimeError("out of\nmemory")
         (job.folder / "result.png").write_bytes(image_bytes(8, 8))
