@@ -52,6 +52,23 @@ MODEL_ERRORS = (
 """What loading a model can raise for a bad name, file or manifest (each shown as one line)."""
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` (1 <= K <= N) -> ``(K, N)``: this job's share of the inputs out of N jobs."""
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"--shard wants K/N with 1 <= K <= N, got {text!r}")
+    return int(k), int(n)
+
+
+def shard_files(files: list[Path], shard: tuple[int, int] | None) -> list[Path]:
+    """Files ``K, K + N, K + 2N, ...`` (1-based) of ``files`` for shard ``(K, N)``: the N shards
+    of one input list are disjoint and together cover it (machines, job-array tasks)."""
+    if shard is None:
+        return files
+    k, n = shard
+    return files[k - 1 :: n]
+
+
 def output_path(source: Path, out_dir: Path, image_format: str, fmt: str, suffix: str) -> Path:
     """Where the result of ``source`` goes: same stem (+ suffix), format kept unless forced."""
     extension = "." + fmt if fmt != "auto" else _SUFFIX_OF_FORMAT.get(image_format, ".png")
@@ -105,6 +122,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--suffix", default="", help="appended to output file stems")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (never an input)"
+    )
+    parser.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="K/N",
+        help="process only the K-th of N equal shares of the inputs (1-based), e.g. one per "
+        "machine or job-array task; the N shares cover every input once",
     )
     parser.set_defaults(func=run)
 
@@ -305,7 +329,8 @@ def _run(args: argparse.Namespace) -> int:
     except OutputPlanError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    tally = BatchTally(total=len(scan.files))
+    files = shard_files(scan.files, args.shard)  # names were checked across all shards
+    tally = BatchTally(total=len(files))
     try:
         try:
             upscaler = _load_upscaler(args)
@@ -317,7 +342,7 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as error:
             print(f"{PROG}: cannot create {out_dir}: {one_line(error)}", file=sys.stderr)
             return 2
-        with tqdm(scan.files, desc="upscale", unit="img", disable=len(scan.files) < 2) as bar:
+        with tqdm(files, desc="upscale", unit="img", disable=len(files) < 2) as bar:
             for source in bar:  # the bar is closed (its line ended) even when interrupted
                 _upscale_one(upscaler, source, targets.get(source), args, tally)
     except KeyboardInterrupt:
