@@ -373,8 +373,9 @@ class Context:
 
     @property
     def clip_folder(self) -> Path:
-        """A random-weight CLIP (ViT-B/16 widths at full size) with a letter tokenizer: the
-        paper's kind of estimator, routing when the learned estimator's VGG16 is missing."""
+        """A random-weight CLIP with a letter tokenizer (at full size a ViT-B/16 image tower,
+        172 M parameters in all): the paper's kind of estimator, routing when the learned
+        estimator's VGG16 is missing."""
         if self._clip is None:
             import transformers
 
