@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from mordasr.train.checkpoint import CheckpointError
-from mordasr.train.config import TrainConfig, from_dict
+from mordasr.train.config import ConfigError, TrainConfig, from_dict
 from mordasr.train.trainer import train
 
 
@@ -57,9 +57,18 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``mordasr train``."""
 
     try:
-        config = apply_overrides(TrainConfig.from_yaml(args.config), args.overrides)
-    except (OSError, ValueError, TypeError, yaml.YAMLError) as error:
-        print(f"mordasr train: bad config {args.config}: {error}", file=sys.stderr)
+        config = TrainConfig.from_yaml(args.config)
+    except ConfigError as error:
+        print(f"mordasr train: {error}", file=sys.stderr)
+        return 1
+    except (OSError, yaml.YAMLError) as error:
+        reason = str(error).replace("\n", " ")
+        print(f"mordasr train: cannot read {args.config}: {reason}", file=sys.stderr)
+        return 1
+    try:
+        config = apply_overrides(config, args.overrides)
+    except (ConfigError, ValueError) as error:
+        print(f"mordasr train: --set: {error}", file=sys.stderr)
         return 1
     if args.resume_from and not Path(args.resume_from).is_dir():
         print(f"mordasr train: no checkpoint folder at {args.resume_from}", file=sys.stderr)
@@ -69,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         out = train(config, resume=resume, stop_at=args.stop_at, cpu=True if args.cpu else None)
     except CheckpointError as error:
         print(f"mordasr train: {error}", file=sys.stderr)
+        return 1
+    except ConfigError as error:  # sections that contradict each other, found by the task
+        print(f"mordasr train: {args.config}: {error}", file=sys.stderr)
         return 1
     print(f"run folder: {out}")
     return 0

@@ -1,17 +1,38 @@
-"""Training options, read from YAML into typed dataclasses (unknown keys are errors)."""
+"""Training options, read from YAML into typed dataclasses.
+
+Every section is a dataclass and every value is checked against its field's type when the config
+is loaded, so a typo or a wrong type is one line naming the file, the key and what was expected
+(``configs/x.yaml: model.mor.rnak: unknown key (did you mean 'rank'?)``), not a traceback later.
+The task-specific sections (``model``, ``losses``, ``degradation``) have one dataclass per task
+(:data:`TASK_SECTIONS`), picked by the config's ``task``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from mordasr.degrade import PRESETS
+from mordasr.losses.latent_gan import LatentGANConfig
+from mordasr.losses.vsd import VSDConfig
+from mordasr.mor import MoRConfig
+from mordasr.mor.variants import Variant
+from mordasr.sr.mor_sr import SRModelSpec
+from mordasr.sr.sd import OneStepConfig
+
 MixedPrecision = Literal["no", "fp16", "bf16"]
+
+
+class ConfigError(ValueError):
+    """A config value that does not fit its section: the message is one line that names the key
+    (and, once read from a file, the file)."""
 
 
 @dataclass
@@ -44,9 +65,123 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    """Linear learning-rate warm-up; the rate is then constant."""
+    """Linear learning-rate warm-up of every optimiser; the rates are then constant."""
     grad_clip: float | None = None
-    """Clip the adapters' gradient norm to this value (None: no clipping)."""
+    """Clip the generator's gradient norm to this value (None: no clipping)."""
+
+
+@dataclass
+class DegradationSection:
+    """How LR inputs are synthesised from the HR patches (both built-in tasks)."""
+
+    preset: str | list[str] = "realesrgan"
+    """A degradation preset (:data:`mordasr.degrade.PRESETS`), or several: every batch is then
+    split evenly between them (e.g. the paper's mild and severe degradations)."""
+    scale: int | None = None
+    """Downscaling factor of the synthesis; None: the model's scale."""
+
+    def __post_init__(self) -> None:
+        for name in [self.preset] if isinstance(self.preset, str) else self.preset:
+            if name not in PRESETS:
+                raise ConfigError(f"preset: unknown preset {name!r}{_suggest(name, PRESETS)}")
+
+    @property
+    def presets(self) -> list[str]:
+        """The preset names as a list."""
+        return [self.preset] if isinstance(self.preset, str) else list(self.preset)
+
+
+@dataclass
+class AllocateSection:
+    """AdaptSR rank allocation (:func:`mordasr.mor.allocate_ranks`), task ``realesrgan-mor``."""
+
+    budget: int
+    """Adapter parameters to spend."""
+    batches: int = 2
+    """Batches the gradient importance is measured on."""
+    min_rank: int = 0
+    max_rank: int | None = None
+
+
+@dataclass
+class SRModelSection(SRModelSpec):
+    """``model:`` of task ``realesrgan-mor``: the SR model (:class:`SRModelSpec` fields) and how
+    its adapters are laid out and trained."""
+
+    mor: MoRConfig = field(default_factory=MoRConfig)
+    """The adapter template; ``score_dim`` is set from ``router_input``."""
+    variant: Variant = "mor"
+    """One of the paper's Table 2 rows (:mod:`mordasr.mor.variants`)."""
+    expert_rank: int = 4
+    """Rank of each ``lora-moe`` expert."""
+    allocate: AllocateSection | None = None
+    """Allocate ranks per layer under a parameter budget (None: the template everywhere)."""
+    discriminator_feat: int = 64
+    """Width of the U-Net discriminator (when the ``gan`` loss is on)."""
+    cache_trunk: bool = False
+    """Keep the frozen RRDB features before the first adapter in the pool (needs
+    ``data.pool_size``)."""
+
+    @property
+    def spec(self) -> SRModelSpec:
+        """The :class:`SRModelSpec` part: what the exported model folder records."""
+        return SRModelSpec(**{f.name: getattr(self, f.name) for f in fields(SRModelSpec)})
+
+
+@dataclass
+class SDModelSection(OneStepConfig):
+    """``model:`` of task ``sd21-mor``: the generator (:class:`OneStepConfig` fields) and the
+    training-only networks."""
+
+    gradient_checkpointing: bool = False
+    """diffusers gradient checkpointing in every UNet and the VAE."""
+    vsd: VSDConfig = field(default_factory=VSDConfig)
+    """The VSD loss and its variational score network."""
+    discriminator: LatentGANConfig = field(default_factory=LatentGANConfig)
+    """The latent GAN's heads."""
+
+    @property
+    def generator(self) -> OneStepConfig:
+        """The :class:`OneStepConfig` part: what the exported model folder records."""
+        return OneStepConfig(**{f.name: getattr(self, f.name) for f in fields(OneStepConfig)})
+
+
+@dataclass
+class SRLosses:
+    """``losses:`` of task ``realesrgan-mor``: weights; 0 switches a loss off."""
+
+    l1: float = 0.0
+    perceptual: float = 0.0
+    lpips: float = 0.0
+    gan: float = 0.0
+    balance: float = 0.0
+
+
+@dataclass
+class SDLosses:
+    """``losses:`` of task ``sd21-mor``: weights; 0 switches a loss off."""
+
+    l2: float = 0.0
+    lpips: float = 0.0
+    vsd: float = 0.0
+    gan: float = 0.0
+    balance: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskSections:
+    """The dataclasses of one task's own sections."""
+
+    model: type
+    losses: type
+    degradation: type = DegradationSection
+
+
+TASK_SECTIONS: dict[str, TaskSections] = {
+    "realesrgan-mor": TaskSections(SRModelSection, SRLosses),
+    "sd21-mor": TaskSections(SDModelSection, SDLosses),
+}
+"""Sections by task name; a new task adds its own (:func:`mordasr.train.task.register_task`)."""
 
 
 @dataclass
@@ -62,6 +197,7 @@ class TrainConfig:
     total_steps: int = 1000
     mixed_precision: MixedPrecision = "no"
     gradient_accumulation_steps: int = 1
+    """Micro-batches summed per update; gradients are synchronised across processes on the last."""
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -71,20 +207,25 @@ class TrainConfig:
     """Exponential moving average of the trainable weights; 0 disables it."""
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    model: dict[str, Any] = field(default_factory=dict)
-    """Task-specific model options (backbone, MoR layout, estimator)."""
-    losses: dict[str, float] = field(default_factory=dict)
-    """Loss weights by name; a weight of 0 (or absence) switches the loss off."""
-    degradation: dict[str, Any] = field(default_factory=dict)
-    """Task-specific synthesis options (preset name, scale, overrides)."""
+    model: Any = None
+    """The task's model section (:data:`TASK_SECTIONS`; a mapping is converted)."""
+    losses: Any = None
+    """The task's loss weights by name; a weight of 0 (or absence) switches the loss off."""
+    degradation: Any = None
+    """The task's synthesis options (:class:`DegradationSection` for the built-in tasks)."""
 
     def __post_init__(self) -> None:
-        if self.mixed_precision is False:  # YAML reads a bare `no` as false
-            self.mixed_precision = "no"
-        if self.mixed_precision not in typing.get_args(MixedPrecision):
-            raise ValueError(
-                f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}"
-            )
+        if self.task not in TASK_SECTIONS:
+            close = _suggest(self.task, TASK_SECTIONS)
+            raise ConfigError(f"task: unknown task {self.task!r}{close}")
+        sections = TASK_SECTIONS[self.task]
+        for name in ("model", "losses", "degradation"):
+            kind, value = getattr(sections, name), getattr(self, name)
+            if not isinstance(value, kind):
+                setattr(self, name, _convert(kind, {} if value is None else value, name))
+        for name in ("total_steps", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
@@ -92,14 +233,15 @@ class TrainConfig:
 
         A top-level ``base: other.yaml`` (relative to the file) starts from that config and
         overrides it key by key: mappings merge recursively, any other value (a list, ``null``)
-        replaces the base's. Paths keep resolving against the file that wrote them.
+        replaces the base's. Paths keep resolving against the file that wrote them. A bad key or
+        value raises :class:`ConfigError` naming the file.
         """
         path = Path(path)
-        config = from_dict(cls, read_yaml(path))
-        folder = path.resolve().parent
-        config.output_dir = str(_resolve(folder, config.output_dir))
-        config.data.hr_dirs = [str(_resolve(folder, d)) for d in config.data.hr_dirs]
-        return config
+        data = read_yaml(path)
+        try:
+            return from_dict(cls, data)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for saving beside checkpoints."""
@@ -110,13 +252,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
     """A config file's data with its ``base`` merged in and its paths made absolute."""
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise TypeError(f"{path} must hold a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping, got {_describe(data)}")
     folder = path.resolve().parent
-    if "output_dir" in data:
+    if isinstance(data.get("output_dir"), str):
         data["output_dir"] = str(_resolve(folder, data["output_dir"]))
     section = data.get("data")
-    if isinstance(section, dict) and "hr_dirs" in section:
-        section["hr_dirs"] = [str(_resolve(folder, d)) for d in section["hr_dirs"]]
+    if isinstance(section, dict) and isinstance(section.get("hr_dirs"), list):
+        section["hr_dirs"] = [
+            str(_resolve(folder, d)) if isinstance(d, str) else d for d in section["hr_dirs"]
+        ]
     base = data.pop("base", None)
     if base is None:
         return data
@@ -139,29 +283,125 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build dataclass ``cls`` from nested dicts, converting nested dataclasses and tuples."""
+def from_dict(cls: type, data: Any, key: str = "") -> Any:
+    """Build dataclass ``cls`` from nested mappings, checking every value against its field's
+    type (nested dataclasses, ``list``/``tuple``/``dict`` items, unions, literals).
+
+    ``key`` is the dotted place of ``data`` in the whole config, for error messages; every
+    problem raises :class:`ConfigError` with one line naming the key.
+    """
     if not isinstance(data, dict):
-        raise TypeError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{key or cls.__name__}: expected a mapping, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    names = [f.name for f in fields(cls) if f.init]
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _convert(hints[name], value)
-    return cls(**kwargs)
+        place = f"{key}.{name}" if key else str(name)
+        if name not in names:
+            raise ConfigError(f"{place}: unknown key{_suggest(str(name), names)}")
+        kwargs[name] = _convert(hints[name], value, place)
+    missing = [
+        f.name
+        for f in fields(cls)
+        if f.init
+        and f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{key + '.' if key else ''}{missing[0]}: required key is missing")
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        raise ConfigError(f"{key}.{error}" if key else str(error)) from None
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{key or cls.__name__}: {error}") from None
 
 
-def _convert(hint: Any, value: Any) -> Any:
-    origin = typing.get_origin(hint)
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    """``value`` as type ``hint`` (containers converted item by item), or a ConfigError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
+        return value if isinstance(value, hint) else from_dict(hint, value, key)
+    if origin is Literal:
+        if value is False and "no" in args:  # YAML 1.1 reads a bare `no` as false
+            value = "no"
+        if value in args and not isinstance(value, bool):
+            return value
+        raise _mismatch(hint, value, key)
     if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
-                return from_dict(arg, value)
-    return value
+        if value is None and type(None) in args:
+            return None
+        candidates = [arg for arg in args if arg is not type(None)]
+        if len(candidates) == 1:  # an optional value: say what is wrong inside it
+            return _convert(candidates[0], value, key)
+        for arg in candidates:
+            try:
+                return _convert(arg, value, key)
+            except ConfigError:
+                continue
+        raise _mismatch(hint, value, key)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise _mismatch(hint, value, key)
+        return [_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        variadic = len(args) == 2 and args[1] is Ellipsis
+        if not isinstance(value, list | tuple) or (not variadic and len(value) != len(args)):
+            raise _mismatch(hint, value, key)
+        items = args[:1] * len(value) if variadic else args
+        pairs = enumerate(zip(items, value, strict=True))
+        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in pairs)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _mismatch(hint, value, key)
+        return {k: _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise _mismatch(hint, value, key)
+    if hint is type(None):
+        if value is None:
+            return None
+        raise _mismatch(hint, value, key)
+    if isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise _mismatch(hint, value, key)
+
+
+def _mismatch(hint: Any, value: Any, key: str) -> ConfigError:
+    hint_text = f"{key}: expected {_type_name(hint)}, got {_describe(value)}"
+    if _type_name(hint).startswith("float") and isinstance(value, str):
+        hint_text += " (YAML reads 1e-4 as a string: write 1.0e-4)"
+    return ConfigError(hint_text)
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if origin is tuple:
+        return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
+    if origin is dict:
+        return f"a mapping of {_type_name(args[1])}"
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint):
+        return f"a mapping ({hint.__name__})"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _suggest(name: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
-from mordasr.train.config import TrainConfig
+from mordasr.train.config import TASK_SECTIONS, TaskSections, TrainConfig
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -22,12 +22,22 @@ if TYPE_CHECKING:
 TASKS: dict[str, type[TrainTask]] = {}
 
 
-def register_task(name: str) -> Callable[[type[TrainTask]], type[TrainTask]]:
-    """Class decorator: make a task available as ``task: <name>`` in training configs."""
+def register_task(
+    name: str, sections: TaskSections | None = None
+) -> Callable[[type[TrainTask]], type[TrainTask]]:
+    """Class decorator: make a task available as ``task: <name>`` in training configs.
+
+    ``sections`` are the dataclasses of the task's ``model``, ``losses`` and ``degradation``
+    sections (the built-in tasks' are in :data:`TASK_SECTIONS` already).
+    """
 
     def add(cls: type[TrainTask]) -> type[TrainTask]:
         if name in TASKS:
             raise ValueError(f"task {name!r} is registered twice")
+        if sections is not None:
+            TASK_SECTIONS[name] = sections
+        if name not in TASK_SECTIONS:
+            raise ValueError(f"task {name!r} needs its config sections (register_task(sections=))")
         cls.name = name
         TASKS[name] = cls
         return cls
@@ -69,12 +79,3 @@ class TrainTask(ABC):
     def extra_state(self) -> dict[str, Any]:
         """JSON-serialisable state beyond tensors (none by default)."""
         return {}
-
-
-def loss_weights(config: TrainConfig, known: set[str]) -> dict[str, float]:
-    """The config's non-zero loss weights by name; a loss the task does not know is an error
-    (a typo must not silently switch a loss off)."""
-    unknown = set(config.losses) - known
-    if unknown:
-        raise ValueError(f"unknown losses {sorted(unknown)}; known: {sorted(known)}")
-    return {k: float(v) for k, v in config.losses.items() if float(v) != 0.0}

@@ -189,7 +189,7 @@ def test_ablation_configs_build_the_layout_of_their_table_row(
     mor, degradation_aware = adapter_layout(config.model)
     assert (mor.num_shared, mor.num_routed, mor.num_zero, mor.top_k, mor.expert_rank) == layout
     assert degradation_aware == aware
-    assert config.model["allocate"] is None
+    assert config.model.allocate is None
     assert Path(config.output_dir).name == name
 
 
@@ -205,7 +205,7 @@ def test_router_ablation_configs_change_only_the_router_input(
     name: str, key: str, value: str
 ) -> None:
     config = _ablation(name)
-    assert config.model[key] == value
+    assert getattr(config.model, key) == value
     assert adapter_layout(config.model) == adapter_layout(_ablation("mor_full").model)
 
 
@@ -219,10 +219,10 @@ def test_router_bias_config_adds_only_the_bias() -> None:
 def test_default_recipe_still_builds_the_shipped_default_layout() -> None:
     config = TrainConfig.from_yaml(CONFIGS / "realesrgan_mor.yaml")
     mor, degradation_aware = adapter_layout(config.model)
-    assert mor == MoRConfig(**config.model["mor"])
+    assert mor == config.model.mor
     assert degradation_aware
     assert (mor.expert_rank, mor.router_bias) == (1, False)
-    assert "router_input" not in config.model
+    assert config.model.router_input == "scores"
     shipped = json.loads((SHIPPED / "mor_config.json").read_text())
     for field in ("num_shared", "num_routed", "num_zero", "top_k", "score_dim", "conv_variant"):
         assert getattr(mor, field) == shipped[field], field

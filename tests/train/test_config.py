@@ -35,9 +35,10 @@ def test_override_merges_mappings_and_replaces_other_values(tmp_path: Path) -> N
     config = TrainConfig.from_yaml(child)
     assert config.total_steps == 5
     assert config.data.batch_size == 4
-    assert config.model["allocate"] is None
-    assert config.model["mor"] == {"num_shared": 8, "num_zero": 0, "target_modules": ["c"]}
-    assert config.model["backbone"] == "realesrgan-x4plus"
+    assert config.model.allocate is None
+    mor = config.model.mor
+    assert (mor.num_shared, mor.num_zero, mor.target_modules) == (8, 0, ["c"])
+    assert config.model.backbone == "realesrgan-x4plus"
 
 
 def test_paths_resolve_against_the_file_that_wrote_them(tmp_path: Path) -> None:

@@ -274,20 +274,26 @@ def test_paper_config_holds_the_papers_hyperparameters() -> None:
     config = TrainConfig.from_yaml(ROOT / "configs" / "mordasr_sd21.yaml")
     model = config.model
     assert config.task == "sd21-mor"
-    assert model["base_model"] == "stabilityai/stable-diffusion-2-1-base"
+    assert model.base_model == "stabilityai/stable-diffusion-2-1-base"
     assert config.total_steps == 25_000
     assert config.optim.lr == 5e-5
     assert config.data.batch_size * config.gradient_accumulation_steps == 16
-    assert config.data.patch_size == 512 and model["scale"] == 4
-    assert model["timestep"] == 999
-    mor = model["unet_mor"]
-    assert (mor["num_shared"], mor["num_routed"], mor["num_zero"], mor["top_k"]) == (8, 32, 4, 8)
-    assert model["vae_lora_rank"] == 4 and model["vsd"]["lora_rank"] == 4
-    assert model["vsd"]["guidance_scale"] == 7.5
-    assert model["gradient_checkpointing"] is True
+    assert config.data.patch_size == 512 and model.scale == 4
+    assert model.timestep == 999
+    mor = model.unet_mor
+    assert (mor.num_shared, mor.num_routed, mor.num_zero, mor.top_k) == (8, 32, 4, 8)
+    assert model.vae_lora_rank == 4 and model.vsd.lora_rank == 4
+    assert model.vsd.guidance_scale == 7.5
+    assert model.gradient_checkpointing is True
     assert config.mixed_precision == "bf16"
-    assert set(config.losses) == {"l2", "lpips", "vsd", "gan", "balance"}
-    assert (config.losses["l2"], config.losses["lpips"], config.losses["vsd"]) == (1.0, 2.0, 1.0)
+    losses = config.losses
+    assert (losses.l2, losses.lpips, losses.vsd, losses.gan, losses.balance) == (
+        1.0,
+        2.0,
+        1.0,
+        0.1,
+        0.01,
+    )
 
 
 def test_paper_config_builds_on_a_local_model_folder(assets: Path, tmp_path: Path) -> None:

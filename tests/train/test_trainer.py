@@ -12,12 +12,20 @@ import yaml
 from PIL import Image
 
 from mordasr.degrade import PRESETS
+from mordasr.mor import routing
 from mordasr.nets.rrdbnet import RRDBNet
 from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.train.checkpoint import list_checkpoints, load_checkpoint
 from mordasr.train.cli import apply_overrides
-from mordasr.train.config import TrainConfig, from_dict
-from mordasr.train.trainer import train
+from mordasr.train.config import (
+    AllocateSection,
+    ConfigError,
+    DegradationSection,
+    TrainConfig,
+    from_dict,
+)
+from mordasr.train.data import step_generator
+from mordasr.train.trainer import build_task, make_accelerator, train
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +128,9 @@ def test_finished_run_exports_a_loadable_model(assets: Path, tmp_path: Path) -> 
 
 
 def test_config_rejects_unknown_keys() -> None:
-    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+    with pytest.raises(
+        ConfigError, match=r"^totl_steps: unknown key \(did you mean 'total_steps'\?\)$"
+    ):
         from_dict(TrainConfig, {"totl_steps": 3})
 
 
@@ -142,8 +152,8 @@ def test_rank_allocation_spends_the_budget_and_is_reused_on_resume(
     assets: Path, tmp_path: Path
 ) -> None:
     cfg = _config(assets, tmp_path / "alloc", total_steps=2, losses={"l1": 1.0})
-    cfg.model["mor"]["target_modules"] = r"conv_(body|up1|up2|hr|last)|body\.0\.rdb\d\.conv\d"
-    cfg.model["allocate"] = {"budget": 3000, "batches": 1}
+    cfg.model.mor.target_modules = r"conv_(body|up1|up2|hr|last)|body\.0\.rdb\d\.conv\d"
+    cfg.model.allocate = AllocateSection(budget=3000, batches=1)
     train(cfg, stop_at=1, progress=False)
     saved = Path(cfg.output_dir) / "allocated_mor.json"
     allocated = saved.read_text()
@@ -157,14 +167,10 @@ def test_rank_allocation_spends_the_budget_and_is_reused_on_resume(
 def test_cached_trunk_features_give_the_same_output_as_the_full_network(
     assets: Path, tmp_path: Path
 ) -> None:
-    from mordasr.mor import routing
-    from mordasr.train.data import step_generator
-    from mordasr.train.trainer import build_task, make_accelerator
-
     cfg = _config(assets, tmp_path / "pool", losses={"l1": 1.0})
     cfg.data.pool_size = 3
-    cfg.model["cache_trunk"] = True
-    cfg.model["mor"]["target_modules"] = r"conv_(body|up1|up2|hr|last)"
+    cfg.model.cache_trunk = True
+    cfg.model.mor.target_modules = r"conv_(body|up1|up2|hr|last)"
     task = build_task(cfg, make_accelerator(cfg, cpu=True))
     assert task.trunk_start == 1
     batch = task._draw(step_generator(0, 0))
@@ -175,17 +181,14 @@ def test_cached_trunk_features_give_the_same_output_as_the_full_network(
 def test_pooled_training_draws_from_a_fixed_pool(assets: Path, tmp_path: Path) -> None:
     cfg = _config(assets, tmp_path / "pooled", total_steps=2, losses={"l1": 1.0})
     cfg.data.pool_size = 4
-    cfg.model["cache_trunk"] = True
+    cfg.model.cache_trunk = True
     out = train(cfg, progress=False)
     assert (out / "final" / "mor_adapter.safetensors").is_file()
 
 
 def test_several_presets_split_every_batch_between_them(assets: Path, tmp_path: Path) -> None:
-    from mordasr.train.data import step_generator
-    from mordasr.train.trainer import build_task, make_accelerator
-
     cfg = _config(assets, tmp_path / "mix", losses={"l1": 1.0})
-    cfg.degradation = {"preset": ["mordasr-mild", "mordasr-severe"], "scale": 4}
+    cfg.degradation = DegradationSection(["mordasr-mild", "mordasr-severe"], scale=4)
     task = build_task(cfg, make_accelerator(cfg, cpu=True))
     assert task.degradations == [PRESETS["mordasr-mild"], PRESETS["mordasr-severe"]]
     lr, gt = task._batch(step_generator(0, 0))

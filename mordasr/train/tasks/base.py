@@ -1,0 +1,248 @@
+"""What the built-in tasks share: degraded training pairs, warm-up, accumulation, EMA export.
+
+Both tasks train MoR adapters on LR/HR pairs synthesised on the fly from clean HR patches and
+scored by a frozen degradation estimator. :class:`MoRTask` owns that data path (optionally a
+fixed, seeded pool), the learning-rate warm-up of every optimiser, the one gradient-accumulation
+rule, zero-expert logging, the checkpointed state common to both (EMA, discriminator) and the
+export with the EMA weights swapped in. A task adds its networks and its updates.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from mordasr.degrade import degrade, resolve_config
+from mordasr.mor import mor_layers
+from mordasr.train.config import ConfigError, TrainConfig
+from mordasr.train.data import PatchSampler, find_images, step_generator
+from mordasr.train.ema import EMA
+from mordasr.train.task import TrainTask
+
+Item = TypeVar("Item")
+Losses = dict[str, Tensor]
+
+POOL_STREAM = 20_000
+"""Process index of the random stream the pool is drawn from (no step ever uses it)."""
+
+
+class MoRTask(TrainTask):
+    """A task that trains MoR adapters on synthetic degradations routed by estimator scores.
+
+    Subclasses set ``scale`` and call :meth:`setup_data` first in ``__init__``, then build their
+    networks, set ``ema`` (:meth:`make_ema`), ``net_d``/``optimizer_d`` where they have a
+    discriminator, and call :meth:`setup_pool` last.
+    """
+
+    ema: EMA | None = None
+    net_d: nn.Module | None = None
+    optimizer_d: torch.optim.Optimizer | None = None
+
+    def __init__(self, config: TrainConfig, accelerator: Any) -> None:
+        super().__init__(config, accelerator)
+        self.device = accelerator.device
+        self.weights = {k: float(v) for k, v in asdict(config.losses).items() if float(v) != 0.0}
+        """The non-zero loss weights by name."""
+        self.pool: dict[str, Tensor] | None = None
+
+    # Data -------------------------------------------------------------------------------------
+    def setup_data(self, scale: int) -> None:
+        """The degradation presets (synthesised at ``scale``) and the HR patch sampler."""
+        self.scale = scale
+        self.degradations = [resolve_config(name) for name in self.config.degradation.presets]
+        data = self.config.data
+        try:
+            files = find_images(data.hr_dirs, data.max_images)
+        except FileNotFoundError as error:
+            raise ConfigError(f"data.hr_dirs: {error}") from None
+        self.sampler = PatchSampler(files, data.patch_size, data.augment)
+
+    def setup_pool(self) -> None:
+        """Synthesise the fixed pool when ``data.pool_size`` asks for one."""
+        if self.config.data.pool_size:
+            self.pool = self._make_pool(self.config.data.pool_size)
+
+    def _batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """HR patches degraded on the fly; with several presets the batch is split evenly
+        between them (e.g. the paper's mild and severe degradations side by side)."""
+        hr = self.sampler.sample(self.config.data.batch_size, generator).to(self.device)
+        lrs, gts = [], []
+        for chunk, preset in zip(
+            hr.tensor_split(len(self.degradations)), self.degradations, strict=True
+        ):
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            if chunk.shape[0]:
+                result = degrade(chunk, preset, scale=self.scale, seed=seed)
+                lrs.append(result.lr)
+                gts.append(result.gt)
+        return torch.cat(lrs), torch.cat(gts)
+
+    @abstractmethod
+    def _scored(self, lr: Tensor, gt: Tensor) -> dict[str, Tensor]:
+        """A pair as a batch dict: ``lr``, ``gt``, ``scores`` and whatever routing needs."""
+
+    def _pool_items(self, lr: Tensor, gt: Tensor) -> dict[str, Tensor]:
+        """What the pool keeps of a pair (the scored pair; a task may cache more)."""
+        return self._scored(lr, gt)
+
+    @torch.no_grad()
+    def _make_pool(self, size: int) -> dict[str, Tensor]:
+        """Synthesise ``size`` pairs once (seeded), to draw batches from."""
+        generator = step_generator(self.config.seed, 0, POOL_STREAM)
+        parts: dict[str, list[Tensor]] = {}
+        with tqdm(total=size, desc="synthesising pool", unit="pair", leave=False) as bar:
+            while bar.n < size:
+                items = self._pool_items(*self._batch(generator))
+                for key, value in items.items():
+                    parts.setdefault(key, []).append(value)
+                bar.update(items["lr"].shape[0])
+        return {key: torch.cat(values)[:size] for key, values in parts.items()}
+
+    def _draw(self, generator: torch.Generator) -> dict[str, Tensor]:
+        """One batch: from the pool when there is one, freshly synthesised otherwise."""
+        if self.pool is None:
+            return self._scored(*self._batch(generator))
+        size = self.pool["lr"].shape[0]
+        picks = torch.randint(size, (self.config.data.batch_size,), generator=generator)
+        return {key: value[picks.to(value.device)] for key, value in self.pool.items()}
+
+    # Optimisation -----------------------------------------------------------------------------
+    def adam(self, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        """AdamW with the config's betas and weight decay."""
+        optim = self.config.optim
+        return torch.optim.AdamW(params, lr=lr, betas=optim.betas, weight_decay=optim.weight_decay)
+
+    def make_ema(self, params: dict[str, nn.Parameter]) -> EMA | None:
+        """An EMA of ``params`` (None when ``ema_decay`` is 0)."""
+        return EMA(params, self.config.ema_decay) if self.config.ema_decay > 0 else None
+
+    def _set_lr(self, step: int) -> float:
+        """Warm every optimiser up linearly to its rate (the discriminator's is
+        ``lr_discriminator``); returns the generator's."""
+        optim = self.config.optim
+        factor = min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps > 0 else 1.0
+        for name, optimizer in self.optimizers.items():
+            rate = optim.lr_discriminator if name == "discriminator" else optim.lr
+            for group in optimizer.param_groups:
+                group["lr"] = rate * factor
+        return optim.lr * factor
+
+    def update(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: nn.Module,
+        items: Sequence[Item],
+        losses_of: Callable[[Item], tuple[Losses, Any]],
+        logs: dict[str, float],
+        scope: Callable[[Item], AbstractContextManager[Any]] | None = None,
+        clip: list[nn.Parameter] | None = None,
+    ) -> list[Any]:
+        """One optimiser step on the sum of ``items``' micro-batch losses (the one accumulation
+        rule of every update).
+
+        ``losses_of(item)`` runs under autocast and returns the weighted losses and what the
+        caller wants back from that micro-batch; their sum, divided by the number of
+        micro-batches, is back-propagated inside ``scope(item)`` (e.g. the routing, so that
+        gradient checkpointing re-runs the layers routed). DDP gradients are synchronised on
+        the last micro-batch only (``no_sync`` on the others). The mean of each loss is added to
+        ``logs``; ``clip`` are the parameters whose gradient norm ``optim.grad_clip`` limits.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        count = len(items)
+        kept = []
+        for i, item in enumerate(items):
+            sync = nullcontext() if i == count - 1 else self.accelerator.no_sync(model)
+            with sync, scope(item) if scope is not None else nullcontext():
+                with self.accelerator.autocast():
+                    losses, keep = losses_of(item)
+                self.accelerator.backward(sum(losses.values()) / count)
+            kept.append(keep)
+            for name, value in losses.items():
+                logs[name] = logs.get(name, 0.0) + float(value.detach()) / count
+        if clip is not None and self.config.optim.grad_clip:
+            self.accelerator.clip_grad_norm_(clip, self.config.optim.grad_clip)
+        optimizer.step()
+        return kept
+
+    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
+        rate = self._set_lr(step)
+        batches = [self._draw(generator) for _ in range(self.config.gradient_accumulation_steps)]
+        logs: dict[str, float] = {}
+        self._updates(batches, generator, logs)
+        logs["zero_experts"] = self._mean_zero_experts()
+        logs["lr"] = rate
+        logs["processes"] = float(self.accelerator.num_processes)
+        return logs
+
+    @abstractmethod
+    def _updates(
+        self, batches: list[dict[str, Tensor]], generator: torch.Generator, logs: dict[str, float]
+    ) -> None:
+        """Every network's update of one step on these micro-batches; log into ``logs``."""
+
+    @property
+    @abstractmethod
+    def routed_model(self) -> nn.Module:
+        """The network whose MoR layers the degradation scores route."""
+
+    def _mean_zero_experts(self) -> float:
+        """Mean number of zero experts an image kept per routed layer in the last pass."""
+        counts = [
+            layer.last_routing.num_zero_active.float().mean()
+            for _, layer in mor_layers(self.routed_model)
+            if layer.last_routing is not None
+        ]
+        return float(torch.stack(counts).mean()) if counts else 0.0
+
+    def require(self, condition: bool, message: str) -> None:
+        """Refuse a config whose sections contradict each other (one line, like a typo)."""
+        if not condition:
+            raise ConfigError(message)
+
+    # State ------------------------------------------------------------------------------------
+    @abstractmethod
+    def model_state(self) -> dict[str, dict[str, Tensor]]:
+        """The task's own tensor groups (adapters, ...), beside the EMA and discriminator."""
+
+    @abstractmethod
+    def load_model_state(self, tensors: dict[str, dict[str, Tensor]]) -> None:
+        """Restore what :meth:`model_state` returned."""
+
+    def state_tensors(self) -> dict[str, dict[str, Tensor]]:
+        state = self.model_state()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.net_d is not None:
+            state["discriminator"] = self.accelerator.unwrap_model(self.net_d).state_dict()
+        return state
+
+    def load_state_tensors(self, tensors: dict[str, dict[str, Tensor]]) -> None:
+        self.load_model_state(tensors)
+        if self.ema is not None:
+            self.ema.load_state_dict(tensors["ema"])
+        if self.net_d is not None:
+            self.accelerator.unwrap_model(self.net_d).load_state_dict(tensors["discriminator"])
+
+    @abstractmethod
+    def save_model(self, directory: Path) -> Path:
+        """Write the current weights in their loadable form; return the folder."""
+
+    def export(self, directory: Path) -> Path:
+        """The loadable model with the EMA weights (if kept) in place of the last iterate."""
+        with self.ema.swapped_in() if self.ema is not None else nullcontext():
+            return self.save_model(directory)
+
+
+def named_optimizers(
+    **optimizers: torch.optim.Optimizer | None,
+) -> dict[str, torch.optim.Optimizer]:
+    """The optimisers that exist, by name (for :attr:`TrainTask.optimizers`)."""
+    return {name: opt for name, opt in optimizers.items() if opt is not None}
