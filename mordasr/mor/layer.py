@@ -21,6 +21,7 @@ image in the batch actually uses are gathered, so zero experts and unused expert
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -84,6 +85,37 @@ def _slot_ranks(slots: Tensor, gates: Tensor, expert_rank: int) -> tuple[Tensor,
     return rows, gates.repeat_interleave(expert_rank, dim=-1)
 
 
+@dataclass
+class InferenceState:
+    """What a MoR layer keeps between inference calls for the scores it is routed by.
+
+    A call is an inference call when no gradient can reach the adapter (grad mode off, or every
+    adapter tensor frozen): then the routing and the folded weight of the first call are reused
+    by the next ones, as long as :attr:`key` holds. Everything here, folded weight copies
+    included, is dropped with the scores: ``set_scores(None)``, or leaving ``routing(...)``.
+    """
+
+    key: tuple[Any, ...] | None = None
+    """Versions of the scores, the adapter and the base weight, and the device and dtype, that
+    the entries below were built for; any change rebuilds them."""
+    factors: tuple[Tensor, Tensor, Tensor] | None = None
+    """``(A, B, coeff)`` of the ranks in use (the low-rank path), coeff (1 or B, r)."""
+    weight: Tensor | None = None
+    """(1 or B, *weight.shape) frozen weight with the image's update folded in (merged path)."""
+    pending: tuple[Tensor, Tensor] | None = None
+    """Rows of the routed factors and their gates from :meth:`MoRLayer.prefold`, whose compute
+    path the next call decides from its token count."""
+    shared: Tensor | None = None
+    """(d_out, d_in_flat) frozen weight with the always-on ranks folded in."""
+    buffer: Tensor | None = None
+    """Storage the folded weight is written into, kept across score changes: a fresh allocation
+    per image costs more than the fold itself (large blocks are mapped and faulted in anew)."""
+
+    def reset(self, key: tuple[Any, ...]) -> None:
+        """Forget everything built for another key (the buffer is kept)."""
+        self.key, self.factors, self.weight, self.pending, self.shared = key, None, None, None, None
+
+
 class MoRLayer(nn.Module):
     """Shared logic of :class:`MoRLinear` and :class:`MoRConv2d`; the base layer stays frozen."""
 
@@ -114,11 +146,7 @@ class MoRLayer(nn.Module):
         self.shared_merged = False
         self._scores: Tensor | None = None
         self.last_routing: Routing | None = None
-        self._cache: tuple[tuple[Any, ...], Tensor, Tensor, Tensor, Tensor | None] | None = None
-        self._merged_buffer: Tensor | None = None
-        self._shared_cache: tuple[tuple[Any, ...], Tensor] | None = None
-        self._pending: tuple[tuple[Any, ...], Tensor, Tensor] | None = None
-        """A :meth:`prefold` whose compute path the next call decides: (key, rows, gates)."""
+        self._state: InferenceState | None = None
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -172,10 +200,31 @@ class MoRLayer(nn.Module):
         return self._scores
 
     def set_scores(self, scores: Tensor | None) -> None:
-        """Degradation scores (B, score_dim) that route the next forward calls."""
+        """Degradation scores (B, score_dim) that route the next forward calls; ``None`` also
+        frees the :attr:`inference_state` (folded weights included)."""
         self._scores = scores
-        self._cache = None
-        self._pending = None
+        if scores is None or self._state is None:
+            self._state = None
+        else:
+            self._state = InferenceState(buffer=self._state.buffer)
+
+    @property
+    def inference_state(self) -> InferenceState | None:
+        """What inference calls reuse for the current scores (None before the first one)."""
+        return self._state
+
+    def _receives_gradients(self) -> bool:
+        """Whether a call now can send gradients into the adapter (training); when it cannot,
+        the call is an inference call and may reuse :attr:`inference_state`."""
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.adapter_parameters)
+
+    def _inference_state(self, key: tuple[Any, ...]) -> InferenceState:
+        """The inference state, rebuilt empty when it was made for another key."""
+        if self._state is None:
+            self._state = InferenceState()
+        if self._state.key != key:
+            self._state.reset(key)
+        return self._state
 
     def _active_factors(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Factors of the ranks in use and their per-image coefficients (U, r), U in {1, B}."""
@@ -207,7 +256,7 @@ class MoRLayer(nn.Module):
         coeff = torch.cat([c.expand(batch, -1) for c in parts_c], dim=1)
         return torch.cat(parts_a, dim=0), torch.cat(parts_b, dim=1), coeff
 
-    def _cache_key(self, x: Tensor) -> tuple[Any, ...]:
+    def _state_key(self, like: Tensor) -> tuple[Any, ...]:
         scores = self._scores
         versions = tuple(p._version for p in self.adapter_parameters)
         return (
@@ -215,30 +264,31 @@ class MoRLayer(nn.Module):
             versions,
             self.base_layer.weight._version,
             self.shared_merged,
-            x.device,
-            x.dtype,
+            like.device,
+            like.dtype,
         )
 
     def forward(self, x: Tensor) -> Tensor:
         """Frozen layer plus the routed and shared experts of each image (eq. 10)."""
-        use_cache = not torch.is_grad_enabled()
-        key = self._cache_key(x) if use_cache else None
-        if use_cache and self._pending is not None:
-            folded = self._take_pending(x, key)
-            if folded is not None:
-                return self._with_weight(x, folded)
-        hit = use_cache and self._cache is not None and self._cache[0] == key
-        if hit and self._cache[1] is None:
-            return self._with_weight(x, self._cache[4])
-        if not hit and use_cache and self._folds_in_one_step(x):
-            weight = self._fold_one_image(x)
-            self._cache = (key, None, None, None, weight)
-            return self._with_weight(x, weight)
-        if hit:
-            _, a, b, coeff, merged_weight = self._cache
-        else:
-            a, b, coeff = self._active_factors(x)
-            merged_weight = None
+        if self._receives_gradients():
+            return self._adapted(x, *self._active_factors(x), None)
+        state = self._inference_state(self._state_key(x))
+        if state.pending is not None:
+            self._resolve_pending(x, state)
+        if state.weight is not None and state.factors is None:
+            return self._with_weight(x, state.weight)
+        if state.factors is None:
+            if self._folds_in_one_step(x):
+                state.weight = self._fold_one_image(x, state)
+                return self._with_weight(x, state.weight)
+            state.factors = self._active_factors(x)
+        return self._adapted(x, *state.factors, state)
+
+    def _adapted(
+        self, x: Tensor, a: Tensor, b: Tensor, coeff: Tensor, state: InferenceState | None
+    ) -> Tensor:
+        """The layer with the update ``B diag(coeff) A``, on the cheaper path; with ``state``
+        (inference) a merged weight is kept there for the next calls."""
         rank = coeff.shape[1] if coeff.numel() else 0
         if rank == 0:
             return self.base_layer(x)
@@ -247,19 +297,15 @@ class MoRLayer(nn.Module):
                 f"scores hold {coeff.shape[0]} images but the input batch is {x.shape[0]}"
             )
         if self._path(x, rank, coeff.shape[0]) == "lowrank":
-            out = self.base_layer(x) + self.scaling * self._lowrank(x, a, b, coeff)
-        else:
-            if merged_weight is None:
-                delta = self._delta(a, b, coeff)
-                out = self._weight_buffer(delta) if use_cache else None
-                merged_weight = torch.add(
-                    self.base_layer.weight, delta, alpha=self.scaling, out=out
-                )
-                hit = False
-            out = self._with_weight(x, merged_weight)
-        if use_cache and not hit:
-            self._cache = (key, a, b, coeff, merged_weight)
-        return out
+            return self.base_layer(x) + self.scaling * self._lowrank(x, a, b, coeff)
+        weight = state.weight if state is not None else None
+        if weight is None:
+            delta = self._delta(a, b, coeff)
+            out = self._weight_buffer(state, delta) if state is not None else None
+            weight = torch.add(self.base_layer.weight, delta, alpha=self.scaling, out=out)
+            if state is not None:
+                state.weight = weight
+        return self._with_weight(x, weight)
 
     def _folds_in_one_step(self, x: Tensor) -> bool:
         """Inference with one score row on the merged path: fold with two fused matmuls."""
@@ -273,21 +319,21 @@ class MoRLayer(nn.Module):
         rank = self.config.num_shared + routed
         return self._path(x, max(rank, 1), 1) == "merged"
 
-    def _fold_one_image(self, x: Tensor) -> Tensor:
+    def _fold_one_image(self, x: Tensor, state: InferenceState) -> Tensor:
         """``W0 + scaling * (B_s A_s + B_r diag(g) A_r)`` for the real experts the image keeps.
 
         The shared part is folded once per weight version and reused; zero experts and experts
         the image does not keep are never gathered.
         """
         if self.router is None:
-            return self._shared_folded().view(1, *self.base_layer.weight.shape)
+            return self._shared_folded(state).view(1, *self.base_layer.weight.shape)
         routing = self.router(self._scores.to(device=x.device))
         self.last_routing = routing
         keep = routing.indices[0] < routing.num_real
         rows, gates = _slot_ranks(
             routing.indices[0][keep], routing.gates[0][keep], self.config.expert_rank
         )
-        return self._fold_rows(rows, gates)
+        return self._fold_rows(rows, gates, state)
 
     @torch.no_grad()
     def prefold(self, indices: Tensor, gates: Tensor, routing: Routing | None = None) -> None:
@@ -307,19 +353,19 @@ class MoRLayer(nn.Module):
         if self._scores is None or self._scores.shape[0] != 1:
             return
         rows, row_gates = _slot_ranks(indices, gates, self.config.expert_rank)
-        key = self._cache_key(self.base_layer.weight.new_empty(0))
+        state = self._inference_state(self._state_key(self.base_layer.weight))
+        state.factors = state.weight = state.pending = None
         if self.config.compute_path == "auto":
-            self._cache = None
-            self._pending = (key, rows, row_gates)
+            state.pending = (rows, row_gates)
         else:
-            self._cache = (key, None, None, None, self._fold_rows(rows, row_gates))
+            state.weight = self._fold_rows(rows, row_gates, state)
         if routing is not None:
             self.last_routing = routing
 
-    def _fold_rows(self, rows: Tensor, gates: Tensor) -> Tensor:
+    def _fold_rows(self, rows: Tensor, gates: Tensor, state: InferenceState) -> Tensor:
         """(1, *weight.shape): the shared-folded weight plus ``routed_B[:, rows] diag(gates)
-        routed_A[rows]``, one fused matmul into the reused buffer."""
-        weight = self._shared_folded()
+        routed_A[rows]``, one fused matmul into the state's reused buffer."""
+        weight = self._shared_folded(state)
         if rows.numel():
             b = self.routed_B[:, rows] * gates.to(weight.dtype)
             weight = torch.addmm(
@@ -327,52 +373,46 @@ class MoRLayer(nn.Module):
                 b,
                 self.routed_A[rows].flatten(1),
                 alpha=self.scaling,
-                out=self._weight_buffer(weight),
+                out=self._weight_buffer(state, weight),
             )
         return weight.view(1, *self.base_layer.weight.shape)
 
-    def _take_pending(self, x: Tensor, key: tuple[Any, ...]) -> Tensor | None:
-        """Resolve a :meth:`prefold` left to the first call: fold, or gather the low-rank
-        factors, whichever is cheaper for ``x``; cache the choice. Returns the folded weight
-        when folding won."""
-        pending, self._pending = self._pending, None
-        if pending is None or pending[0] != key:
-            return None
-        _, rows, gates = pending
+    def _resolve_pending(self, x: Tensor, state: InferenceState) -> None:
+        """Settle a :meth:`prefold` left to the first call: fold (``state.weight``), or gather
+        the low-rank factors (``state.factors``), whichever is cheaper for ``x``."""
+        assert state.pending is not None
+        rows, gates = state.pending
+        state.pending = None
         shared = self.config.num_shared if not self.shared_merged else 0
         if self._path(x, max(shared + rows.numel(), 1), 1) == "merged":
-            weight = self._fold_rows(rows, gates)
-            self._cache = (key, None, None, None, weight)
-            return weight
+            state.weight = self._fold_rows(rows, gates, state)
+            return
         parts_a, parts_b, parts_c = [self.routed_A[rows]], [self.routed_B[:, rows]], [gates[None]]
         if shared:
             parts_a.insert(0, self.shared_A)
             parts_b.insert(0, self.shared_B)
             parts_c.insert(0, x.new_ones(1, shared))
         coeff = torch.cat([c.to(x.dtype) for c in parts_c], dim=1)
-        self._cache = (key, torch.cat(parts_a), torch.cat(parts_b, dim=1), coeff, None)
-        return None
+        state.factors = (torch.cat(parts_a), torch.cat(parts_b, dim=1), coeff)
 
-    def _shared_folded(self) -> Tensor:
-        """(d_out, d_in_flat) frozen weight with the always-on ranks folded in, cached."""
-        base = self.base_layer.weight
-        key = (self.shared_A._version, self.shared_B._version, base._version, self.shared_merged)
-        if self._shared_cache is None or self._shared_cache[0] != key:
-            flat = base.flatten(1)
+    def _shared_folded(self, state: InferenceState) -> Tensor:
+        """(d_out, d_in_flat) frozen weight with the always-on ranks folded in, kept in the
+        state (its key covers the tensors it is made of)."""
+        if state.shared is None:
+            flat = self.base_layer.weight.flatten(1)
             if self.config.num_shared and not self.shared_merged:
                 flat = torch.addmm(
                     flat, self.shared_B, self.shared_A.flatten(1), alpha=self.scaling
                 )
-            self._shared_cache = (key, flat)
-        return self._shared_cache[1]
+            state.shared = flat
+        return state.shared
 
-    def _weight_buffer(self, like: Tensor) -> Tensor:
-        """Reused storage for merged weights at inference: a fresh allocation per image costs
-        more than the fold itself (large blocks are mapped and faulted in anew each time)."""
-        buffer = self._merged_buffer
+    def _weight_buffer(self, state: InferenceState, like: Tensor) -> Tensor:
+        """The state's storage for folded weights shaped like ``like`` (allocated once)."""
+        buffer = state.buffer
         if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
             buffer = torch.empty_like(like)
-            self._merged_buffer = buffer
+            state.buffer = buffer
         return buffer
 
     def _path(self, x: Tensor, rank: int, update_batch: int) -> Path:
@@ -386,34 +426,48 @@ class MoRLayer(nn.Module):
             weight_numel=self.base_layer.weight.numel(),
             input_batch=x.shape[0],
             update_batch=update_batch,
-            training=torch.is_grad_enabled()
-            and any(p.requires_grad for p in self.adapter_parameters),
+            training=self._receives_gradients(),
         )
 
     # Shared-expert merging -------------------------------------------------------------------
+    def _shared_delta(self) -> Tensor:
+        """``scaling * B_s A_s`` in float32, shaped like the base weight."""
+        ones = self.shared_A.new_ones(1, self.config.num_shared, dtype=torch.float32)
+        delta = self._delta(self.shared_A.float(), self.shared_B.float(), ones)[0]
+        return self.scaling * delta.view(self.base_layer.weight.shape)
+
+    @torch.no_grad()
+    def _write_weight(self, value: Tensor, action: str) -> None:
+        """Round the float32 ``value`` once into the base weight, refusing non-finite values
+        (peft's ``safe_merge``): the weight is left as it was."""
+        if not torch.isfinite(value).all():
+            raise ValueError(
+                f"{action} the shared ranks gives non-finite weights (NaN or inf in the adapter, "
+                "or an overflow of the weight dtype); the weight was left unchanged"
+            )
+        self.base_layer.weight.copy_(value)
+        self._state = None
+
     @torch.no_grad()
     def merge_shared(self) -> None:
-        """Fold the always-on ranks into the frozen weight (exact up to float rounding)."""
+        """Fold the always-on ranks into the frozen weight, computed in float32 and rounded
+        once to the weight's dtype; a non-finite result is refused (ValueError)."""
         if self.shared_merged or not self.config.num_shared:
             self.shared_merged = True
             return
-        ones = self.shared_A.new_ones(1, self.config.num_shared)
-        delta = self._delta(self.shared_A, self.shared_B, ones)[0]
-        self.base_layer.weight += self.scaling * delta
+        merged = self.base_layer.weight.float() + self._shared_delta()
+        self._write_weight(merged.to(self.base_layer.weight.dtype).float(), "merging")
         self.shared_merged = True
-        self._cache = None
 
     @torch.no_grad()
     def unmerge_shared(self) -> None:
-        """Undo :meth:`merge_shared`."""
+        """Undo :meth:`merge_shared` (exact in float32; within one rounding in lower precision)."""
         if not self.shared_merged:
             return
         if self.config.num_shared:
-            ones = self.shared_A.new_ones(1, self.config.num_shared)
-            delta = self._delta(self.shared_A, self.shared_B, ones)[0]
-            self.base_layer.weight -= self.scaling * delta
+            restored = self.base_layer.weight.float() - self._shared_delta()
+            self._write_weight(restored, "unmerging")
         self.shared_merged = False
-        self._cache = None
 
     def extra_repr(self) -> str:
         c = self.config

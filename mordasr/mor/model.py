@@ -130,9 +130,23 @@ def prefold_routed(model: nn.Module) -> None:
 
 
 def merge_shared(model: nn.Module) -> None:
-    """Fold every layer's always-on ranks into its frozen weight (for plain LoRA: all ranks)."""
-    for _, layer in mor_layers(model):
-        layer.merge_shared()
+    """Fold every layer's always-on ranks into its frozen weight (for plain LoRA: all ranks).
+
+    Each merge is computed in float32 and rounded once to the weight's dtype. If a layer's
+    merged weight would hold NaN or inf, nothing stays merged: the layers merged before it are
+    unmerged and ValueError names the layer.
+    """
+    merged: list[MoRLayer] = []
+    for name, layer in mor_layers(model):
+        if layer.shared_merged:
+            continue
+        try:
+            layer.merge_shared()
+        except ValueError as error:
+            for done in reversed(merged):
+                done.unmerge_shared()
+            raise ValueError(f"{name}: {error}") from None
+        merged.append(layer)
 
 
 def unmerge_shared(model: nn.Module) -> None:

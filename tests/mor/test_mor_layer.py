@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mordasr.mor import MoRConfig, MoRConv2d, MoRLayer, MoRLinear
+from mordasr.mor import (
+    MoRConfig,
+    MoRConv2d,
+    MoRLayer,
+    MoRLinear,
+    inject_mor,
+    merge_shared,
+    mor_layers,
+    routing,
+)
 
 SMALL = {"num_shared": 2, "num_routed": 8, "num_zero": 2, "top_k": 3, "score_dim": 7}
 
@@ -280,9 +292,9 @@ def test_inference_reuses_the_routing_until_scores_or_weights_change() -> None:
     layer.set_scores(torch.rand(1, 7))
     with torch.no_grad():
         first = layer(x)
-        cached = layer._cache
+        cached = layer.inference_state.weight
         assert torch.equal(layer(x), first)
-        assert layer._cache is cached
+        assert layer.inference_state.weight is cached
         layer.routed_B.add_(1.0)
         changed = layer(x)
     assert not torch.equal(changed, first)
@@ -311,7 +323,7 @@ def test_inference_fold_matches_the_training_computation(index: int, merge: bool
     expected = layer(x).detach()
     with torch.no_grad():
         folded = layer(x)
-        assert layer._cache is not None
+        assert layer.inference_state.weight is not None
     torch.testing.assert_close(folded, expected, atol=1e-5, rtol=0)
 
 
@@ -324,3 +336,89 @@ def test_inference_fold_gathers_only_kept_real_experts() -> None:
     x = torch.randn(1, 8, 32, 32)
     with torch.no_grad():
         assert torch.equal(layer(x), layer.base_layer(x))
+
+
+def _folded_layer() -> tuple[MoRLayer, torch.Tensor]:
+    """A merged-path layer and an input, after one inference call has folded its weight."""
+    config = MoRConfig(**{**SMALL, "compute_path": "merged"})
+    return _randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), config)), torch.randn(1, 4, 8, 8)
+
+
+def test_clearing_the_scores_frees_the_folded_weight() -> None:
+    layer, x = _folded_layer()
+    layer.set_scores(torch.rand(1, 7))
+    with torch.no_grad():
+        layer(x)
+    folded = weakref.ref(layer.inference_state.weight)
+    layer.set_scores(None)
+    gc.collect()
+    assert layer.inference_state is None
+    assert folded() is None
+
+
+def test_leaving_routing_frees_the_folded_weight() -> None:
+    layer, x = _folded_layer()
+    model = nn.Sequential(layer)
+    with torch.no_grad(), routing(model, torch.rand(1, 7)):
+        model(x)
+        folded = weakref.ref(layer.inference_state.weight)
+    gc.collect()
+    assert folded() is None
+
+
+def test_frozen_adapters_count_as_inference_even_with_grad_on() -> None:
+    layer, x = _folded_layer()
+    layer.set_scores(torch.rand(1, 7))
+    for p in layer.adapter_parameters:
+        p.requires_grad_(False)
+    out = layer(x.requires_grad_())
+    assert layer.inference_state is not None and layer.inference_state.weight is not None
+    out.sum().backward()
+    assert x.grad is not None
+
+
+def test_training_calls_keep_no_inference_state() -> None:
+    layer, x = _folded_layer()
+    layer.set_scores(torch.rand(1, 7))
+    layer(x).sum().backward()
+    assert layer.inference_state is None
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_bf16_merge_is_the_float32_sum_rounded_once(index: int) -> None:
+    layer = _randomise(_layers()[index]).to(torch.bfloat16)
+    base = layer.base_layer.weight.detach().clone()
+    ones = torch.ones(1, layer.config.num_shared)
+    delta = layer._delta(layer.shared_A.float(), layer.shared_B.float(), ones)[0]
+    expected = (base.float() + layer.scaling * delta.view(base.shape)).to(torch.bfloat16)
+    layer.merge_shared()
+    assert torch.equal(layer.base_layer.weight, expected)
+    layer.unmerge_shared()
+    torch.testing.assert_close(layer.base_layer.weight, base, atol=2e-2, rtol=0)
+
+
+def test_a_merge_to_non_finite_weights_is_refused_and_nothing_stays_merged() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 12), nn.Linear(12, 12))
+    inject_mor(model, MoRConfig(target_modules=["0", "1"], **SMALL))
+    for _, layer in mor_layers(model):
+        _randomise(layer)
+    before = [layer.base_layer.weight.detach().clone() for _, layer in mor_layers(model)]
+    with torch.no_grad():
+        model[1].shared_A[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^1: merging the shared ranks gives non-finite"):
+        merge_shared(model)
+    for (_, layer), weight in zip(mor_layers(model), before, strict=True):
+        assert not layer.shared_merged
+        torch.testing.assert_close(layer.base_layer.weight, weight, atol=1e-6, rtol=0)
+
+
+def test_a_merge_that_overflows_the_weight_dtype_is_refused() -> None:
+    layer = MoRLinear(nn.Linear(4, 4).half(), MoRConfig(**SMALL))
+    with torch.no_grad():
+        layer.shared_A.fill_(300.0)
+        layer.shared_B.fill_(300.0)
+    before = layer.base_layer.weight.detach().clone()
+    with pytest.raises(ValueError, match="non-finite"):
+        layer.merge_shared()
+    assert torch.equal(layer.base_layer.weight, before) and not layer.shared_merged
