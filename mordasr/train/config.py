@@ -336,7 +336,12 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             return None
         candidates = [arg for arg in args if arg is not type(None)]
         if len(candidates) == 1:  # an optional value: say what is wrong inside it
-            return _convert(candidates[0], value, key)
+            try:
+                return _convert(candidates[0], value, key)
+            except ConfigError as error:
+                if str(error).startswith(f"{key}: expected "):
+                    raise _mismatch(hint, value, key) from None
+                raise
         for arg in candidates:
             try:
                 return _convert(arg, value, key)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from tiny_models import photo
-from tiny_sd import tiny_onestep_config, write_tiny_sd
+from tiny_sd import tiny_onestep_config
 
 from mordasr.cli import main
 from mordasr.estimate import load_estimator
@@ -26,9 +26,10 @@ from mordasr.sr.zoo import load_sr_model
 UNTILED = {"latent_tile": 0, "vae_tile": 0, "color_fix": "none"}
 
 
-def tiny_checkpoint(root: Path) -> Path:
-    """A OneStepSR folder on a tiny SD model, with non-zero adapters and the learned estimator."""
-    config = tiny_onestep_config(write_tiny_sd(root / "sd"))
+def tiny_checkpoint(root: Path, sd_dir: Path) -> Path:
+    """A OneStepSR folder on the tiny SD model ``sd_dir``, with non-zero adapters and the
+    learned estimator."""
+    config = tiny_onestep_config(sd_dir)
     generator = OneStepGenerator(load_sd_components(config.base_model), config)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -39,8 +40,8 @@ def tiny_checkpoint(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("onestep"))
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, sd_dir: Path) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("onestep"), sd_dir)
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from tiny_sd import write_tiny_sd
 
 from mordasr.sr.sd import SDComponents, load_sd_components
 
 
 @pytest.fixture(scope="session")
-def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> SDComponents:
-    return load_sd_components(write_tiny_sd(tmp_path_factory.mktemp("tiny_sd")))
+def tiny_sd(sd_dir: Path) -> SDComponents:
+    return load_sd_components(sd_dir)

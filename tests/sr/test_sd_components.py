@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_sd import write_tiny_sd
 
 from mordasr.sr.sd import load_sd_components
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
 
 
 def test_every_component_loads_frozen_in_eval_mode(sd_dir: Path) -> None:

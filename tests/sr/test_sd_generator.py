@@ -7,17 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_sd import tiny_onestep_config, write_tiny_sd
+from tiny_sd import tiny_onestep_config
 
 from mordasr.mor import mor_layers
 from mordasr.sr.sd import OneStepConfig, OneStepGenerator, load_sd_components
 
 SCORE_DIM = 7
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
 
 
 def tiny_config(sd_dir: Path) -> OneStepConfig:

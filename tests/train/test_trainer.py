@@ -246,3 +246,28 @@ def test_cli_names_a_damaged_checkpoint_in_one_line(
     err = capsys.readouterr().err
     assert "state.json does not parse" in err and "--no-resume" in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_gradients_sync_on_the_last_micro_batch_of_each_update_only(
+    assets: Path, tmp_path: Path
+) -> None:
+    losses = {"l1": 1.0, "gan": 0.1}
+    cfg = _config(assets, tmp_path / "accum", gradient_accumulation_steps=2, losses=losses)
+    task = build_task(cfg, make_accelerator(cfg, cpu=True))
+    unsynced = []
+    no_sync = task.accelerator.no_sync
+    task.accelerator.no_sync = lambda model: unsynced.append(model) or no_sync(model)
+    logs = task.train_step(0, step_generator(0, 0))
+    assert unsynced == [task.net_g, task.net_d]
+    assert all(np.isfinite(logs[name]) for name in ("l1", "gan_g", "d_real", "d_fake"))
+
+
+def test_warm_up_scales_every_optimisers_rate(assets: Path, tmp_path: Path) -> None:
+    cfg = apply_overrides(
+        _config(assets, tmp_path / "warm", losses={"l1": 1.0, "gan": 0.1}),
+        ["optim.warmup_steps=4", "optim.lr=0.4", "optim.lr_discriminator=0.2"],
+    )
+    task = build_task(cfg, make_accelerator(cfg, cpu=True))
+    assert task._set_lr(0) == pytest.approx(0.1)
+    rates = {n: o.param_groups[0]["lr"] for n, o in task.optimizers.items()}
+    assert rates == pytest.approx({"generator": 0.1, "discriminator": 0.05})
