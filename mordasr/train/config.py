@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -146,26 +147,19 @@ class SDModelSection(OneStepConfig):
         return OneStepConfig(**{f.name: getattr(self, f.name) for f in fields(OneStepConfig)})
 
 
-@dataclass
-class SRLosses:
-    """``losses:`` of task ``realesrgan-mor``: weights; 0 switches a loss off."""
-
-    l1: float = 0.0
-    perceptual: float = 0.0
-    lpips: float = 0.0
-    gan: float = 0.0
-    balance: float = 0.0
+def loss_section(name: str, task: str, losses: Sequence[str]) -> type:
+    """A ``losses:`` section: one float weight per loss name, 0 (the default) switching it off;
+    any other name is an unknown key."""
+    cls = dataclasses.make_dataclass(name, [(loss, float, field(default=0.0)) for loss in losses])
+    cls.__doc__ = f"``losses:`` of task ``{task}``: weights by name; 0 switches a loss off."
+    cls.__module__ = __name__
+    return cls
 
 
-@dataclass
-class SDLosses:
-    """``losses:`` of task ``sd21-mor``: weights; 0 switches a loss off."""
-
-    l2: float = 0.0
-    lpips: float = 0.0
-    vsd: float = 0.0
-    gan: float = 0.0
-    balance: float = 0.0
+SRLosses = loss_section(
+    "SRLosses", "realesrgan-mor", ("l1", "perceptual", "lpips", "gan", "balance")
+)
+SDLosses = loss_section("SDLosses", "sd21-mor", ("l2", "lpips", "vsd", "gan", "balance"))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import weakref
 import pytest
 import torch
 import torch.nn.functional as F
+from mor_helpers import assert_paths_agree, input_for, randomise, routed_input
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -23,15 +24,6 @@ from mordasr.mor import (
 )
 
 SMALL = {"num_shared": 2, "num_routed": 8, "num_zero": 2, "top_k": 3, "score_dim": 7}
-
-
-def _randomise(layer: MoRLayer, seed: int = 0) -> MoRLayer:
-    """Give the B factors non-zero values so the adapter actually changes the output."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for b in (layer.shared_B, layer.routed_B):
-            b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
-    return layer
 
 
 def _force_router(layer: MoRLayer, favoured: list[int], strength: float = 30.0) -> None:
@@ -59,34 +51,24 @@ def _layers() -> list[MoRLayer]:
     ]
 
 
-def _input_for(layer: MoRLayer, batch: int) -> torch.Tensor:
-    if isinstance(layer, MoRLinear):
-        return torch.randn(batch, 9, layer.base_layer.in_features)
-    return torch.randn(batch, layer.base_layer.in_channels, 11, 13)
-
-
 @pytest.mark.parametrize("index", range(4))
 def test_freshly_injected_layer_equals_its_base_layer_exactly_on_the_low_rank_path(
     index: int,
 ) -> None:
     layer = _layers()[index]
-    layer.config.compute_path = "lowrank"
-    x = _input_for(layer, 2)
-    layer.set_scores(torch.rand(2, 7))
+    x = routed_input(layer, "lowrank", 2)
     assert torch.equal(layer(x), layer.base_layer(x))
 
 
 @pytest.mark.parametrize("index", range(4))
 def test_freshly_injected_layer_equals_its_base_layer_on_the_merged_path(index: int) -> None:
     layer = _layers()[index]
-    layer.config.compute_path = "merged"
-    x = _input_for(layer, 2)
-    layer.set_scores(torch.rand(2, 7))
+    x = routed_input(layer, "merged", 2)
     torch.testing.assert_close(layer(x), layer.base_layer(x), atol=1e-6, rtol=0)
 
 
 def test_linear_with_forced_gates_is_plain_lora_of_the_chosen_ranks() -> None:
-    layer = _randomise(MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL)))
+    layer = randomise(MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL)))
     chosen = [1, 4, 5]
     _force_router(layer, chosen)
     scores = _first_axis_scores(1)
@@ -107,7 +89,7 @@ def test_linear_with_forced_gates_is_plain_lora_of_the_chosen_ranks() -> None:
 @pytest.mark.parametrize("variant", ["kxk_1x1", "1x1_kxk"])
 def test_conv_with_forced_gates_is_plain_conv_lora_of_the_chosen_ranks(variant: str) -> None:
     config = MoRConfig(**SMALL, conv_variant=variant, compute_path="lowrank")
-    layer = _randomise(MoRConv2d(nn.Conv2d(5, 6, 3, padding=1), config))
+    layer = randomise(MoRConv2d(nn.Conv2d(5, 6, 3, padding=1), config))
     chosen = [0, 2, 3]
     _force_router(layer, chosen)
     scores = _first_axis_scores(1)
@@ -128,7 +110,7 @@ def test_conv_with_forced_gates_is_plain_conv_lora_of_the_chosen_ranks(variant: 
 
 
 def test_plain_lora_mode_has_no_router_and_applies_every_rank() -> None:
-    layer = _randomise(MoRLinear(nn.Linear(12, 10), MoRConfig.lora(4, alpha=8.0)))
+    layer = randomise(MoRLinear(nn.Linear(12, 10), MoRConfig.lora(4, alpha=8.0)))
     x = torch.randn(3, 12)
     assert layer.router is None
     base = layer.base_layer
@@ -163,13 +145,13 @@ def test_gates_are_raw_softmax_values_unless_renormalised() -> None:
 
 @pytest.mark.parametrize("index", range(4))
 def test_zero_experts_add_nothing(index: int) -> None:
-    layer = _randomise(_layers()[index])
+    layer = randomise(_layers()[index])
     assert layer.config.num_real == 6
     _force_router(layer, [0, 6, 7])
     scores = _first_axis_scores(2)
     layer.set_scores(scores)
     layer.config.compute_path = "lowrank"
-    x = _input_for(layer, 2)
+    x = input_for(layer, 2)
     out = layer(x)
     assert torch.equal(layer.last_routing.indices.sort(-1).values, torch.tensor([[0, 6, 7]] * 2))
 
@@ -183,7 +165,7 @@ def test_zero_experts_add_nothing(index: int) -> None:
 
 def test_zero_experts_cost_no_flops() -> None:
     config = MoRConfig(num_shared=0, num_routed=6, num_zero=3, top_k=3, score_dim=7)
-    layer = _randomise(MoRConv2d(nn.Conv2d(8, 8, 3, padding=1), config))
+    layer = randomise(MoRConv2d(nn.Conv2d(8, 8, 3, padding=1), config))
     _force_router(layer, [3, 4, 5])
     scores = _first_axis_scores(1)
     layer.set_scores(scores)
@@ -199,7 +181,7 @@ def test_zero_experts_cost_no_flops() -> None:
 
 def test_low_rank_path_computes_only_the_ranks_in_use() -> None:
     config = MoRConfig(num_shared=2, num_routed=16, num_zero=4, top_k=4, compute_path="lowrank")
-    layer = _randomise(MoRLinear(nn.Linear(64, 64, bias=False), config))
+    layer = randomise(MoRLinear(nn.Linear(64, 64, bias=False), config))
     layer.set_scores(torch.rand(1, 7))
     x = torch.randn(1, 100, 64)
     with FlopCounterMode(display=False) as counter:
@@ -212,14 +194,7 @@ def test_low_rank_path_computes_only_the_ranks_in_use() -> None:
 @pytest.mark.parametrize("index", range(4))
 @pytest.mark.parametrize("batch", [1, 3])
 def test_low_rank_and_merged_paths_agree(index: int, batch: int) -> None:
-    layer = _randomise(_layers()[index])
-    x = _input_for(layer, batch)
-    layer.set_scores(torch.rand(batch, 7))
-    outputs = {}
-    for path in ("lowrank", "merged"):
-        layer.config.compute_path = path
-        outputs[path] = layer(x)
-    torch.testing.assert_close(outputs["lowrank"], outputs["merged"], atol=1e-5, rtol=0)
+    assert_paths_agree(randomise(_layers()[index]), batch)
 
 
 def test_auto_path_at_inference_prefers_merged_for_many_tokens_and_low_rank_for_few() -> None:
@@ -236,7 +211,7 @@ def test_auto_path_in_training_avoids_full_weight_gradients() -> None:
 
 
 def test_one_score_row_routes_a_whole_batch() -> None:
-    layer = _randomise(MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL)))
+    layer = randomise(MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL)))
     x = torch.randn(3, 5, 12)
     layer.set_scores(torch.rand(1, 7))
     together = layer(x)
@@ -246,8 +221,8 @@ def test_one_score_row_routes_a_whole_batch() -> None:
 
 @pytest.mark.parametrize("index", range(4))
 def test_merge_shared_keeps_outputs_and_unmerge_restores_the_weight(index: int) -> None:
-    layer = _randomise(_layers()[index])
-    x = _input_for(layer, 2)
+    layer = randomise(_layers()[index])
+    x = input_for(layer, 2)
     layer.set_scores(torch.rand(2, 7))
     before = layer(x)
     weight = layer.base_layer.weight.clone()
@@ -261,7 +236,7 @@ def test_merge_shared_keeps_outputs_and_unmerge_restores_the_weight(index: int) 
 
 @pytest.mark.parametrize("path", ["lowrank", "merged"])
 def test_gradients_reach_factors_and_router_but_not_the_base(path: str) -> None:
-    layer = _randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), MoRConfig(**SMALL)))
+    layer = randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), MoRConfig(**SMALL)))
     layer.config.compute_path = path
     layer.set_scores(torch.rand(2, 7))
     layer(torch.randn(2, 4, 6, 6)).square().mean().backward()
@@ -287,7 +262,7 @@ def test_scores_for_a_different_batch_size_are_an_error() -> None:
 
 
 def test_inference_reuses_the_routing_until_scores_or_weights_change() -> None:
-    layer = _randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), MoRConfig(**SMALL)))
+    layer = randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), MoRConfig(**SMALL)))
     x = torch.randn(1, 4, 8, 8)
     layer.set_scores(torch.rand(1, 7))
     with torch.no_grad():
@@ -314,10 +289,8 @@ def test_wrapped_layer_exposes_base_attributes() -> None:
 @pytest.mark.parametrize("index", range(4))
 @pytest.mark.parametrize("merge", [False, True])
 def test_inference_fold_matches_the_training_computation(index: int, merge: bool) -> None:
-    layer = _randomise(_layers()[index])
-    layer.config.compute_path = "merged"
-    x = _input_for(layer, 2)
-    layer.set_scores(torch.rand(1, 7))
+    layer = randomise(_layers()[index])
+    x = routed_input(layer, "merged", 1)
     if merge:
         layer.merge_shared()
     expected = layer(x).detach()
@@ -329,7 +302,7 @@ def test_inference_fold_matches_the_training_computation(index: int, merge: bool
 
 def test_inference_fold_gathers_only_kept_real_experts() -> None:
     config = MoRConfig(num_shared=0, num_routed=6, num_zero=3, top_k=3, compute_path="merged")
-    layer = _randomise(MoRConv2d(nn.Conv2d(8, 8, 3, padding=1), config))
+    layer = randomise(MoRConv2d(nn.Conv2d(8, 8, 3, padding=1), config))
     _force_router(layer, [3, 4, 5])
     scores = _first_axis_scores(1)
     layer.set_scores(scores)
@@ -341,7 +314,7 @@ def test_inference_fold_gathers_only_kept_real_experts() -> None:
 def _folded_layer() -> tuple[MoRLayer, torch.Tensor]:
     """A merged-path layer and an input, after one inference call has folded its weight."""
     config = MoRConfig(**{**SMALL, "compute_path": "merged"})
-    return _randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), config)), torch.randn(1, 4, 8, 8)
+    return randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), config)), torch.randn(1, 4, 8, 8)
 
 
 def test_clearing_the_scores_frees_the_folded_weight() -> None:
@@ -386,7 +359,7 @@ def test_training_calls_keep_no_inference_state() -> None:
 
 @pytest.mark.parametrize("index", range(4))
 def test_bf16_merge_is_the_float32_sum_rounded_once(index: int) -> None:
-    layer = _randomise(_layers()[index]).to(torch.bfloat16)
+    layer = randomise(_layers()[index]).to(torch.bfloat16)
     base = layer.base_layer.weight.detach().clone()
     ones = torch.ones(1, layer.config.num_shared)
     delta = layer._delta(layer.shared_A.float(), layer.shared_B.float(), ones)[0]
@@ -402,7 +375,7 @@ def test_a_merge_to_non_finite_weights_is_refused_and_nothing_stays_merged() -> 
     model = nn.Sequential(nn.Linear(12, 12), nn.Linear(12, 12))
     inject_mor(model, MoRConfig(target_modules=["0", "1"], **SMALL))
     for _, layer in mor_layers(model):
-        _randomise(layer)
+        randomise(layer)
     before = [layer.base_layer.weight.detach().clone() for _, layer in mor_layers(model)]
     with torch.no_grad():
         model[1].shared_A[0, 0] = float("nan")

@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from mor_helpers import (
+    assert_paths_agree,
+    assert_routed_outputs_equal,
+    input_for,
+    randomise,
+    routed_input,
+)
 from torch import nn
 from toy_nets import small_conv_net
 
@@ -18,8 +25,6 @@ from mordasr.mor import (
     MoRLinear,
     inject_mor,
     load_mor_adapter,
-    mor_layers,
-    routing,
     save_mor_adapter,
 )
 from mordasr.mor.allocate import allocate_ranks
@@ -28,30 +33,16 @@ MOE = {"num_shared": 2, "num_routed": 4, "num_zero": 1, "top_k": 2, "expert_rank
 """Three real rank-3 LoRA experts and one zero expert; two slots kept per image."""
 
 
-def _randomise(layer: MoRLayer, seed: int = 0) -> MoRLayer:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for b in (layer.shared_B, layer.routed_B):
-            b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
-    return layer
-
-
 def _layers() -> list[MoRLayer]:
     torch.manual_seed(0)
     return [
-        _randomise(MoRLinear(nn.Linear(12, 10), MoRConfig(**MOE))),
-        _randomise(MoRConv2d(nn.Conv2d(5, 6, 3, padding=1), MoRConfig(**MOE))),
-        _randomise(
+        randomise(MoRLinear(nn.Linear(12, 10), MoRConfig(**MOE))),
+        randomise(MoRConv2d(nn.Conv2d(5, 6, 3, padding=1), MoRConfig(**MOE))),
+        randomise(
             MoRConv2d(nn.Conv2d(5, 6, 3, padding=1), MoRConfig(**MOE, conv_variant="1x1_kxk"))
         ),
-        _randomise(MoRConv2d(nn.Conv2d(5, 6, 3, stride=2, padding=1), MoRConfig(**MOE))),
+        randomise(MoRConv2d(nn.Conv2d(5, 6, 3, stride=2, padding=1), MoRConfig(**MOE))),
     ]
-
-
-def _input_for(layer: MoRLayer, batch: int) -> torch.Tensor:
-    if isinstance(layer, MoRLinear):
-        return torch.randn(batch, 9, layer.base_layer.in_features)
-    return torch.randn(batch, layer.base_layer.in_channels, 11, 13)
 
 
 def test_every_real_slot_owns_expert_rank_ranks() -> None:
@@ -86,22 +77,13 @@ def test_a_kept_expert_applies_its_whole_lora_under_one_gate() -> None:
 @pytest.mark.parametrize("index", range(4))
 @pytest.mark.parametrize("batch", [1, 3])
 def test_low_rank_and_merged_paths_agree(index: int, batch: int) -> None:
-    layer = _layers()[index]
-    x = _input_for(layer, batch)
-    layer.set_scores(torch.rand(batch, 7))
-    outputs = {}
-    for path in ("lowrank", "merged"):
-        layer.config.compute_path = path
-        outputs[path] = layer(x)
-    torch.testing.assert_close(outputs["lowrank"], outputs["merged"], atol=1e-5, rtol=0)
+    assert_paths_agree(_layers()[index], batch)
 
 
 @pytest.mark.parametrize("index", range(4))
 def test_inference_fold_matches_the_training_computation(index: int) -> None:
     layer = _layers()[index]
-    layer.config.compute_path = "merged"
-    x = _input_for(layer, 2)
-    layer.set_scores(torch.rand(1, 7))
+    x = routed_input(layer, "merged", 1)
     expected = layer(x).detach()
     with torch.no_grad():
         torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=0)
@@ -110,7 +92,7 @@ def test_inference_fold_matches_the_training_computation(index: int) -> None:
 @pytest.mark.parametrize("index", range(4))
 def test_merge_shared_keeps_outputs_and_unmerge_restores_the_weight(index: int) -> None:
     layer = _layers()[index]
-    x = _input_for(layer, 2)
+    x = input_for(layer, 2)
     layer.set_scores(torch.rand(2, 7))
     before = layer(x)
     weight = layer.base_layer.weight.clone()
@@ -123,16 +105,11 @@ def test_merge_shared_keeps_outputs_and_unmerge_restores_the_weight(index: int) 
 def test_adapter_round_trips_through_safetensors(tmp_path: Path) -> None:
     base = small_conv_net()
     model = inject_mor(copy.deepcopy(base), MoRConfig(target_modules=["0", "2"], **MOE))
-    for _, layer in mor_layers(model):
-        _randomise(layer)
+    randomise(model)
     save_mor_adapter(model, tmp_path)
     restored = load_mor_adapter(copy.deepcopy(base), tmp_path)
     assert restored[2].config.expert_rank == 3
-    x, scores = torch.randn(2, 3, 8, 8), torch.rand(2, 7)
-    with routing(model, scores):
-        expected = model(x)
-    with routing(restored, scores):
-        torch.testing.assert_close(restored(x), expected, atol=0, rtol=0)
+    assert_routed_outputs_equal(model, restored, torch.randn(2, 3, 8, 8), torch.rand(2, 7))
 
 
 def test_rank_allocation_refuses_whole_lora_experts() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mor_helpers import assert_routed_outputs_equal, randomise
 from safetensors.torch import load_file
 from torch import nn
 from toy_nets import TinyUNetBlock, small_conv_net
@@ -35,15 +36,6 @@ from mordasr.mor.config import DEFAULT_TARGETS
 
 UNET_TARGETS = list(DEFAULT_TARGETS)
 SMALL = {"num_shared": 2, "num_routed": 8, "num_zero": 2, "top_k": 3}
-
-
-def _train_adapters(model: nn.Module) -> None:
-    """Give every adapter non-zero B so that it changes the model's output."""
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _, layer in mor_layers(model):
-            for b in (layer.shared_B, layer.routed_B):
-                b.copy_(torch.randn(b.shape, generator=gen) * 0.05)
 
 
 def test_injection_into_a_diffusers_style_block_wraps_every_target() -> None:
@@ -81,7 +73,7 @@ def test_injected_diffusers_block_computes_what_it_did_before() -> None:
 def test_trained_adapters_change_the_output_per_image_scores() -> None:
     torch.manual_seed(0)
     model = inject_mor(TinyUNetBlock(), MoRConfig(target_modules=UNET_TARGETS, **SMALL))
-    _train_adapters(model)
+    randomise(model, seed=1, std=0.05)
     x = torch.randn(1, 4, 8, 8).expand(2, -1, -1, -1)
     scores = torch.stack([torch.full((7,), 0.05), torch.linspace(0.2, 1.0, 7)])
     with routing(model, scores):
@@ -115,7 +107,7 @@ def test_routing_context_clears_the_scores_on_exit() -> None:
 
 def test_mark_only_mor_trainable_leaves_gradients_to_adapters_only() -> None:
     model = inject_mor(TinyUNetBlock(), MoRConfig(target_modules=UNET_TARGETS, **SMALL))
-    _train_adapters(model)
+    randomise(model, seed=1, std=0.05)
     mark_only_mor_trainable(model)
     set_scores(model, torch.rand(2, 7))
     model(torch.randn(2, 4, 8, 8)).square().mean().backward()
@@ -131,7 +123,7 @@ def test_mark_only_mor_trainable_leaves_gradients_to_adapters_only() -> None:
 def test_merge_shared_on_a_model_keeps_its_outputs() -> None:
     torch.manual_seed(0)
     model = inject_mor(TinyUNetBlock(), MoRConfig(target_modules=UNET_TARGETS, **SMALL))
-    _train_adapters(model)
+    randomise(model, seed=1, std=0.05)
     x = torch.randn(2, 4, 8, 8)
     set_scores(model, torch.rand(2, 7))
     before = model(x)
@@ -144,7 +136,7 @@ def test_merge_shared_on_a_model_keeps_its_outputs() -> None:
 def test_plain_lora_fully_merged_is_the_base_model_with_new_weights() -> None:
     torch.manual_seed(0)
     model = inject_mor(small_conv_net(), MoRConfig.lora(4, target_modules=["0", "2", "4"]))
-    _train_adapters(model)
+    randomise(model, seed=1, std=0.05)
     x = torch.randn(1, 3, 8, 8)
     adapted = model(x)
     merge_shared(model)
@@ -156,18 +148,14 @@ def test_adapter_round_trips_through_safetensors(tmp_path: Path) -> None:
     torch.manual_seed(0)
     base = TinyUNetBlock()
     model = inject_mor(copy.deepcopy(base), MoRConfig(target_modules=UNET_TARGETS, **SMALL))
-    _train_adapters(model)
+    randomise(model, seed=1, std=0.05)
     save_mor_adapter(model, tmp_path)
     assert json.loads((tmp_path / "mor_config.json").read_text())["num_routed"] == 8
     stored = load_file(str(tmp_path / "mor_adapter.safetensors"))
     assert set(stored) == set(mor_state_dict(model))
 
     restored = load_mor_adapter(copy.deepcopy(base), tmp_path)
-    x, scores = torch.randn(2, 4, 8, 8), torch.rand(2, 7)
-    with routing(model, scores):
-        expected = model(x)
-    with routing(restored, scores):
-        torch.testing.assert_close(restored(x), expected, atol=0, rtol=0)
+    assert_routed_outputs_equal(model, restored, torch.randn(2, 4, 8, 8), torch.rand(2, 7))
 
 
 def test_state_dict_with_missing_keys_is_refused() -> None:

@@ -6,10 +6,11 @@ import copy
 
 import pytest
 import torch
+from mor_helpers import count_router_calls, randomise
 from torch import nn
 from toy_nets import TinyUNetBlock
 
-from mordasr.mor import MoRConfig, Router, inject_mor, mor_layers, prefold_routed, routing
+from mordasr.mor import MoRConfig, inject_mor, mor_layers, prefold_routed, routing
 from mordasr.mor.config import DEFAULT_TARGETS
 
 SMALL = {"num_shared": 2, "num_routed": 8, "num_zero": 2, "top_k": 3}
@@ -24,13 +25,7 @@ def adapted_block(**overrides: object) -> nn.Module:
         layer_overrides={"conv_out": {"num_routed": 6, "num_zero": 1, "top_k": 2}},
         **{**SMALL, **overrides},
     )
-    model = inject_mor(TinyUNetBlock(), config).eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _, layer in mor_layers(model):
-            for b in (layer.shared_B, layer.routed_B):
-                b.copy_(torch.randn(b.shape, generator=gen) * 0.05)
-    return model
+    return randomise(inject_mor(TinyUNetBlock(), config).eval(), seed=1, std=0.05)
 
 
 @pytest.mark.parametrize(
@@ -62,9 +57,7 @@ def test_prefolded_forward_equals_the_layer_by_layer_forward(overrides: dict) ->
 
 def test_after_prefolding_no_layer_routes_again(monkeypatch: pytest.MonkeyPatch) -> None:
     model = adapted_block()
-    calls = []
-    original = Router.forward
-    monkeypatch.setattr(Router, "forward", lambda self, s: calls.append(1) or original(self, s))
+    calls = count_router_calls(monkeypatch)
     with torch.no_grad(), routing(model, torch.rand(1, 7)):
         prefold_routed(model)
         model(torch.randn(1, 4, 8, 8))
@@ -103,9 +96,7 @@ def test_kept_zero_experts_fold_to_exact_zeros() -> None:
 
 def test_layers_set_to_the_low_rank_path_are_not_folded(monkeypatch: pytest.MonkeyPatch) -> None:
     model = adapted_block(compute_path="lowrank")
-    calls = []
-    original = Router.forward
-    monkeypatch.setattr(Router, "forward", lambda self, s: calls.append(1) or original(self, s))
+    calls = count_router_calls(monkeypatch)
     with torch.no_grad(), routing(model, torch.rand(1, 7)):
         prefold_routed(model)
         model(torch.randn(1, 4, 8, 8))

@@ -17,13 +17,7 @@ from mordasr.nets.rrdbnet import RRDBNet
 from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.train.checkpoint import list_checkpoints, load_checkpoint
 from mordasr.train.cli import apply_overrides
-from mordasr.train.config import (
-    AllocateSection,
-    ConfigError,
-    DegradationSection,
-    TrainConfig,
-    from_dict,
-)
+from mordasr.train.config import ConfigError, TrainConfig, from_dict
 from mordasr.train.data import step_generator
 from mordasr.train.trainer import build_task, make_accelerator, train
 
@@ -153,7 +147,7 @@ def test_rank_allocation_spends_the_budget_and_is_reused_on_resume(
 ) -> None:
     cfg = _config(assets, tmp_path / "alloc", total_steps=2, losses={"l1": 1.0})
     cfg.model.mor.target_modules = r"conv_(body|up1|up2|hr|last)|body\.0\.rdb\d\.conv\d"
-    cfg.model.allocate = AllocateSection(budget=3000, batches=1)
+    cfg = apply_overrides(cfg, ["model.allocate={budget: 3000, batches: 1}"])
     train(cfg, stop_at=1, progress=False)
     saved = Path(cfg.output_dir) / "allocated_mor.json"
     allocated = saved.read_text()
@@ -188,7 +182,7 @@ def test_pooled_training_draws_from_a_fixed_pool(assets: Path, tmp_path: Path) -
 
 def test_several_presets_split_every_batch_between_them(assets: Path, tmp_path: Path) -> None:
     cfg = _config(assets, tmp_path / "mix", losses={"l1": 1.0})
-    cfg.degradation = DegradationSection(["mordasr-mild", "mordasr-severe"], scale=4)
+    cfg = apply_overrides(cfg, ["degradation.preset=[mordasr-mild, mordasr-severe]"])
     task = build_task(cfg, make_accelerator(cfg, cpu=True))
     assert task.degradations == [PRESETS["mordasr-mild"], PRESETS["mordasr-severe"]]
     lr, gt = task._batch(step_generator(0, 0))

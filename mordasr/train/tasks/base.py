@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mordasr.degrade import degrade, resolve_config
-from mordasr.mor import mor_layers
+from mordasr.mor import mor_layers, routing
 from mordasr.train.config import ConfigError, TrainConfig
 from mordasr.train.data import PatchSampler, find_images, step_generator
 from mordasr.train.ema import EMA
@@ -37,11 +37,16 @@ POOL_STREAM = 20_000
 class MoRTask(TrainTask):
     """A task that trains MoR adapters on synthetic degradations routed by estimator scores.
 
-    Subclasses set ``scale`` and call :meth:`setup_data` first in ``__init__``, then build their
-    networks, set ``ema`` (:meth:`make_ema`), ``net_d``/``optimizer_d`` where they have a
-    discriminator, and call :meth:`setup_pool` last.
+    Subclasses call :meth:`setup_data` first in ``__init__``, then build their networks, set
+    ``net_g``, ``optimizer_g``, ``generator_params``, ``ema`` (:meth:`make_ema`) and, where they
+    have a discriminator, ``net_d``/``optimizer_d``, and call :meth:`setup_pool` last.
     """
 
+    net_g: nn.Module
+    """The generator as prepared by accelerate (what DDP wraps)."""
+    optimizer_g: torch.optim.Optimizer
+    generator_params: dict[str, nn.Parameter]
+    """The generator's trainable tensors (its EMA covers these)."""
     ema: EMA | None = None
     net_d: nn.Module | None = None
     optimizer_d: torch.optim.Optimizer | None = None
@@ -170,6 +175,27 @@ class MoRTask(TrainTask):
         if clip is not None and self.config.optim.grad_clip:
             self.accelerator.clip_grad_norm_(clip, self.config.optim.grad_clip)
         optimizer.step()
+        return kept
+
+    def update_generator(
+        self,
+        batches: list[dict[str, Tensor]],
+        losses_of: Callable[[dict[str, Tensor]], tuple[Losses, Any]],
+        logs: dict[str, float],
+    ) -> list[Any]:
+        """The generator's :meth:`update`, each micro-batch routed by its ``route`` input (or
+        its ``scores``) through the backward pass, gradients clipped, then the EMA moved."""
+        kept = self.update(
+            self.optimizer_g,
+            self.net_g,
+            batches,
+            losses_of,
+            logs,
+            scope=lambda batch: routing(self.routed_model, batch.get("route", batch["scores"])),
+            clip=list(self.generator_params.values()),
+        )
+        if self.ema is not None:
+            self.ema.update()
         return kept
 
     def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:

@@ -35,7 +35,6 @@ from mordasr.mor import (
     load_mor_state_dict,
     mor_named_parameters,
     mor_state_dict,
-    routing,
 )
 from mordasr.sr.mor_sr import estimate_scores
 from mordasr.sr.sd import UNET_TARGETS, OneStepGenerator, load_sd_components
@@ -171,18 +170,7 @@ class OneStepSDTask(MoRTask):
                 losses["balance"] = self.weights["balance"] * balance
             return losses, x0.detach()
 
-        unet = self.generator.unet
-        fakes = self.update(
-            self.optimizer_g,
-            self.net_g,
-            batches,
-            generator_losses,
-            logs,
-            scope=lambda batch: routing(unet, batch["scores"]),
-            clip=list(self.generator_params.values()),
-        )
-        if self.ema is not None:
-            self.ema.update()
+        fakes = self.update_generator(batches, generator_losses, logs)
         if self.vsd is not None:
             assert self.optimizer_v is not None
             self.update(

@@ -34,7 +34,6 @@ from mordasr.mor import (
     mor_named_parameters,
     mor_state_dict,
     params_per_rank,
-    routing,
     variant_config,
 )
 from mordasr.mor.model import load_mor_state_dict
@@ -81,8 +80,8 @@ class RealESRGANMoRTask(MoRTask):
             mor = self._allocate(net_g, mor, options.allocate)
         torch.manual_seed(config.seed)  # adapter init must not depend on what loaded before
         inject_mor(net_g, mor)
-        self.adapter_params = mor_named_parameters(net_g)
-        self.optimizer_g = self.adam(self.adapter_params.values(), config.optim.lr)
+        self.generator_params = mor_named_parameters(net_g)
+        self.optimizer_g = self.adam(self.generator_params.values(), config.optim.lr)
         if "gan" in self.weights:
             torch.manual_seed(config.seed + 1)
             net_d = UNetDiscriminatorSN(3, options.discriminator_feat).to(self.device)
@@ -90,7 +89,7 @@ class RealESRGANMoRTask(MoRTask):
                 net_d, self.adam(net_d.parameters(), config.optim.lr_discriminator)
             )
         self.net_g, self.optimizer_g = accelerator.prepare(net_g, self.optimizer_g)
-        self.ema = self.make_ema(self.adapter_params)
+        self.ema = self.make_ema(self.generator_params)
 
         self.trunk_start = _first_adapted_block(net_g) if options.cache_trunk else None
         self.perceptual = PerceptualLoss().to(self.device) if "perceptual" in self.weights else None
@@ -170,17 +169,7 @@ class RealESRGANMoRTask(MoRTask):
             sr = self._generate(batch)
             return self._generator_losses(sr, batch["gt"], batch["scores"]), (sr.detach(), batch)
 
-        fakes = self.update(
-            self.optimizer_g,
-            self.net_g,
-            batches,
-            generator_losses,
-            logs,
-            scope=lambda batch: routing(self.net_g, batch.get("route", batch["scores"])),
-            clip=list(self.adapter_params.values()),
-        )
-        if self.ema is not None:
-            self.ema.update()
+        fakes = self.update_generator(batches, generator_losses, logs)
         if self.net_d is not None:
             self.update(self.optimizer_d, self.net_d, fakes, self._discriminator_losses, logs)
 
