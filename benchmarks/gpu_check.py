@@ -632,7 +632,7 @@ def part_realesrgan_train(ctx: Context, result: dict[str, Any], deadline: float)
     if not ctx.pretrained:
         overrides.append("losses.lpips=0")
     config = apply_overrides(TrainConfig.from_yaml(ROOT / "configs/realesrgan_mor.yaml"), overrides)
-    result["losses"] = {k: v for k, v in config.losses.items() if v}
+    result["losses"] = {k: v for k, v in asdict(config.losses).items() if v}
     reset_peak(device)
     start = time.perf_counter()
     train(config, resume=False, progress=False, cpu=device.type != "cuda")
@@ -784,7 +784,7 @@ def part_sd_train_step(ctx: Context, result: dict[str, Any], deadline: float) ->
             TrainConfig.from_yaml(ROOT / "configs/mordasr_sd21.yaml"),
             [*overrides, f"model.gradient_checkpointing={str(checkpointing).lower()}"],
         )
-        result["losses"] = {k: v for k, v in config.losses.items() if v}
+        result["losses"] = {k: v for k, v in asdict(config.losses).items() if v}
         try:
             times = train_steps(config, device, sizes.sd_train_steps, deadline)
             result["rows"].append(
