@@ -98,6 +98,8 @@ class MoRLayer(nn.Module):
         self.config = config
         self.source_config = config
         self.scaling = config.scaling
+        self.strength = 1.0
+        """Multiplies the adapter delta at inference (see :meth:`set_strength`)."""
         weight = base_layer.weight
         self.shared_A, self.shared_B = self._new_factors(config.num_shared, weight)
         self.routed_A, self.routed_B = self._new_factors(config.num_real_ranks, weight)
@@ -119,6 +121,22 @@ class MoRLayer(nn.Module):
         self._shared_cache: tuple[tuple[Any, ...], Tensor] | None = None
         self._pending: tuple[tuple[Any, ...], Tensor, Tensor] | None = None
         """A :meth:`prefold` whose compute path the next call decides: (key, rows, gates)."""
+
+    @property
+    def delta_scaling(self) -> float:
+        """The factor of the adapter delta: ``scaling * strength``."""
+        return self.scaling * self.strength
+
+    def set_strength(self, strength: float) -> None:
+        """Scale the adapter delta by ``strength``: 0 gives the frozen layer exactly, 1 the
+        trained adapter; values in between (or beyond) move along the delta linearly.
+
+        Refused while the shared ranks are merged into the frozen weight (they could not be
+        scaled there)."""
+        if self.shared_merged and strength != 1.0:
+            raise RuntimeError("unmerge the shared ranks before setting a strength other than 1")
+        self.strength = float(strength)
+        self._cache = None
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -215,12 +233,15 @@ class MoRLayer(nn.Module):
             versions,
             self.base_layer.weight._version,
             self.shared_merged,
+            self.strength,
             x.device,
             x.dtype,
         )
 
     def forward(self, x: Tensor) -> Tensor:
         """Frozen layer plus the routed and shared experts of each image (eq. 10)."""
+        if self.strength == 0.0:
+            return self.base_layer(x)
         use_cache = not torch.is_grad_enabled()
         key = self._cache_key(x) if use_cache else None
         if use_cache and self._pending is not None:
@@ -247,13 +268,13 @@ class MoRLayer(nn.Module):
                 f"scores hold {coeff.shape[0]} images but the input batch is {x.shape[0]}"
             )
         if self._path(x, rank, coeff.shape[0]) == "lowrank":
-            out = self.base_layer(x) + self.scaling * self._lowrank(x, a, b, coeff)
+            out = self.base_layer(x) + self.delta_scaling * self._lowrank(x, a, b, coeff)
         else:
             if merged_weight is None:
                 delta = self._delta(a, b, coeff)
                 out = self._weight_buffer(delta) if use_cache else None
                 merged_weight = torch.add(
-                    self.base_layer.weight, delta, alpha=self.scaling, out=out
+                    self.base_layer.weight, delta, alpha=self.delta_scaling, out=out
                 )
                 hit = False
             out = self._with_weight(x, merged_weight)
@@ -326,7 +347,7 @@ class MoRLayer(nn.Module):
                 weight,
                 b,
                 self.routed_A[rows].flatten(1),
-                alpha=self.scaling,
+                alpha=self.delta_scaling,
                 out=self._weight_buffer(weight),
             )
         return weight.view(1, *self.base_layer.weight.shape)
@@ -356,12 +377,19 @@ class MoRLayer(nn.Module):
     def _shared_folded(self) -> Tensor:
         """(d_out, d_in_flat) frozen weight with the always-on ranks folded in, cached."""
         base = self.base_layer.weight
-        key = (self.shared_A._version, self.shared_B._version, base._version, self.shared_merged)
+        key = (
+            self.shared_A._version,
+            self.shared_B._version,
+            base._version,
+            base.dtype,
+            self.shared_merged,
+            self.strength,
+        )
         if self._shared_cache is None or self._shared_cache[0] != key:
             flat = base.flatten(1)
             if self.config.num_shared and not self.shared_merged:
                 flat = torch.addmm(
-                    flat, self.shared_B, self.shared_A.flatten(1), alpha=self.scaling
+                    flat, self.shared_B, self.shared_A.flatten(1), alpha=self.delta_scaling
                 )
             self._shared_cache = (key, flat)
         return self._shared_cache[1]
@@ -394,6 +422,8 @@ class MoRLayer(nn.Module):
     @torch.no_grad()
     def merge_shared(self) -> None:
         """Fold the always-on ranks into the frozen weight (exact up to float rounding)."""
+        if self.strength != 1.0:
+            raise RuntimeError("shared ranks are merged at strength 1 only; set_strength(1) first")
         if self.shared_merged or not self.config.num_shared:
             self.shared_merged = True
             return
@@ -420,7 +450,7 @@ class MoRLayer(nn.Module):
         return (
             f"shared={c.num_shared}, routed={c.num_routed} (zero={c.num_zero}), top_k={c.top_k}, "
             f"expert_rank={c.expert_rank}, "
-            f"scaling={self.scaling:g}, path={c.compute_path}"
+            f"scaling={self.scaling:g}, strength={self.strength:g}, path={c.compute_path}"
         )
 
 

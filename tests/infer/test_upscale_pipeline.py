@@ -73,7 +73,11 @@ def test_cli_writes_every_readable_input_and_reports_corrupt_ones(
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     status = main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", str(model_dir)])
     assert status == 1
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.jpg"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a.png",
+        "b.jpg",
+        "failures.csv",
+    ]
     assert "broken.png" in capsys.readouterr().err
     assert read_image(tmp_path / "out" / "b.jpg").format == "JPEG"
 
