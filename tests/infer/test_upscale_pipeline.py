@@ -199,7 +199,7 @@ def test_a_bad_file_never_stops_the_rest_of_the_folder(
     status = main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", model])
     assert status == 1
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == ["a_odd.png", "c_tiny.png", "d_fine.png"]
+    assert written == ["a_odd.png", "c_tiny.png", "d_fine.png", "failures.csv"]
     assert read_image(tmp_path / "out" / "a_odd.png").tensor.shape == (3, 66, 62)
     err = capsys.readouterr().err
     assert "b_corrupt.jpg" in err and "Traceback" not in err
