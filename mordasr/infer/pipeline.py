@@ -178,9 +178,9 @@ class Upscaler:
                 )
             )
 
-    def _warn(self, message: str) -> None:
+    def _warn(self, message: str, stage: Stage = "warning") -> None:
         warnings.warn(message, stacklevel=3)
-        self._emit("warning", message=message)
+        self._emit(stage, message=message)
 
     # Tensors -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -225,7 +225,8 @@ class Upscaler:
                     raise
                 self._release_memory()
                 self._warn(
-                    f"out of memory with {_tile_name(aligned)}; retrying with {smaller}px tiles"
+                    f"out of memory with {_tile_name(aligned)}; retrying with {smaller}px tiles",
+                    stage="retry",
                 )
                 tile = smaller
 

@@ -12,6 +12,7 @@ from torch import nn
 from mordasr.infer import memory, pipeline
 from mordasr.infer.memory import auto_tile, bytes_per_pixel, is_out_of_memory
 from mordasr.infer.pipeline import Upscaler
+from mordasr.infer.progress import ProgressEvent
 from mordasr.nets.rrdbnet import RRDBNet
 from mordasr.sr.baselines import BicubicSR, PlainSR
 
@@ -90,9 +91,13 @@ def test_out_of_memory_halves_the_tile_and_the_image_still_matches_untiled() -> 
     image = torch.rand(3, 100, 90)
     expected = Upscaler(LimitedSR(), device="cpu", tile=0).upscale_tensor(image)
     limited = LimitedSR(max_pixels=40 * 40)
+    events: list[ProgressEvent] = []
+    upscaler = Upscaler(limited, device="cpu", tile=64, tile_overlap=4, progress=events.append)
     with pytest.warns(UserWarning, match="retrying with 32px tiles"):
-        out = Upscaler(limited, device="cpu", tile=64, tile_overlap=4).upscale_tensor(image)
+        out = upscaler.upscale_tensor(image)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    assert events[0].stage == "retry"
+    assert {e.tile_size for e in events if e.stage == "tile"} == {32}
     assert limited.sides[0] == (64, 64) and max(h * w for h, w in limited.sides[1:]) <= 32 * 32
 
 
