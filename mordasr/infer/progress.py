@@ -3,9 +3,9 @@
 Every long step of :class:`~mordasr.infer.pipeline.Upscaler` and of ``mordasr upscale`` reports
 a :class:`ProgressEvent` to a callback, so a terminal bar (:class:`TqdmProgress`), a log or a
 web page can follow the same work. A callback receives events in this order for each file:
-``file_start``, then ``tile`` before each tile and once after the last (``retry`` when an out-of-memory error
-restarts the image with smaller tiles, ``warning`` for anything the user should know), then
-``file_done`` or ``file_failed``.
+``file_start``, then ``tile`` before each tile and once after the last (``retry`` when an
+out-of-memory error restarts the image with smaller tiles, ``warning`` for anything the user
+should know), then ``file_done`` or ``file_failed``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from tiny_models import photo, tiny_backbone, tiny_mor_model
 
 from mordasr.cli import main
 from mordasr.infer.pipeline import Upscaler
+from mordasr.infer.progress import ProgressEvent
 from mordasr.infer.tiling import tile_starts
 from mordasr.io.image import read_image
 
@@ -33,11 +34,11 @@ def test_tensor_upscale_is_four_times_larger_and_in_range(upscaler: Upscaler) ->
 
 
 def test_progress_callback_hears_every_tile(model_dir: Path) -> None:
-    calls: list[tuple[int, int]] = []
-    report = lambda *call: calls.append(call)  # noqa: E731
-    upscaler = Upscaler(model_dir, device="cpu", tile=24, tile_overlap=4, progress=report)
+    events: list[ProgressEvent] = []
+    upscaler = Upscaler(model_dir, device="cpu", tile=24, tile_overlap=4, progress=events.append)
     upscaler.upscale_tensor(torch.rand(3, 40, 36))
     count = len(tile_starts(40, 24, 4)) * len(tile_starts(36, 24, 4))
+    calls = [(e.tiles_done, e.tiles_total) for e in events if e.stage == "tile"]
     assert calls == [(done, count) for done in range(count + 1)]
 
 
