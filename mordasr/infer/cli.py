@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import pickle
 import sys
@@ -17,7 +18,8 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from mordasr.infer.pipeline import Upscaler
+from mordasr.infer.pipeline import MAX_STRENGTH, Upscaler, output_size
+from mordasr.infer.progress import TqdmProgress
 from mordasr.io.image import (
     DataDroppedWarning,
     ImageReadError,
@@ -39,6 +41,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif", "bmp")
 _SUFFIX_OF_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 PROG = "mordasr upscale"
+FAILURES_FILE = "failures.csv"
 MODEL_ERRORS = (
     OSError,
     ValueError,
@@ -85,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "whatever cannot be kept is reported. An input is never replaced, even with "
         "--overwrite, and inputs whose outputs would share a name are refused before any work. "
         "Existing outputs are never overwritten without --overwrite; unreadable files are "
-        "reported and skipped.",
+        f"reported, skipped and listed in {FAILURES_FILE} in the output folder (exit status 1).",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     parser.add_argument("-o", "--output", default="out", help="output folder (default: out)")
@@ -94,10 +97,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="default",
         help="'default', a model folder, a backbone (realesrgan-x4plus, a .pth), or 'bicubic'",
     )
-    parser.add_argument("--tile", type=int, default=0, help="input tile side (0: whole image)")
+    parser.add_argument(
+        "--tile",
+        type=tile_setting,
+        default="auto",
+        help="input tile side: 'auto' (default: from the free memory; halved after an "
+        "out-of-memory error) or pixels (0: whole image)",
+    )
     parser.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="network dtype; broken half-precision tiles are redone in float32",
+    )
+    _add_result_options(parser)
     sd = parser.add_argument_group("one-step SD models (a folder written by OneStepSR)")
     sd.add_argument(
         "--latent-tile", type=int, default=96, help="UNet latent tile side (0: whole latent)"
@@ -131,6 +146,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "machine or job-array task; the N shares cover every input once",
     )
     parser.set_defaults(func=run)
+
+
+def tile_setting(value: str) -> int | str:
+    """``--tile``: ``auto`` or a side in pixels (0: the whole image)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
+
+
+def _add_result_options(parser: argparse.ArgumentParser) -> None:
+    """Output size, strength, alpha, recursion, quality and progress flags."""
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--outscale",
+        type=float,
+        default=None,
+        help="output scale, any factor (default: the model's, 4): the model's scale first, "
+        "then a bicubic resize",
+    )
+    size.add_argument("--width", type=int, default=None, help="output width (keeps the aspect)")
+    parser.add_argument(
+        "--height", type=int, default=None, help="output height (with --width: both exact)"
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help=f"MoR models: scale of the adapter delta, 0 (the plain backbone) to 1 (default, "
+        f"as trained); up to {MAX_STRENGTH} extrapolates, with a warning",
+    )
+    parser.add_argument(
+        "--alpha",
+        choices=("model", "bicubic"),
+        default=None,
+        help="alpha channel: through the model as gray (default for feed-forward models) "
+        "or bicubic (default for one-step SD)",
+    )
+    parser.add_argument(
+        "--recursive", action="store_true", help="also read sub-folders, keeping the tree"
+    )
+    parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars (default: on a terminal)"
+    )
+
+
+def result_error(args: argparse.Namespace) -> str | None:
+    """Why the output size, strength or quality flags cannot work, or None."""
+    if not 1 <= args.quality <= 100:
+        return f"--quality must lie in 1..100 (got {args.quality})"
+    if not 0.0 <= args.strength <= MAX_STRENGTH:
+        return f"--strength must lie in 0..{MAX_STRENGTH} (got {args.strength})"
+    try:
+        output_size(1, 1, 4, outscale=args.outscale, out_width=args.width, out_height=args.height)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def tile_error(
@@ -176,21 +251,30 @@ def device_error(name: str | None) -> str | None:
 
 def argument_error(args: argparse.Namespace) -> str | None:
     """The first argument or device error of an ``upscale`` command line, or None."""
+    tile = 0 if args.tile == "auto" else args.tile
     errors = (
-        tile_error(args.tile, args.tile_overlap, "--tile", "--tile-overlap", 2),
+        tile_error(tile, args.tile_overlap, "--tile", "--tile-overlap", 2),
         tile_error(args.latent_tile, args.latent_overlap, "--latent-tile", "--latent-overlap", 1),
         "--vae-tile must be 0 (untiled) or a positive side" if args.vae_tile < 0 else None,
         f"--suffix {args.suffix!r} must not hold a path separator"
         if any(sep in args.suffix for sep in ("/", "\\", os.sep))
         else None,
         device_error(args.device),
+        result_error(args),
     )
     return next((error for error in errors if error), None)
 
 
-def plan_outputs(files: list[Path], out_dir: Path, fmt: str, suffix: str) -> dict[Path, Path]:
-    """Where each input's result goes, from its header; refuses (raises
-    :class:`~mordasr.io.paths.OutputPlanError`) an output that is an input or is shared.
+def plan_outputs(
+    files: list[Path],
+    out_dir: Path,
+    fmt: str,
+    suffix: str,
+    subfolders: dict[Path, Path] | None = None,
+) -> dict[Path, Path]:
+    """Where each input's result goes, from its header (below ``out_dir``, in its entry of
+    ``subfolders`` if it has one); refuses (raises :class:`~mordasr.io.paths.OutputPlanError`)
+    an output that is an input or is shared.
 
     A file whose header names no image format gets no target: reading it fails with a reason.
     """
@@ -198,7 +282,8 @@ def plan_outputs(files: list[Path], out_dir: Path, fmt: str, suffix: str) -> dic
     for source in files:
         image_format = sniff_format(source)
         if image_format is not None:
-            targets[source] = output_path(source, out_dir, image_format, fmt, suffix)
+            folder = out_dir / (subfolders or {}).get(source, Path())
+            targets[source] = output_path(source, folder, image_format, fmt, suffix)
     check_plan(targets, files)
     return targets
 
@@ -218,6 +303,11 @@ class BatchTally:
     skipped: int = 0
     failed: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+
+    def fail(self, source: Path, reason: str) -> None:
+        self.failed += 1
+        self.failures.append((source, reason))
 
     def summary(self, scan: InputScan, out_dir: Path, interrupted: bool = False) -> str:
         parts = [f"{self.done} upscaled, {self.skipped} skipped (exist), {self.failed} failed"]
@@ -249,14 +339,26 @@ def _reporting_drops(source: Path, dropped: set[str]) -> Iterator[None]:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
 
-def _load_upscaler(args: argparse.Namespace) -> Upscaler:
+def write_failures(out_dir: Path, failures: list[tuple[Path, str]]) -> Path:
+    """Write ``failures.csv`` (path, reason) into ``out_dir``."""
+    target = out_dir / FAILURES_FILE
+    with open(target, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "reason"])
+        writer.writerows((str(path), reason) for path, reason in failures)
+    return target
+
+
+def _load_upscaler(args: argparse.Namespace, bars: TqdmProgress | None) -> Upscaler:
     return Upscaler(
         args.model,
         device=args.device,
         dtype=DTYPES[args.dtype],
         tile=args.tile or None,
         tile_overlap=args.tile_overlap,
-        progress=False,
+        progress=bars or False,
+        strength=args.strength,
+        alpha=args.alpha,
         latent_tile=args.latent_tile,
         latent_overlap=args.latent_overlap,
         vae_tile=args.vae_tile,
@@ -281,19 +383,29 @@ def _upscale_one(
             raise ImageReadError(source, "its format could not be detected from its header")
     except ImageReadError as error:
         tqdm.write(f"skipped {source}: {error}", file=sys.stderr)
-        tally.failed += 1
+        tally.fail(source, error.reason)
         return
     if target.exists() and not args.overwrite:
         tqdm.write(f"skipped {source}: {target} exists (use --overwrite)", file=sys.stderr)
         tally.skipped += 1
         return
+    height, width = decoded.tensor.shape[-2:]
+    size = output_size(
+        height,
+        width,
+        upscaler.scale,
+        outscale=args.outscale,
+        out_width=args.width,
+        out_height=args.height,
+    )
     try:
-        result = upscaler.upscale_decoded(decoded)
+        result = upscaler.upscale_decoded(decoded, size)
+        target.parent.mkdir(parents=True, exist_ok=True)
         with _reporting_drops(source, dropped):
-            save_like(target, result.image, decoded, alpha=result.alpha)
-    except (UnsupportedFormatError, OSError, RuntimeError, ValueError) as error:
+            save_like(target, result.image, decoded, alpha=result.alpha, quality=args.quality)
+    except (UnsupportedFormatError, OSError, RuntimeError, ValueError, MemoryError) as error:
         tqdm.write(f"failed {source}: {one_line(error)}", file=sys.stderr)
-        tally.failed += 1
+        tally.fail(source, one_line(error))
         return
     tally.done += 1
     tally.dropped.update(dropped)
@@ -319,21 +431,22 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     out_dir = Path(args.output)
-    scan = scan_inputs(args.inputs)
+    scan = scan_inputs(args.inputs, recursive=args.recursive)
     for reason, paths in scan.left_out.items():
         for path in paths:
             print(f"{PROG}: not read {path}: {reason}", file=sys.stderr)
     try:
-        targets = plan_outputs(scan.files, out_dir, args.format, args.suffix)
+        targets = plan_outputs(scan.files, out_dir, args.format, args.suffix, scan.subfolders)
         check_output_folder(out_dir)
     except OutputPlanError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     files = shard_files(scan.files, args.shard)  # names were checked across all shards
     tally = BatchTally(total=len(files))
+    bars = TqdmProgress() if not args.quiet and sys.stderr.isatty() else None
     try:
         try:
-            upscaler = _load_upscaler(args)
+            upscaler = _load_upscaler(args, bars)
         except MODEL_ERRORS as error:
             print(f"{PROG}: cannot load model {args.model}: {one_line(error)}", file=sys.stderr)
             return 2
@@ -342,11 +455,23 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as error:
             print(f"{PROG}: cannot create {out_dir}: {one_line(error)}", file=sys.stderr)
             return 2
-        with tqdm(files, desc="upscale", unit="img", disable=len(files) < 2) as bar:
-            for source in bar:  # the bar is closed (its line ended) even when interrupted
-                _upscale_one(upscaler, source, targets.get(source), args, tally)
+        for index, source in enumerate(files):
+            upscaler.begin_file(index, len(files), source)
+            failed = tally.failed
+            _upscale_one(upscaler, source, targets.get(source), args, tally)
+            upscaler.end_file(tally.failures[-1][1] if tally.failed > failed else None)
     except KeyboardInterrupt:
+        _close(bars)
         print(tally.summary(scan, out_dir, interrupted=True), file=sys.stderr)
         return 130
-    print(tally.summary(scan, out_dir))
+    summary = tally.summary(scan, out_dir)
+    if tally.failures:
+        summary += f" (failures listed in {write_failures(out_dir, tally.failures)})"
+    print(summary)
     return 1 if tally.failed else 0
+
+
+def _close(bars: TqdmProgress | None) -> None:
+    """End the bars' lines (an interrupted batch leaves them open)."""
+    if bars is not None:
+        bars.close()

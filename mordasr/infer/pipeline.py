@@ -12,9 +12,13 @@ AdaIN). Scores and prompt embeddings are computed once per image, before any til
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,9 +28,11 @@ from torch import Tensor, nn
 
 from mordasr.infer.color_fix import adain_color_fix, wavelet_color_fix
 from mordasr.infer.latent_tiling import tiled_latent_forward, tiled_vae_decode, tiled_vae_encode
+from mordasr.infer.memory import auto_tile, available_memory, bytes_per_pixel, is_out_of_memory
+from mordasr.infer.progress import ProgressCallback, ProgressEvent, Stage, progress_callback
 from mordasr.infer.tiling import TileProgress, tiled_forward
 from mordasr.io.image import DecodedImage, read_image, save_like
-from mordasr.mor import prefold_routed, routing
+from mordasr.mor import mor_layers, prefold_routed, routing, set_scores, set_strength
 from mordasr.sr.protocol import SRModel
 from mordasr.sr.sd.prompts import FixedPrompt
 from mordasr.sr.zoo import as_sr_model, load_sr_model
@@ -40,6 +46,11 @@ COLOR_FIXES: dict[str, Callable[[Tensor, Tensor], Tensor] | None] = {
     "none": None,
 }
 """Colour corrections of the one-step SD output against the bicubic LR (by ``color_fix`` name)."""
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+MAX_STRENGTH = 1.5
+AlphaMode = Literal["model", "bicubic"]
+TileSetting = int | Literal["auto"] | None
 
 
 @dataclass
@@ -58,12 +69,22 @@ class Upscaler:
             :class:`~mordasr.sr.protocol.SRModel`, or any module with ``.scale`` (run as is).
             Inputs are padded to the model's ``multiple_of`` (reflected) and cropped back.
         device: where to run (default: CUDA if available, else CPU).
-        dtype: compute dtype of the network (the estimator always runs in float32).
-        tile: largest input tile side; ``None`` or 0 processes the whole image at once
+        dtype: compute dtype of the network (the estimator always runs in float32). In float16
+            and bfloat16 a tile whose output is not finite, or black for a non-black input, is
+            computed again in float32 (with a warning).
+        tile: largest input tile side; ``"auto"`` (default) picks it per image from the
+            model's memory per pixel and the free memory (:mod:`mordasr.infer.memory`);
+            ``None`` or 0 processes the whole image at once. On an out-of-memory error the
+            image is tried again with half the tile, down to just over twice the overlap
             (feed-forward models; the one-step SD model tiles its latents instead).
         tile_overlap: input pixels of context each tile keeps across a seam.
-        progress: show a bar over tiles, or a :data:`~mordasr.infer.tiling.TileProgress`
-            called with ``(done, total)`` tiles (one-step SD: the UNet's latent tiles).
+        progress: True for tqdm bars over tiles (and files, in a batch), or a callback that
+            receives every :class:`~mordasr.infer.progress.ProgressEvent`.
+        strength: scales the MoR adapter delta: 0 is the plain backbone exactly, 1 the trained
+            model; up to 1.5 is allowed (with a warning above 1).
+        alpha: how an alpha channel is enlarged: ``"model"`` (as a gray image through the
+            network) or ``"bicubic"``; default: ``model`` for feed-forward models,
+            ``bicubic`` for the one-step SD model.
         latent_tile: one-step SD: largest latent tile side of the UNet (0: the whole latent).
         latent_overlap: one-step SD: latent pixels neighbouring UNet tiles share.
         vae_tile: one-step SD: largest SR-image tile side of the VAE encoder and decoder
@@ -77,9 +98,11 @@ class Upscaler:
         model: str | Path | nn.Module = "default",
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
-        tile: int | None = None,
+        tile: TileSetting = "auto",
         tile_overlap: int = 32,
-        progress: bool | TileProgress = False,
+        progress: bool | ProgressCallback = False,
+        strength: float = 1.0,
+        alpha: AlphaMode | None = None,
         latent_tile: int = 96,
         latent_overlap: int = 32,
         vae_tile: int = 1024,
@@ -90,46 +113,178 @@ class Upscaler:
         self.dtype = dtype
         loaded = isinstance(model, str | Path)
         module = load_sr_model(model) if loaded else as_sr_model(model)
-        self.model: SRModel = module.to_inference(self.device, dtype, merge=loaded)
+        merge = loaded and strength == 1.0  # merged shared ranks could not be scaled
+        self.model: SRModel = module.to_inference(self.device, dtype, merge=merge)
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"unknown color_fix {color_fix!r}; choose from {sorted(COLOR_FIXES)}")
         if prompt is not None:
             if not hasattr(self.model, "prompt_source"):
                 raise ValueError("a prompt applies to one-step SD models only")
             self.model.prompt_source = FixedPrompt(prompt)
+        if tile != "auto" and tile is not None and (not isinstance(tile, int) or tile < 0):
+            raise ValueError(f"tile must be 'auto', None or a side >= 0, got {tile!r}")
         self.scale: int = int(module.scale)
         self.tile = tile
         self.tile_overlap = tile_overlap
-        self.progress = progress
+        self.progress = progress_callback(progress)
+        self._bars = progress is True  # the one-step SD stages show their own tqdm bars
         self.latent_tile = latent_tile
         self.latent_overlap = latent_overlap
         self.vae_tile = vae_tile
         self.color_fix = color_fix
+        self._apply_strength(strength)
+        self.alpha: AlphaMode = alpha or ("bicubic" if self.model.tiling == "latent" else "model")
+        if self.alpha not in ("model", "bicubic"):
+            raise ValueError(f"alpha must be 'model' or 'bicubic', got {self.alpha!r}")
+        self._file = ProgressEvent("file_start")
 
+    # Strength ------------------------------------------------------------------------------
+    def _apply_strength(self, strength: float) -> None:
+        """Scale the MoR adapters' delta (``--strength``), refusing models without adapters."""
+        if not 0.0 <= strength <= MAX_STRENGTH:
+            raise ValueError(f"strength must lie in [0, {MAX_STRENGTH}], got {strength}")
+        if strength > 1.0:
+            warnings.warn(
+                f"strength {strength} > 1 extrapolates beyond the trained adapter",
+                stacklevel=3,
+            )
+        self.strength = strength
+        if strength == 1.0:
+            return
+        if not isinstance(self.model, nn.Module) or next(mor_layers(self.model), None) is None:
+            raise ValueError("strength applies to MoR models only (this model has no adapters)")
+        set_strength(self.model, strength)
+
+    # Progress ------------------------------------------------------------------------------
+    def begin_file(self, index: int, count: int, path: str | Path | None = None) -> None:
+        """Tell progress listeners that file ``index`` of ``count`` starts (batch callers)."""
+        self._file = ProgressEvent("file_start", index, count, None if path is None else str(path))
+        self._emit("file_start")
+
+    def end_file(self, failure: str | None = None) -> None:
+        """Tell progress listeners that the current file is done, or failed for ``failure``."""
+        self._emit("file_done" if failure is None else "file_failed", message=failure or "")
+
+    def _emit(self, stage: Stage, **fields: object) -> None:
+        if self.progress is not None:
+            file = self._file
+            self.progress(
+                ProgressEvent(
+                    stage,
+                    file_index=file.file_index,
+                    file_count=file.file_count,
+                    path=file.path,
+                    **fields,  # type: ignore[arg-type]
+                )
+            )
+
+    def _warn(self, message: str, stage: Stage = "warning") -> None:
+        warnings.warn(message, stacklevel=3)
+        self._emit(stage, message=message)
+
+    # Tensors -------------------------------------------------------------------------------
     @torch.no_grad()
-    def upscale_tensor(self, lr: Tensor) -> Tensor:
-        """(B, 3, h, w) or (3, h, w) RGB in [0, 1] -> the same layout, ``scale`` times larger."""
+    def upscale_tensor(self, lr: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """(B, 3, h, w) or (3, h, w) RGB in [0, 1] -> the same layout, ``scale`` times larger,
+        or ``size`` (height, width): the model's scale first, then an antialiased bicubic
+        resize (the one-step SD model instead enlarges to ``size`` before its VAE)."""
         single = lr.ndim == 3
         batch = (lr[None] if single else lr).to(self.device)
         if self.model.tiling == "latent":
-            out = self._one_step(batch.float())
+            out = self._one_step(_presize(batch.float(), size, self.scale))
         else:
             height, width = batch.shape[-2:]
             padded = pad_to_multiple(batch.to(self.dtype), self.model.multiple_of)
             with self.model.routed(batch.float()) as network:
                 out = self._tiled(network, padded)
             out = out[..., : height * self.scale, : width * self.scale]
-        out = out.float().clamp_(0.0, 1.0)
+        out = resize_to(out.float(), size).clamp_(0.0, 1.0)
         return out[0] if single else out
 
-    def _tiled(self, fn: Callable[[Tensor], Tensor], image: Tensor) -> Tensor:
-        """``fn`` over tiles whose sides and starts are multiples of the model's
-        ``multiple_of``."""
+    def _tiled(self, network: Callable[[Tensor], Tensor], image: Tensor) -> Tensor:
+        """``network`` over tiles of ``image`` whose sides and starts are multiples of the
+        model's ``multiple_of``, halving the tile after an out-of-memory error."""
         multiple = self.model.multiple_of
-        tile = self.tile and max(multiple, self.tile - self.tile % multiple)
-        return tiled_forward(
-            fn, image, self.scale, tile, self.tile_overlap, progress=self.progress, align=multiple
-        )
+        tile = self._tile_for(image)
+        fn = self._guarded(network)
+        while True:
+            aligned = tile and max(multiple, tile - tile % multiple)
+            try:
+                return tiled_forward(
+                    fn,
+                    image,
+                    self.scale,
+                    aligned,
+                    self.tile_overlap,
+                    align=multiple,
+                    progress=self._tile_events(aligned) if self.progress else False,
+                )
+            except (RuntimeError, MemoryError) as error:
+                smaller = self._smaller_tile(aligned, image)
+                if not is_out_of_memory(error) or smaller is None:
+                    raise
+                self._release_memory()
+                self._warn(
+                    f"out of memory with {_tile_name(aligned)}; retrying with {smaller}px tiles",
+                    stage="retry",
+                )
+                tile = smaller
+
+    def _tile_events(self, side: int | None) -> TileProgress:
+        """A tiling progress callback that reports ``tile`` events of tiles of ``side``."""
+
+        def report(done: int, total: int) -> None:
+            self._emit("tile", tiles_done=done, tiles_total=total, tile_size=side or None)
+
+        return report
+
+    def _tile_for(self, image: Tensor) -> int | None:
+        """The first tile side to try for ``image`` (None: whole image)."""
+        if self.tile == "auto":
+            per_pixel = bytes_per_pixel(self.model, self.dtype)
+            return auto_tile(per_pixel, available_memory(self.device), self.tile_overlap)
+        return self.tile or None
+
+    def _smaller_tile(self, tile: int | None, image: Tensor) -> int | None:
+        """Half the tile actually used (the whole image counts as its longer side), or None
+        when that leaves no more than twice the overlap."""
+        used = min(tile or max(image.shape[-2:]), max(image.shape[-2:]))
+        half = used // 2
+        return half if half > 2 * self.tile_overlap else None
+
+    def _release_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _guarded(self, network: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        """``network`` as a tile function that redoes a broken half-precision tile in float32."""
+        if self.dtype not in HALF_DTYPES or not isinstance(network, nn.Module):
+            return network
+
+        def run(tile: Tensor) -> Tensor:
+            out = network(tile)
+            if not _is_broken(out, tile):
+                return out
+            self._warn(f"{self.dtype} gave a non-finite or black tile; it was redone in float32")
+            with self._in_float32(network):
+                return network(tile.float()).to(out.dtype)
+
+        return run
+
+    @contextlib.contextmanager
+    def _in_float32(self, network: nn.Module) -> Iterator[None]:
+        """Run ``network`` (and the scores routing its MoR layers) in float32 inside the block."""
+        layer = next((module for _, module in mor_layers(network)), None)
+        scores = None if layer is None else layer.scores
+        network.float()
+        if scores is not None:
+            set_scores(network, scores.float())
+        try:
+            yield
+        finally:
+            network.to(self.dtype)
+            if scores is not None:
+                set_scores(network, scores)
 
     def _one_step(self, lr: Tensor) -> Tensor:
         """The one-step SD model on float32 LR images: SR in [0, 1] (float32).
@@ -146,7 +301,6 @@ class Upscaler:
         up = generator.upsample(pad_to_multiple(lr, model.multiple_of))
         factor = generator.vae_scale_factor
         overlap = self.vae_tile // 8
-        vae_bar = self.progress is True
         latents = tiled_vae_encode(
             generator.encode,
             up.to(self.dtype),
@@ -154,7 +308,7 @@ class Upscaler:
             overlap,
             factor,
             norm_module=generator.vae.encoder,
-            progress=vae_bar,
+            progress=self._bars,
         )
         with routing(generator.unet, scores):
             prefold_routed(generator.unet)
@@ -163,7 +317,7 @@ class Upscaler:
                 latents,
                 self.latent_tile,
                 self.latent_overlap,
-                progress=self.progress,
+                progress=self._tile_events(self.latent_tile) if self.progress else False,
             )
         sr = tiled_vae_decode(
             lambda z: (generator.decode(z) + 1.0) / 2.0,
@@ -172,33 +326,43 @@ class Upscaler:
             overlap // factor,
             factor,
             norm_module=generator.vae.decoder,
-            progress=vae_bar,
+            progress=self._bars,
         ).float()
         fix = COLOR_FIXES[self.color_fix]
         if fix is not None:
             sr = fix(sr, up)
         return sr[..., : height * self.scale, : width * self.scale]
 
-    def upscale_decoded(self, decoded: DecodedImage) -> UpscaleResult:
-        """Upscale a decoded image: gray stays gray, alpha is upscaled bicubically on its own."""
-        colour = decoded.tensor
-        rgb = colour.expand(3, -1, -1) if decoded.is_gray else colour
-        out = self.upscale_tensor(rgb).cpu()
-        if decoded.is_gray:
-            weights = torch.tensor(LUMA).view(3, 1, 1)
-            out = (out * weights).sum(0, keepdim=True)
+    def upscale_decoded(
+        self, decoded: DecodedImage, size: tuple[int, int] | None = None
+    ) -> UpscaleResult:
+        """Upscale a decoded image (to ``size`` (height, width) if given): gray stays gray;
+        alpha goes through the model as a gray image or is enlarged bicubically (``alpha``)."""
+        out = self._upscale_planes(decoded.tensor, size)
         alpha = None
         if decoded.alpha is not None:
-            alpha = F.interpolate(
-                decoded.alpha[None].float(),
-                scale_factor=self.scale,
-                mode="bicubic",
-                align_corners=False,
-            )[0].clamp(0.0, 1.0)
+            alpha = self._upscale_alpha(decoded.alpha.float(), size)
         return UpscaleResult(out, alpha)
 
-    def upscale_image(self, image: Image.Image) -> Image.Image:
-        """Upscale a PIL image (RGB, RGBA, L or LA; other modes are converted to RGB(A))."""
+    def _upscale_planes(self, planes: Tensor, size: tuple[int, int] | None) -> Tensor:
+        """(1 | 3, h, w) -> (1 | 3, H, W) on the CPU; one plane runs as gray RGB."""
+        gray = planes.shape[0] == 1
+        out = self.upscale_tensor(planes.expand(3, -1, -1) if gray else planes, size).cpu()
+        if gray:
+            weights = torch.tensor(LUMA).view(3, 1, 1)
+            out = (out * weights).sum(0, keepdim=True)
+        return out
+
+    def _upscale_alpha(self, alpha: Tensor, size: tuple[int, int] | None) -> Tensor:
+        if self.alpha == "model":
+            return self._upscale_planes(alpha, size).clamp(0.0, 1.0)
+        height, width = alpha.shape[-2:]
+        target = size or (height * self.scale, width * self.scale)
+        return resize_to(alpha[None], target)[0].clamp(0.0, 1.0)
+
+    def upscale_image(self, image: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
+        """Upscale a PIL image (RGB, RGBA, L or LA; other modes are converted to RGB(A)),
+        to ``size`` (height, width) if given."""
         mode = (
             image.mode
             if image.mode in ("RGB", "RGBA", "L", "LA")
@@ -211,17 +375,89 @@ class Upscaler:
         has_alpha = mode in ("RGBA", "LA")
         colour, alpha = (tensor[:-1], tensor[-1:]) if has_alpha else (tensor, None)
         decoded = DecodedImage(colour, alpha, 8, mode, "PNG")
-        result = self.upscale_decoded(decoded)
+        result = self.upscale_decoded(decoded, size)
         channels = [result.image] + ([result.alpha] if result.alpha is not None else [])
         pixels = torch.cat(channels).permute(1, 2, 0).mul(255.0).round().byte().numpy()
         return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
 
-    def upscale_file(self, source: str | Path, target: str | Path) -> None:
+    def upscale_file(
+        self,
+        source: str | Path,
+        target: str | Path,
+        size: tuple[int, int] | None = None,
+        quality: int = 95,
+    ) -> None:
         """Read ``source`` (any supported format, by content), write the result to ``target``
-        with the source's bit depth, colour profile and EXIF."""
+        with the source's bit depth, colour profile and EXIF (JPEG/WebP at ``quality``)."""
         decoded = read_image(source)
-        result = self.upscale_decoded(decoded)
-        save_like(target, result.image, decoded, alpha=result.alpha)
+        result = self.upscale_decoded(decoded, size)
+        save_like(target, result.image, decoded, alpha=result.alpha, quality=quality)
+
+
+def output_size(
+    height: int,
+    width: int,
+    scale: float,
+    *,
+    outscale: float | None = None,
+    out_width: int | None = None,
+    out_height: int | None = None,
+) -> tuple[int, int] | None:
+    """The (height, width) of a ``height`` x ``width`` image's result, or None for the model's
+    own ``scale``: ``outscale`` times the input, or ``out_width`` / ``out_height`` (one of them
+    keeps the aspect ratio). Sides round half up and are at least 1."""
+    if outscale is not None and (out_width is not None or out_height is not None):
+        raise ValueError("give either an output scale or an output width/height, not both")
+    if outscale is not None:
+        if outscale <= 0:
+            raise ValueError(f"outscale must be positive, got {outscale}")
+        if outscale == scale:
+            return None
+        return _round_side(height * outscale), _round_side(width * outscale)
+    if out_width is None and out_height is None:
+        return None
+    for side in (out_width, out_height):
+        if side is not None and side < 1:
+            raise ValueError(f"output width and height must be positive, got {side}")
+    if out_width is not None and out_height is not None:
+        return out_height, out_width
+    if out_width is not None:
+        return _round_side(height * out_width / width), out_width
+    assert out_height is not None
+    return out_height, _round_side(width * out_height / height)
+
+
+def _round_side(value: float) -> int:
+    return max(1, math.floor(value + 0.5))
+
+
+def resize_to(image: Tensor, size: tuple[int, int] | None) -> Tensor:
+    """(B, C, H, W) resized to ``size`` bicubically (antialiased when shrinking); unchanged for
+    None or its own size."""
+    if size is None or tuple(image.shape[-2:]) == tuple(size):
+        return image
+    shrinking = size[0] < image.shape[-2] or size[1] < image.shape[-1]
+    return F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=shrinking)
+
+
+def _presize(lr: Tensor, size: tuple[int, int] | None, scale: int) -> Tensor:
+    """The LR image resized so that ``scale`` times it is ``size`` (nearest whole pixels): the
+    one-step SD model then enlarges it to about ``size`` before the VAE."""
+    if size is None:
+        return lr
+    target = (max(1, round(size[0] / scale)), max(1, round(size[1] / scale)))
+    return resize_to(lr, target).clamp(0.0, 1.0)
+
+
+def _is_broken(out: Tensor, tile: Tensor) -> bool:
+    """A half-precision failure: non-finite values, or an all-black result of a non-black tile."""
+    if not bool(torch.isfinite(out).all()):
+        return True
+    return bool(out.abs().max() == 0) and bool(tile.abs().max() > 0)
+
+
+def _tile_name(tile: int | None) -> str:
+    return "the whole image" if not tile else f"{tile}px tiles"
 
 
 def pad_to_multiple(image: Tensor, multiple: int) -> Tensor:

@@ -101,6 +101,9 @@ def tiled_forward(
     ``progress`` shows a tqdm bar over the tiles or, if callable, is a :data:`TileProgress`
     (an untiled pass counts as one tile); tile starts are multiples of ``align`` (see
     :func:`tile_starts`).
+
+    Memory beyond ``fn``'s own: the output image and one weight row and column per tile (the
+    per-pixel weight normaliser is the outer product of the per-axis sums, never a full image).
     """
     if image.ndim != 4:
         raise ValueError(f"expected a (B, C, H, W) image, got shape {tuple(image.shape)}")
@@ -121,7 +124,6 @@ def tiled_forward(
     rows = axis_weights(height, tile, overlap, blend, scale, align)
     cols = axis_weights(width, tile, overlap, blend, scale, align)
     output: torch.Tensor | None = None
-    total: torch.Tensor | None = None
     count = len(rows) * len(cols)
     quiet = report is not None or not progress
     with tqdm(total=count, desc="tiles", disable=quiet, leave=False) as bar:
@@ -140,17 +142,31 @@ def tiled_forward(
                         f"fn returned shape {tuple(result.shape)} for a {tile_h}x{tile_w} tile; "
                         f"expected (..., {expected[0]}, {expected[1]}) at scale {scale}"
                     )
-                if output is None or total is None:
-                    shape = (*result.shape[:2], height * scale, width * scale)
-                    output = result.new_zeros(shape)
-                    total = torch.zeros(shape[-2:], dtype=torch.float64, device=result.device)
+                if output is None:
+                    output = result.new_zeros((*result.shape[:2], height * scale, width * scale))
                 ys = slice(y0 * scale, y0 * scale + expected[0])
                 xs = slice(x0 * scale, x0 * scale + expected[1])
-                weight = weight.to(result.device)
-                output[..., ys, xs] += result * weight.to(result.dtype)
-                total[ys, xs] += weight
-    if output is None or total is None:
+                output[..., ys, xs] += result * weight.to(result.device, result.dtype)
+    if output is None:
         raise RuntimeError("no tile carried any weight")
     if report is not None:
         report(count, count)
-    return output / total.to(output.dtype)
+    return _normalise(output, _axis_total(rows, height, scale), _axis_total(cols, width, scale))
+
+
+def _axis_total(
+    weights: list[tuple[int, int, torch.Tensor]], length: int, scale: int
+) -> torch.Tensor:
+    """The sum of one axis's tile weights at every output position (one up to rounding)."""
+    total = torch.zeros(length * scale, dtype=torch.float64)
+    for start, _, weight in weights:
+        total[start * scale : start * scale + weight.numel()] += weight
+    return total
+
+
+def _normalise(output: torch.Tensor, total_y: torch.Tensor, total_x: torch.Tensor) -> torch.Tensor:
+    """Divide ``output`` in place by the separable weight sum ``total_y[:, None] * total_x``."""
+    device, dtype = output.device, output.dtype
+    output /= total_y.to(device, dtype)[:, None]
+    output /= total_x.to(device, dtype)[None, :]
+    return output

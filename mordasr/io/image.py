@@ -30,7 +30,7 @@ import tifffile
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from mordasr.io.png16 import Png16Error, decode_png16, encode_png16, png_header
+from mordasr.io.png16 import Png16Error, encode_png16, png_header, read_png16
 
 _ORIENTATION_TAG = 0x0112
 _EXTENSION_FORMATS = {
@@ -233,18 +233,21 @@ def _decode(data: bytes) -> DecodedImage:
         finally:
             page.parent.close()
     image = Image.open(io.BytesIO(data))
-    image.load()
+    sixteen_bit_png = (
+        image.format == "PNG" and png_header(data)[2] == 16 and image.mode not in _SIXTEEN_BIT_MODES
+    )
+    decoded = _decode_png16(data) if sixteen_bit_png else None
+    if decoded is None:
+        image.load()
+        exif = image.getexif()
+        pixels, bit_depth, peak = _normalised(image)
+        bit_depth = 16 if sixteen_bit_png else bit_depth  # e.g. interlaced: 8-bit pixels
+    else:
+        (pixels, exif), bit_depth, peak = decoded, 16, 1.0
     _report_frames(getattr(image, "n_frames", 1))
-    exif = image.getexif()
     orientation = int(exif.get(_ORIENTATION_TAG, 1))
     if _ORIENTATION_TAG in exif:
         del exif[_ORIENTATION_TAG]
-    pixels, bit_depth, peak = _normalised(image)
-    if image.format == "PNG" and png_header(data)[2] == 16 and image.mode not in _SIXTEEN_BIT_MODES:
-        try:
-            pixels, bit_depth = decode_png16(data).astype(np.float32) / 65535.0, 16
-        except Png16Error:
-            bit_depth = 16  # e.g. interlaced: keep Pillow's 8-bit pixels, still save 16-bit
     tensor, alpha = _split_alpha(orient(pixels, orientation))
     return DecodedImage(
         tensor=tensor,
@@ -256,6 +259,19 @@ def _decode(data: bytes) -> DecodedImage:
         exif=exif.tobytes() if len(exif) and image.format in _EXIF_FORMATS else None,
         value_scale=peak,
     )
+
+
+def _decode_png16(data: bytes) -> tuple[np.ndarray, Image.Exif] | None:
+    """16-bit colour or gray+alpha PNG pixels (which Pillow reduces to 8 bits) and the EXIF,
+    decoded once by :mod:`mordasr.io.png16`; None where that codec cannot (interlaced)."""
+    try:
+        samples, exif_body = read_png16(data)
+    except Png16Error:
+        return None
+    exif = Image.Exif()
+    if exif_body:
+        exif.load(exif_body)
+    return samples.astype(np.float32) / 65535.0, exif
 
 
 def sniff_format(path: str | Path) -> str | None:

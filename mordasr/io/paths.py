@@ -39,6 +39,8 @@ class InputScan:
 
     files: list[Path] = field(default_factory=list)
     left_out: dict[str, list[Path]] = field(default_factory=dict)
+    subfolders: dict[Path, Path] = field(default_factory=dict)
+    """For files found below a named folder with ``recursive``: their folder relative to it."""
 
     def leave_out(self, path: Path, reason: str) -> None:
         self.left_out.setdefault(reason, []).append(path)
@@ -63,39 +65,48 @@ def _entry_kind(path: Path) -> str | None:
     return None if os.access(path, os.R_OK) else UNREADABLE
 
 
-def scan_inputs(items: Sequence[str | Path]) -> InputScan:
-    """Files named directly, plus the regular files directly inside named folders (sorted).
+def scan_inputs(items: Sequence[str | Path], recursive: bool = False) -> InputScan:
+    """Files named directly, plus the regular files inside named folders (sorted).
 
     Named files are kept as given (a missing one fails when it is read, with its own reason).
-    Folders are not entered recursively: their sub-folders, dangling links, special files and
-    entries that cannot be read are recorded in :attr:`InputScan.left_out`. A file reached twice
-    (named and inside a named folder, or through a link) is processed once.
+    Folders are entered recursively only with ``recursive`` (each file found below a named
+    folder then records its relative folder in :attr:`InputScan.subfolders`); otherwise their
+    sub-folders are left out. Dangling links, special files and entries that cannot be read are
+    recorded in :attr:`InputScan.left_out`. A file reached twice (named and inside a named
+    folder, or through a link) is processed once.
     """
     scan = InputScan()
     seen: set[str] = set()
 
-    def add(path: Path) -> None:
+    def add(path: Path, subfolder: Path) -> None:
         key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)
             scan.files.append(path)
+            if subfolder.parts:
+                scan.subfolders[path] = subfolder
 
-    for item in items:
-        path = Path(item)
-        if not path.is_dir():
-            add(path)
-            continue
+    def walk(folder: Path, subfolder: Path) -> None:
         try:
-            entries = sorted(path.iterdir())
+            entries = sorted(folder.iterdir())
         except OSError:
-            scan.leave_out(path, UNREADABLE)
-            continue
+            scan.leave_out(folder, UNREADABLE)
+            return
         for entry in entries:
             reason = _entry_kind(entry)
             if reason is None:
-                add(entry)
+                add(entry, subfolder)
+            elif reason == SUBFOLDER and recursive and not entry.is_symlink():
+                walk(entry, subfolder / entry.name)
             else:
                 scan.leave_out(entry, reason)
+
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            walk(path, Path())
+        else:
+            add(path, Path())
     return scan
 
 

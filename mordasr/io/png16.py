@@ -54,67 +54,115 @@ def png_header(data: bytes) -> tuple[int, int, int, int, int]:
     return width, height, depth, color, interlace
 
 
-def _paeth_row(filtered: bytes, previous: bytes, bpp: int) -> bytearray:
-    row = bytearray(filtered)
-    for i in range(len(row)):
-        a = row[i - bpp] if i >= bpp else 0
-        b = previous[i]
-        c = previous[i - bpp] if i >= bpp else 0
-        pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
-        predictor = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-        row[i] = (row[i] + predictor) & 0xFF
-    return row
-
-
-def _average_row(filtered: bytes, previous: bytes, bpp: int) -> bytearray:
-    row = bytearray(filtered)
-    for i in range(len(row)):
-        a = row[i - bpp] if i >= bpp else 0
-        row[i] = (row[i] + ((a + previous[i]) >> 1)) & 0xFF
-    return row
-
-
 def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
-    """Undo the per-row PNG filters; Sub and Up are vectorised, Average and Paeth are not."""
+    """Undo the per-row PNG filters, vectorised with numpy.
+
+    Images filtered with None, Sub and Up only are undone row by row (whole rows at once).
+    Average and Paeth make every byte depend on its reconstructed left neighbour, so those
+    images are undone along anti-diagonals of pixels instead: pixel (y, x) needs only
+    (y, x-1), (y-1, x) and (y-1, x-1), all on the previous two diagonals, so each diagonal is
+    one vectorised step (height + width steps in all).
+    """
     if len(raw) != height * (stride + 1):
         raise Png16Error(f"image data holds {len(raw)} bytes, expected {height * (stride + 1)}")
     rows = np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
-    out = np.zeros((height, stride), np.uint8)
-    previous = np.zeros(stride, np.uint8)
-    for y in range(height):
-        kind, line = rows[y, 0], rows[y, 1:]
+    kinds, data = rows[:, 0], rows[:, 1:]
+    unknown = np.flatnonzero(kinds > 4)
+    if unknown.size:
+        raise Png16Error(f"row {unknown[0]} uses unknown filter type {kinds[unknown[0]]}")
+    if not bool((kinds >= 3).any()):
+        return _unfilter_rows(kinds, data, bpp)
+    return _unfilter_diagonals(kinds, data.reshape(height, stride // bpp, bpp))
+
+
+def _unfilter_rows(kinds: np.ndarray, data: np.ndarray, bpp: int) -> np.ndarray:
+    """None, Sub and Up rows: a copy, a running sum per byte lane, an addition."""
+    out = np.empty_like(data)
+    previous = np.zeros(data.shape[1], np.uint8)
+    for y, kind in enumerate(kinds.tolist()):
+        line = data[y]
         if kind == 0:
-            current = line.copy()
+            out[y] = line
         elif kind == 1:
-            lanes = line.reshape(-1, bpp).astype(np.uint32)
-            current = (np.cumsum(lanes, axis=0) & 0xFF).astype(np.uint8).ravel()
-        elif kind == 2:
-            current = line + previous
-        elif kind == 3:
-            current = np.frombuffer(_average_row(line.tobytes(), previous.tobytes(), bpp), np.uint8)
-        elif kind == 4:
-            current = np.frombuffer(_paeth_row(line.tobytes(), previous.tobytes(), bpp), np.uint8)
+            out[y] = np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).ravel()
         else:
-            raise Png16Error(f"row {y} uses unknown filter type {kind}")
-        out[y] = current
+            np.add(line, previous, out=out[y])
         previous = out[y]
     return out
 
 
+def _unfilter_diagonals(kinds: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Any filters, one anti-diagonal of pixels (y + x constant) per step.
+
+    ``skewed[d + 2, y + 1]`` holds pixel (y, d - y), so a diagonal and its neighbours
+    ((y, x-1) and (y-1, x) on the previous diagonal, (y-1, x-1) on the one before) are
+    contiguous slices; the two leading diagonals and the leading row stay zero, which is what
+    PNG predicts outside the image. Filters are selected per row by 0/1 masks, not branches,
+    and only the filters the image uses are computed.
+    """
+    height, width, bpp = data.shape
+    filtered = np.zeros((height + width - 1, height, bpp), np.int16)
+    _skew(filtered, width)[...] = data
+    skewed = np.zeros((height + width + 1, height + 1, bpp), np.int16)
+    used = {k: (kinds == k).astype(np.int16)[:, None].repeat(bpp, 1) for k in range(1, 5)}
+    used = {k: mask for k, mask in used.items() if mask.any()}
+    for d in range(height + width - 1):
+        lo, hi = max(0, d - width + 1), min(height, d + 1)
+        a, b = skewed[d + 1, lo + 1 : hi + 1], skewed[d + 1, lo:hi]
+        predictor = filtered[d, lo:hi].copy()
+        if 1 in used:
+            predictor += used[1][lo:hi] * a
+        if 2 in used:
+            predictor += used[2][lo:hi] * b
+        if 3 in used:
+            predictor += used[3][lo:hi] * ((a + b) // 2)
+        if 4 in used:
+            c = skewed[d, lo:hi]
+            to_up, to_left = b - c, a - c
+            pa, pb, pc = np.abs(to_up), np.abs(to_left), np.abs(to_up + to_left)
+            take_a = (pa <= pb) & (pa <= pc)
+            to_up *= (pb <= pc) > take_a
+            to_left *= take_a
+            to_up += to_left
+            to_up += c
+            to_up *= used[4][lo:hi]
+            predictor += to_up
+        np.bitwise_and(predictor, 0xFF, out=skewed[d + 2, lo + 1 : hi + 1])
+    return _skew(skewed[2:, 1:], width).astype(np.uint8).reshape(height, width * bpp)
+
+
+def _skew(diagonals: np.ndarray, width: int) -> np.ndarray:
+    """The (rows, ``width``, bpp) view ``v[y, x] = diagonals[x + y, y]`` of a diagonal-major
+    array (every entry it touches lies inside ``diagonals``)."""
+    step_d, step_y, lane = diagonals.strides
+    rows = diagonals.shape[1]
+    return np.lib.stride_tricks.as_strided(
+        diagonals, (rows, width, diagonals.shape[2]), (step_d + step_y, step_d, lane)
+    )
+
+
 def decode_png16(data: bytes) -> np.ndarray:
     """Decode a non-interlaced 16-bit PNG into a (H, W, C) ``uint16`` array."""
+    return read_png16(data)[0]
+
+
+def read_png16(data: bytes) -> tuple[np.ndarray, bytes | None]:
+    """Decode a non-interlaced 16-bit PNG in one pass: the (H, W, C) ``uint16`` samples and
+    the body of its ``eXIf`` chunk (None without one)."""
     width, height, depth, color, interlace = png_header(data)
     if depth != 16 or color not in _CHANNELS_BY_COLOR_TYPE or interlace:
         raise Png16Error(f"not a non-interlaced 16-bit PNG (depth {depth}, color type {color})")
     channels = _CHANNELS_BY_COLOR_TYPE[color]
-    compressed = b"".join(body for kind, body in _chunks(data) if kind == b"IDAT")
+    chunks = _chunks(data)
+    compressed = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    exif = next((body for kind, body in chunks if kind == b"eXIf"), None)
     try:
         raw = zlib.decompress(compressed)
     except zlib.error as error:
         raise Png16Error(f"corrupt image data: {error}") from error
     bpp = channels * _SAMPLE_BYTES
     rows = _unfilter(raw, height, width * bpp, bpp)
-    return rows.view(">u2").reshape(height, width, channels).astype(np.uint16)
+    return rows.view(">u2").reshape(height, width, channels).astype(np.uint16), exif
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

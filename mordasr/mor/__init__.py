@@ -31,6 +31,7 @@ from mordasr.mor.model import (
     routing_stats,
     save_mor_adapter,
     set_scores,
+    set_strength,
     unmerge_shared,
 )
 from mordasr.mor.router import Router, Routing
@@ -67,6 +68,7 @@ __all__ = [
     "routing_stats",
     "save_mor_adapter",
     "set_scores",
+    "set_strength",
     "severity_from_scores",
     "unmerge_shared",
     "variant_config",

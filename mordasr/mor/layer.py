@@ -130,6 +130,8 @@ class MoRLayer(nn.Module):
         self.config = config
         self.source_config = config
         self.scaling = config.scaling
+        self.strength = 1.0
+        """Multiplies the adapter delta at inference (see :meth:`set_strength`)."""
         weight = base_layer.weight
         self.shared_A, self.shared_B = self._new_factors(config.num_shared, weight)
         self.routed_A, self.routed_B = self._new_factors(config.num_real_ranks, weight)
@@ -147,6 +149,22 @@ class MoRLayer(nn.Module):
         self._scores: Tensor | None = None
         self.last_routing: Routing | None = None
         self._state: InferenceState | None = None
+
+    @property
+    def delta_scaling(self) -> float:
+        """The factor of the adapter delta: ``scaling * strength``."""
+        return self.scaling * self.strength
+
+    def set_strength(self, strength: float) -> None:
+        """Scale the adapter delta by ``strength``: 0 gives the frozen layer exactly, 1 the
+        trained adapter; values in between (or beyond) move along the delta linearly.
+
+        Refused while the shared ranks are merged into the frozen weight (they could not be
+        scaled there)."""
+        if self.shared_merged and strength != 1.0:
+            raise RuntimeError("unmerge the shared ranks before setting a strength other than 1")
+        self.strength = float(strength)
+        self._state = None
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -264,12 +282,15 @@ class MoRLayer(nn.Module):
             versions,
             self.base_layer.weight._version,
             self.shared_merged,
+            self.strength,
             like.device,
             like.dtype,
         )
 
     def forward(self, x: Tensor) -> Tensor:
         """Frozen layer plus the routed and shared experts of each image (eq. 10)."""
+        if self.strength == 0.0:
+            return self.base_layer(x)
         if self._receives_gradients():
             return self._adapted(x, *self._active_factors(x), None)
         state = self._inference_state(self._state_key(x))
@@ -297,12 +318,12 @@ class MoRLayer(nn.Module):
                 f"scores hold {coeff.shape[0]} images but the input batch is {x.shape[0]}"
             )
         if self._path(x, rank, coeff.shape[0]) == "lowrank":
-            return self.base_layer(x) + self.scaling * self._lowrank(x, a, b, coeff)
+            return self.base_layer(x) + self.delta_scaling * self._lowrank(x, a, b, coeff)
         weight = state.weight if state is not None else None
         if weight is None:
             delta = self._delta(a, b, coeff)
             out = self._weight_buffer(state, delta) if state is not None else None
-            weight = torch.add(self.base_layer.weight, delta, alpha=self.scaling, out=out)
+            weight = torch.add(self.base_layer.weight, delta, alpha=self.delta_scaling, out=out)
             if state is not None:
                 state.weight = weight
         return self._with_weight(x, weight)
@@ -372,7 +393,7 @@ class MoRLayer(nn.Module):
                 weight,
                 b,
                 self.routed_A[rows].flatten(1),
-                alpha=self.scaling,
+                alpha=self.delta_scaling,
                 out=self._weight_buffer(state, weight),
             )
         return weight.view(1, *self.base_layer.weight.shape)
@@ -402,7 +423,7 @@ class MoRLayer(nn.Module):
             flat = self.base_layer.weight.flatten(1)
             if self.config.num_shared and not self.shared_merged:
                 flat = torch.addmm(
-                    flat, self.shared_B, self.shared_A.flatten(1), alpha=self.scaling
+                    flat, self.shared_B, self.shared_A.flatten(1), alpha=self.delta_scaling
                 )
             state.shared = flat
         return state.shared
@@ -452,6 +473,8 @@ class MoRLayer(nn.Module):
     def merge_shared(self) -> None:
         """Fold the always-on ranks into the frozen weight, computed in float32 and rounded
         once to the weight's dtype; a non-finite result is refused (ValueError)."""
+        if self.strength != 1.0:
+            raise RuntimeError("shared ranks are merged at strength 1 only; set_strength(1) first")
         if self.shared_merged or not self.config.num_shared:
             self.shared_merged = True
             return
@@ -474,7 +497,7 @@ class MoRLayer(nn.Module):
         return (
             f"shared={c.num_shared}, routed={c.num_routed} (zero={c.num_zero}), top_k={c.top_k}, "
             f"expert_rank={c.expert_rank}, "
-            f"scaling={self.scaling:g}, path={c.compute_path}"
+            f"scaling={self.scaling:g}, strength={self.strength:g}, path={c.compute_path}"
         )
 
 

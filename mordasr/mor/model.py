@@ -129,6 +129,13 @@ def prefold_routed(model: nn.Module) -> None:
             layer.prefold(fold_indices[i], fold_gates[i], routing)
 
 
+def set_strength(model: nn.Module, strength: float) -> None:
+    """Scale every MoR layer's adapter delta by ``strength`` (0: the frozen model exactly,
+    1: as trained); see :meth:`MoRLayer.set_strength`."""
+    for _, layer in mor_layers(model):
+        layer.set_strength(strength)
+
+
 def merge_shared(model: nn.Module) -> None:
     """Fold every layer's always-on ranks into its frozen weight (for plain LoRA: all ranks).
 

@@ -171,11 +171,11 @@ def test_an_interrupted_batch_keeps_finished_outputs_and_says_what_it_did(
     real = Upscaler.upscale_decoded
     calls = []
 
-    def interrupted_on_the_second(self: Upscaler, decoded: object) -> object:
+    def interrupted_on_the_second(self: Upscaler, decoded: object, size: object = None) -> object:
         calls.append(decoded)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, decoded)  # type: ignore[arg-type]
+        return real(self, decoded, size)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Upscaler, "upscale_decoded", interrupted_on_the_second)
     out = tmp_path / "out"
@@ -248,12 +248,12 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 
 real, calls = Upscaler.upscale_decoded, []
 
-def slow_second(self, decoded):
+def slow_second(self, decoded, size=None):
     calls.append(1)
     if len(calls) == 2:
         print("second started", flush=True)
         time.sleep(60)
-    return real(self, decoded)
+    return real(self, decoded, size)
 
 Upscaler.upscale_decoded = slow_second
 sys.exit(main(["upscale", *sys.argv[1:], "--model", "bicubic"]))

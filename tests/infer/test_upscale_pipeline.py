@@ -12,6 +12,7 @@ from tiny_models import photo, tiny_backbone, tiny_mor_model
 
 from mordasr.cli import main
 from mordasr.infer.pipeline import Upscaler
+from mordasr.infer.progress import ProgressEvent
 from mordasr.infer.tiling import tile_starts
 from mordasr.io.image import read_image
 
@@ -33,11 +34,11 @@ def test_tensor_upscale_is_four_times_larger_and_in_range(upscaler: Upscaler) ->
 
 
 def test_progress_callback_hears_every_tile(model_dir: Path) -> None:
-    calls: list[tuple[int, int]] = []
-    report = lambda *call: calls.append(call)  # noqa: E731
-    upscaler = Upscaler(model_dir, device="cpu", tile=24, tile_overlap=4, progress=report)
+    events: list[ProgressEvent] = []
+    upscaler = Upscaler(model_dir, device="cpu", tile=24, tile_overlap=4, progress=events.append)
     upscaler.upscale_tensor(torch.rand(3, 40, 36))
     count = len(tile_starts(40, 24, 4)) * len(tile_starts(36, 24, 4))
+    calls = [(e.tiles_done, e.tiles_total) for e in events if e.stage == "tile"]
     assert calls == [(done, count) for done in range(count + 1)]
 
 
@@ -73,7 +74,11 @@ def test_cli_writes_every_readable_input_and_reports_corrupt_ones(
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     status = main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", str(model_dir)])
     assert status == 1
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.jpg"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a.png",
+        "b.jpg",
+        "failures.csv",
+    ]
     assert "broken.png" in capsys.readouterr().err
     assert read_image(tmp_path / "out" / "b.jpg").format == "JPEG"
 
@@ -195,7 +200,7 @@ def test_a_bad_file_never_stops_the_rest_of_the_folder(
     status = main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", model])
     assert status == 1
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == ["a_odd.png", "c_tiny.png", "d_fine.png"]
+    assert written == ["a_odd.png", "c_tiny.png", "d_fine.png", "failures.csv"]
     assert read_image(tmp_path / "out" / "a_odd.png").tensor.shape == (3, 66, 62)
     err = capsys.readouterr().err
     assert "b_corrupt.jpg" in err and "Traceback" not in err

@@ -194,3 +194,19 @@ def test_a_fixed_prompt_is_saved_with_the_checkpoint(checkpoint: Path, tmp_path:
     model.save_pretrained(tmp_path / "again")
     reloaded = OneStepSR.from_pretrained(tmp_path / "again")
     assert reloaded.prompt_source(torch.zeros(1, 3, 8, 8)) == ["an old photo"]
+
+
+def test_outscale_enlarges_to_the_target_before_the_vae(untiled: Upscaler) -> None:
+    assert untiled.upscale_tensor(lr_image(32, 32), size=(80, 72)).shape == (3, 80, 72)
+
+
+def test_alpha_is_bicubic_by_default_for_the_one_step_model(untiled: Upscaler) -> None:
+    assert untiled.alpha == "bicubic"
+
+
+def test_strength_zero_leaves_the_unet_unadapted(checkpoint: Path) -> None:
+    lr = lr_image(32, 32)
+    plain = Upscaler(checkpoint, device="cpu", strength=0.0, **UNTILED)
+    half = Upscaler(checkpoint, device="cpu", strength=0.5, **UNTILED)
+    assert all(layer.strength == 0.0 for _, layer in mor_layers(plain.model.generator))
+    assert not torch.equal(plain.upscale_tensor(lr), half.upscale_tensor(lr))

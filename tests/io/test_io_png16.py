@@ -3,12 +3,15 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+import torch
+from PIL import Image, PngImagePlugin
 
-from mordasr.io.png16 import SIGNATURE, Png16Error, decode_png16, encode_png16
+from mordasr.io.image import read_image
+from mordasr.io.png16 import SIGNATURE, Png16Error, decode_png16, encode_png16, write_png16
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -51,6 +54,70 @@ def _png_with_every_filter(pixels: np.ndarray) -> bytes:
         + _chunk(b"IDAT", zlib.compress(b"".join(body)))
         + _chunk(b"IEND", b"")
     )
+
+
+def _reference_unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
+    """The previous byte-by-byte reader's unfiltering (PNG spec, section 9), kept as the
+    reference the vectorised reader must equal bit for bit."""
+    out, previous = bytearray(), bytearray(stride)
+    for y in range(height):
+        kind, row = (
+            raw[y * (stride + 1)],
+            bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]),
+        )
+        for i in range(stride):
+            a = row[i - bpp] if i >= bpp else 0
+            b = previous[i]
+            c = previous[i - bpp] if i >= bpp else 0
+            if kind == 0:
+                predictor = 0
+            elif kind == 1:
+                predictor = a
+            elif kind == 2:
+                predictor = b
+            elif kind == 3:
+                predictor = (a + b) >> 1
+            else:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                predictor = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            row[i] = (row[i] + predictor) & 0xFF
+        out += row
+        previous = row
+    return np.frombuffer(bytes(out), np.uint8).reshape(height, stride)
+
+
+def _png_of_filtered_bytes(raw: bytes, height: int, width: int, channels: int) -> bytes:
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return (
+        SIGNATURE
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize(("height", "width"), [(1, 9), (13, 5), (6, 21), (17, 17)])
+@pytest.mark.parametrize("filters", [(0, 1, 2, 3, 4), (0, 1, 2), (3,), (4,)])
+def test_decoder_equals_the_byte_by_byte_reference_on_random_data(
+    channels: int, height: int, width: int, filters: tuple[int, ...]
+) -> None:
+    rng = np.random.default_rng([channels, height, width, len(filters)])
+    stride = width * 2 * channels
+    body = rng.integers(0, 256, (height, stride + 1), dtype=np.uint8)
+    body[:, 0] = rng.choice(filters, height)
+    raw = body.tobytes()
+    expected = _reference_unfilter(raw, height, stride, 2 * channels)
+    samples = expected.view(">u2").reshape(height, width, channels).astype(np.uint16)
+    decoded = decode_png16(_png_of_filtered_bytes(raw, height, width, channels))
+    assert decoded.dtype == np.uint16 and np.array_equal(decoded, samples)
+
+
+def test_unknown_filter_type_is_reported() -> None:
+    raw = bytes([5]) + bytes(6)
+    with pytest.raises(Png16Error, match="unknown filter type 5"):
+        decode_png16(_png_of_filtered_bytes(raw, 1, 1, 3))
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
@@ -99,3 +166,32 @@ def test_eight_bit_png_is_refused() -> None:
     Image.new("RGB", (2, 2)).save(buffer, "PNG")
     with pytest.raises(Png16Error, match="16-bit"):
         decode_png16(buffer.getvalue())
+
+
+def test_sixteen_bit_colour_png_files_are_decoded_once_without_pillow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 65536, (5, 7, 4), dtype=np.uint16)
+    write_png16(tmp_path / "a.png", pixels)
+
+    def refuse(self: object) -> None:
+        raise AssertionError("Pillow decoded the pixels too")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", refuse)
+    decoded = read_image(tmp_path / "a.png")
+    assert decoded.bit_depth == 16 and decoded.alpha is not None
+    assert torch.equal(
+        decoded.tensor, torch.from_numpy(pixels[..., :3] / 65535.0).permute(2, 0, 1).float()
+    )
+
+
+def test_exif_orientation_of_a_sixteen_bit_png_is_applied(tmp_path: Path) -> None:
+    pixels = np.arange(2 * 3 * 3, dtype=np.uint16).reshape(2, 3, 3) * 3000
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    write_png16(tmp_path / "a.png", pixels, exif=exif.tobytes())
+    decoded = read_image(tmp_path / "a.png")
+    assert decoded.tensor.shape == (3, 3, 2)
+    upright = np.rot90(pixels, -1)  # orientation 6: rotate 90 degrees clockwise
+    assert torch.equal(decoded.tensor[0], torch.from_numpy(upright[..., 0] / 65535.0).float())
