@@ -33,10 +33,11 @@ from mordasr.mor.model import (
     set_scores,
     unmerge_shared,
 )
-from mordasr.mor.router import Router, Routing
+from mordasr.mor.router import SCORE_TRANSFORMS, Router, Routing, transform_scores
 from mordasr.mor.variants import VARIANTS, Variant, degradation_aware_balance, variant_config
 
 __all__ = [
+    "SCORE_TRANSFORMS",
     "VARIANTS",
     "LayerRouting",
     "MoRConfig",
@@ -68,6 +69,7 @@ __all__ = [
     "save_mor_adapter",
     "set_scores",
     "severity_from_scores",
+    "transform_scores",
     "unmerge_shared",
     "variant_config",
 ]
