@@ -103,12 +103,14 @@ def prefold_routed(model: nn.Module) -> None:
             router.top_k,
             router.num_real,
             router.renormalize,
-            router.scores,
+            router.score_transform,
         )
         groups.setdefault((id(scores), *shape), []).append(layer)
     for layers in groups.values():
         first = layers[0].router
-        scores = transform_scores(layers[0].scores.to(first.gate.weight.device), first.scores)
+        scores = transform_scores(
+            layers[0].scores.to(first.gate.weight.device), first.score_transform
+        )
         weights = torch.stack([layer.router.gate.weight.float() for layer in layers])
         logits = weights @ scores[0]
         if first.gate.bias is not None:

@@ -100,7 +100,7 @@ class Router(nn.Module):
             raise ValueError(
                 f"unknown score transform {scores!r}; choose one of {SCORE_TRANSFORMS}"
             )
-        self.scores = scores
+        self.score_transform = scores
         self.gate = nn.Linear(score_dim, num_slots, bias=bias)
         nn.init.kaiming_uniform_(self.gate.weight, a=math.sqrt(5))
         if bias:
@@ -115,7 +115,7 @@ class Router(nn.Module):
             raise ValueError(
                 f"scores must have shape (B, {self.gate.in_features}), got {tuple(scores.shape)}"
             )
-        logits = transform_scores(scores, self.scores) @ self.gate.weight.float().t()
+        logits = transform_scores(scores, self.score_transform) @ self.gate.weight.float().t()
         if self.gate.bias is not None:
             logits = logits + self.gate.bias.float()
         probs = torch.softmax(logits, dim=-1)

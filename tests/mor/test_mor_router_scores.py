@@ -21,7 +21,7 @@ def test_raw_scores_are_the_paper_eq9_exactly() -> None:
     router = Router(7, 8, 6, 3)
     scores = torch.rand(4, 7)
     expected = torch.softmax(scores @ router.gate.weight.t(), dim=-1)
-    assert router.scores == "raw"
+    assert router.score_transform == "raw"
     assert torch.allclose(router(scores).probs, expected)
 
 
@@ -56,7 +56,7 @@ def test_the_transforms_change_sign_at_one_half() -> None:
 
 def test_config_switch_reaches_the_layer_router_and_the_prefolded_path() -> None:
     layer = MoRLinear(nn.Linear(6, 6), MoRConfig(router_scores="log-odds", **SMALL))
-    assert layer.router.scores == "log-odds"
+    assert layer.router.score_transform == "log-odds"
     with torch.no_grad():
         layer.routed_B.normal_()
     x, scores = torch.randn(1, 6), torch.rand(1, 7)
