@@ -19,10 +19,15 @@ signed-rank p-value. Data: ``../shared/data/{RealSR,Set14}`` (not part of the pr
 Resumable: every run lives in ``OUT/VARIANT/seedS``; training resumes from its newest checkpoint,
 a run with an exported model is never retrained and a run with ``results.json`` is never
 re-evaluated. ``OUT/study.json`` pins the settings: rerunning into the same folder with another
-budget is refused. Example (the pilot of BENCHMARKS.md section 11)::
+budget is refused. The study of issue 11 (3 seeds, the CPU recipe's 400 steps)::
 
-    OMP_NUM_THREADS=2 python benchmarks/study.py --variants lora mor --seeds 1 --steps 50 \\
-        --out runs/study_pilot
+    OMP_NUM_THREADS=2 python benchmarks/study.py --variants lora mor-no-zero mor --seeds 3 \\
+        --steps 400 --out runs/study
+
+and the pilot of BENCHMARKS.md ("Issue 11"), which only shows that the runner works::
+
+    OMP_NUM_THREADS=1 python benchmarks/study.py --variants lora mor --seeds 1 --steps 50 \\
+        --set data.pool_size=64 --eval-limit 10 --analysis-limit 4 --out runs/study_pilot --quiet
 """
 
 from __future__ import annotations
