@@ -15,6 +15,12 @@ whose clean 96-px crop scores lower than that 64-px degraded output is reported,
 ``overall_quality`` score (and, for reference, the mean of the seven scores); for a comparison at
 equal size, the 256-px crop shrunk x4 (bicubic, antialiased) is also scored.
 
+What the router sees (issue 11): the same 256-px crops are also degraded by ``mordasr-mild``
+(seed = photo index) and, with their clean x4 shrinks, give the 7x7 Pearson correlation matrix of
+the scores over the mixed degraded set (mild + severe), the cosine of the mild and severe mean
+score vectors (also centred at 0.5: what a router with ``router_scores: centred`` compares), and
+the mean severity (mean of the seven scores) of clean, mild and severe images.
+
 Example (``--record`` stores the figures in ``mordasr/weights/learned_estimator.json``)::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_estimator.py --record
@@ -79,6 +85,7 @@ def evaluate(
     """All benchmark figures for the photos ``paths``."""
     levels: dict[str, list[np.ndarray]] = {name: [] for name in FACTORS}
     overall_wins, mean_wins, small_wins = [], [], []
+    routed: dict[str, list[torch.Tensor]] = {"clean": [], "mild": [], "severe": []}
     for index, path in enumerate(paths):
         x = center_crop(read_rgb(path), crop)
         for name, (dimension, values, fn) in FACTORS.items():
@@ -88,7 +95,11 @@ def evaluate(
         severe = degrade(hr, "mordasr-severe", scale=4, seed=index).lr.clamp(0, 1)
         small = F.interpolate(hr, size=severe.shape[-2:], mode="bicubic", antialias=True)
         small = small.clamp(0, 1)
+        mild = degrade(hr, "mordasr-mild", scale=4, seed=index).lr.clamp(0, 1)
         clean_s, severe_s, small_s = model(x)[0], model(severe)[0], model(small)[0]
+        routed["clean"].append(small_s)
+        routed["mild"].append(model(mild)[0])
+        routed["severe"].append(severe_s)
         overall_wins.append(bool(clean_s[0] < severe_s[0]))
         mean_wins.append(bool(clean_s.mean() < severe_s.mean()))
         small_wins.append(bool(small_s[0] < severe_s[0]))
@@ -113,6 +124,31 @@ def evaluate(
         "clean_below_severe_overall": round(float(np.mean(overall_wins)), 4),
         "clean_below_severe_mean7": round(float(np.mean(mean_wins)), 4),
         "clean_x4_below_severe_overall": round(float(np.mean(small_wins)), 4),
+        **router_view({name: torch.stack(rows) for name, rows in routed.items()}),
+    }
+
+
+def router_view(scores: dict[str, torch.Tensor]) -> dict[str, object]:
+    """What a router can tell apart: correlation of the seven scores over the mild + severe
+    images, cosine of the mild and severe mean vectors, mean severity of each set."""
+    mixed = torch.cat([scores["mild"], scores["severe"]]).double()
+    correlation = torch.corrcoef(mixed.T)
+    off_diagonal = correlation[~torch.eye(len(DIMENSIONS), dtype=torch.bool)]
+    mild_mean, severe_mean = scores["mild"].mean(dim=0), scores["severe"].mean(dim=0)
+    return {
+        "score_correlation": [[round(float(v), 3) for v in row] for row in correlation],
+        "score_correlation_mean_abs_off_diagonal": round(float(off_diagonal.abs().mean()), 4),
+        "mild_severe_mean_cosine": round(
+            float(F.cosine_similarity(mild_mean, severe_mean, dim=0)), 4
+        ),
+        "mild_severe_mean_cosine_centred": round(
+            float(F.cosine_similarity(mild_mean - 0.5, severe_mean - 0.5, dim=0)), 4
+        ),
+        "mean_severity": {name: round(float(values.mean()), 4) for name, values in scores.items()},
+        "mean_scores": {
+            name: [round(float(v), 4) for v in values.mean(dim=0)]
+            for name, values in scores.items()
+        },
     }
 
 
@@ -137,6 +173,21 @@ def print_table(results: dict[str, object]) -> None:
         "clean shrunk x4 < mordasr-severe (overall_quality): "
         f"{results['clean_x4_below_severe_overall']:.1%}"
     )
+    print("score correlation over mordasr-mild + mordasr-severe:")
+    short = [name[:8] for name in DIMENSIONS]
+    print(" " * 9 + " ".join(f"{name:>8}" for name in short))
+    correlation = results["score_correlation"]
+    assert isinstance(correlation, list)
+    for name, row in zip(short, correlation, strict=True):
+        print(f"{name:<8} " + " ".join(f"{v:>8.2f}" for v in row))
+    print(f"mean |off-diagonal|: {results['score_correlation_mean_abs_off_diagonal']:.3f}")
+    print(
+        f"cosine of mild and severe mean scores: {results['mild_severe_mean_cosine']:.4f} "
+        f"(centred at 0.5: {results['mild_severe_mean_cosine_centred']:.4f})"
+    )
+    severity = results["mean_severity"]
+    assert isinstance(severity, dict)
+    print("mean severity: " + "  ".join(f"{k} {v:.3f}" for k, v in severity.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,11 +9,16 @@ combination of factors (blur -> loss of resolution -> noise -> JPEG), or -- from
 :mod:`mordasr.estimate.labels`. Frozen VGG16 statistics are computed once; only the small heads
 are trained (soft binary cross-entropy on each dimension's negative-prompt probability).
 
-Example (13 minutes on 2 busy shared CPU cores, nearly all of it synthesis and VGG features;
-``--cache FILE`` keeps the features so that retraining the heads takes seconds)::
+``--labels`` picks the label scheme (:data:`mordasr.estimate.labels.LABEL_SCHEMES`): ``v1`` made
+the shipped ``learned_estimator.safetensors``, ``v2`` (one driving factor per dimension) makes
+``learned_estimator_v2.safetensors``.
 
-    OMP_NUM_THREADS=2 python benchmarks/train_estimator.py --samples 1200 --seed 0 \
-        --out mordasr/weights/learned_estimator.safetensors
+Example (13 minutes on 2 busy shared CPU cores, nearly all of it synthesis and VGG features;
+``--cache FILE`` keeps the features and degradation summaries so that retraining the heads, with
+any label scheme, takes seconds)::
+
+    OMP_NUM_THREADS=2 python benchmarks/train_estimator.py --samples 1200 --seed 0 --labels v2 \
+        --out mordasr/weights/learned_estimator_v2.safetensors
 """
 
 from __future__ import annotations
@@ -43,7 +48,13 @@ from scipy.stats import spearmanr
 
 from mordasr.degrade import degrade
 from mordasr.estimate.base import DIMENSIONS
-from mordasr.estimate.labels import Degradation, dimension_labels, pipeline_degradation
+from mordasr.estimate.labels import (
+    DEFAULT_SCHEME,
+    LABEL_SCHEMES,
+    Degradation,
+    dimension_labels,
+    pipeline_degradation,
+)
 from mordasr.estimate.learned import LearnedEstimator
 from mordasr.io.image import read_rgb
 
@@ -134,30 +145,35 @@ def synthetic_sample(
 
 KIND_WEIGHTS = {
     "clean": 0.12,
-    "single": 0.44,
-    "combo": 0.32,
+    "single": 0.40,
+    "combo": 0.30,
     "realesrgan": 0.04,
-    "mordasr-mild": 0.04,
-    "mordasr-severe": 0.04,
+    "mordasr-mild": 0.07,
+    "mordasr-severe": 0.07,
 }
 
 
 def build_dataset(
     paths: list[Path], count: int, generator: torch.Generator
-) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
-    """``count`` samples: images, ``(count, 7)`` targets and the kind of each sample."""
+) -> tuple[list[torch.Tensor], list[Degradation], list[str]]:
+    """``count`` samples: images, their degradation summaries and the kind of each sample."""
     kinds = list(KIND_WEIGHTS)
     weights = torch.tensor([KIND_WEIGHTS[k] for k in kinds])
     images = [read_rgb(p) for p in paths]
-    samples, targets, sample_kinds = [], [], []
+    samples, summaries, sample_kinds = [], [], []
     for _ in range(count):
         kind = kinds[int(torch.multinomial(weights, 1, generator=generator))]
         source = images[int(torch.randint(len(images), (), generator=generator))]
         x, summary = synthetic_sample(source, kind, generator)
         samples.append(x)
-        targets.append(dimension_labels(summary))
+        summaries.append(summary)
         sample_kinds.append(kind)
-    return samples, torch.stack(targets), sample_kinds
+    return samples, summaries, sample_kinds
+
+
+def targets_of(summaries: list[Degradation], scheme: str) -> torch.Tensor:
+    """``(count, 7)`` training targets of the summaries under label ``scheme``."""
+    return torch.stack([dimension_labels(summary, scheme) for summary in summaries])
 
 
 @torch.no_grad()
@@ -236,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dropout", type=float, default=0.3, help="input-feature dropout")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--labels", choices=list(LABEL_SCHEMES), default=DEFAULT_SCHEME, help="label scheme"
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=None,
@@ -243,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed (delete the file after changing the synthesis)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("mordasr/weights/learned_estimator.safetensors")
+        "--out", type=Path, default=Path("mordasr/weights/learned_estimator_v2.safetensors")
     )
     args = parser.parse_args(argv)
 
@@ -254,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     model = LearnedEstimator.build(hidden=args.hidden, dropout=args.dropout)
 
     generator = torch.Generator().manual_seed(args.seed)
-    key = {"samples": args.samples, "val_fraction": args.val_fraction, "seed": args.seed}
-    data = torch.load(args.cache) if args.cache and args.cache.is_file() else {}
+    key = {"samples": args.samples, "val_fraction": args.val_fraction, "seed": args.seed, "v": 2}
+    data = torch.load(args.cache, weights_only=False) if args.cache and args.cache.is_file() else {}
     cached = data.get("key") == key
     if cached:
         print(f"features read from {args.cache}")
@@ -271,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"features done at {time.time() - started:.0f}s")
         if args.cache:
             torch.save(data, args.cache)
-    (train_f, train_y), (val_f, val_y) = data["train"], data["validation"]
+    (train_f, train_summaries), (val_f, val_summaries) = data["train"], data["validation"]
+    train_y, val_y = (
+        targets_of(train_summaries, args.labels),
+        targets_of(val_summaries, args.labels),
+    )
 
     train_heads(model, train_f, train_y, args.epochs, torch.Generator().manual_seed(args.seed + 1))
     metrics = {
@@ -291,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "seed": args.seed,
+        "labels": args.labels,
         "samples": {"train": len(train_f), "validation": len(val_f)},
         "photos": {"train": len(train_paths), "validation": len(val_paths)},
         "kind_weights": KIND_WEIGHTS,

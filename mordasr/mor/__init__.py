@@ -34,10 +34,11 @@ from mordasr.mor.model import (
     set_strength,
     unmerge_shared,
 )
-from mordasr.mor.router import Router, Routing
+from mordasr.mor.router import SCORE_TRANSFORMS, Router, Routing, transform_scores
 from mordasr.mor.variants import VARIANTS, Variant, degradation_aware_balance, variant_config
 
 __all__ = [
+    "SCORE_TRANSFORMS",
     "VARIANTS",
     "LayerRouting",
     "MoRConfig",
@@ -70,6 +71,7 @@ __all__ = [
     "set_scores",
     "set_strength",
     "severity_from_scores",
+    "transform_scores",
     "unmerge_shared",
     "variant_config",
 ]

@@ -6,6 +6,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from mordasr.mor.router import SCORE_TRANSFORMS, ScoreTransform
+
 ConvVariant = Literal["kxk_1x1", "1x1_kxk"]
 ComputePath = Literal["auto", "lowrank", "merged"]
 SeverityReduce = Literal["mean", "overall", "max"]
@@ -70,6 +72,11 @@ class MoRConfig:
     """Give every router a learnable per-slot bias, ``softmax(s W_g + b)`` (starts at 0). Off by
     default, as in the paper's eq. 9; an ablation for routers that barely separate mild from
     severe images (their score vectors point nearly the same way)."""
+    router_scores: ScoreTransform = "raw"
+    """What the gating matrix multiplies: ``raw`` scores (the paper's eq. 9, the default),
+    ``centred`` (``s - 0.5``) or ``log-odds`` (``log(s / (1 - s))``). The last two change sign at
+    0.5, so severity alone can reorder the slots of a bias-free router
+    (:func:`mordasr.mor.router.transform_scores`)."""
     renormalize_gates: bool = False
     """Renormalise the kept gates to sum to 1. The paper's eq. 9 keeps the raw softmax values of
     the top-k slots (no renormalisation), which is the default."""
@@ -105,6 +112,8 @@ class MoRConfig:
             raise ValueError(f"unknown conv_variant {self.conv_variant!r}")
         if self.compute_path not in ("auto", "lowrank", "merged"):
             raise ValueError(f"unknown compute_path {self.compute_path!r}")
+        if self.router_scores not in SCORE_TRANSFORMS:
+            raise ValueError(f"unknown router_scores {self.router_scores!r}")
         if self.severity_reduce not in ("mean", "overall", "max"):
             raise ValueError(f"unknown severity_reduce {self.severity_reduce!r}")
 

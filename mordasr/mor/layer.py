@@ -144,6 +144,7 @@ class MoRLayer(nn.Module):
                 config.top_k,
                 renormalize=config.renormalize_gates,
                 bias=config.router_bias,
+                scores=config.router_scores,
             ).to(device=weight.device, dtype=weight.dtype)
         self.shared_merged = False
         self._scores: Tensor | None = None

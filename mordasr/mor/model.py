@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from mordasr.mor.balance import load_balance_loss, severity_from_scores
 from mordasr.mor.config import MoRConfig
 from mordasr.mor.layer import MoRConv2d, MoRLayer, MoRLinear
-from mordasr.mor.router import Routing
+from mordasr.mor.router import Routing, transform_scores
 
 CONFIG_NAME = "mor_config.json"
 WEIGHTS_NAME = "mor_adapter.safetensors"
@@ -103,11 +103,14 @@ def prefold_routed(model: nn.Module) -> None:
             router.top_k,
             router.num_real,
             router.renormalize,
+            router.score_transform,
         )
         groups.setdefault((id(scores), *shape), []).append(layer)
     for layers in groups.values():
         first = layers[0].router
-        scores = layers[0].scores.float().to(first.gate.weight.device)
+        scores = transform_scores(
+            layers[0].scores.to(first.gate.weight.device), first.score_transform
+        )
         weights = torch.stack([layer.router.gate.weight.float() for layer in layers])
         logits = weights @ scores[0]
         if first.gate.bias is not None:

@@ -4,9 +4,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
+
+ScoreTransform = Literal["raw", "centred", "log-odds"]
+SCORE_TRANSFORMS: tuple[str, ...] = get_args(ScoreTransform)
+SCORE_CENTRE = 0.5
+"""Where ``centred`` puts the origin: a score of 0.5 is "as likely negative as positive"."""
+LOG_ODDS_EPS = 1e-3
+"""Scores are clamped to ``[eps, 1 - eps]`` before ``log-odds`` (finite, at most +-6.9)."""
+
+
+def transform_scores(scores: Tensor, kind: ScoreTransform) -> Tensor:
+    """What the gating matrix multiplies, in float32: the scores as they are (``raw``, the paper's
+    eq. 9), ``scores - 0.5`` (``centred``) or ``log(s / (1 - s))`` (``log-odds``).
+
+    With ``raw`` scores in ``[0, 1]``, a mild image whose seven scores are a scaled-down copy of a
+    severe one's gets the same slot order (top-k of ``softmax(c s W)`` is the same for every
+    ``c > 0``). Centred and log-odds scores change sign at 0.5, so a score vector that only grows
+    can still move a slot past another: severity alone can change which experts are kept.
+    """
+    s = scores.float()
+    if kind == "raw":
+        return s
+    if kind == "centred":
+        return s - SCORE_CENTRE
+    if kind == "log-odds":
+        s = s.clamp(LOG_ODDS_EPS, 1.0 - LOG_ODDS_EPS)
+        return torch.log(s) - torch.log1p(-s)
+    raise ValueError(f"unknown score transform {kind!r}; choose one of {list(SCORE_TRANSFORMS)}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +79,8 @@ class Router(nn.Module):
     With ``bias`` the logits get a learnable per-slot offset, ``softmax(s W_g + b)``, starting at
     zero: without it, score vectors that point the same way (mild and severe images whose
     dimensions all rise together) can only scale the logits, never reorder a slot past its
-    threshold. A fixed centring ``(s - c) W_g = s W_g - c W_g`` is a special case of the bias.
+    threshold. ``scores`` picks what ``W_g`` multiplies (:func:`transform_scores`): ``raw`` is
+    eq. 9 exactly; ``centred`` and ``log-odds`` let severity reorder slots without a bias.
     """
 
     def __init__(
@@ -62,10 +91,16 @@ class Router(nn.Module):
         top_k: int,
         renormalize: bool = False,
         bias: bool = False,
+        scores: ScoreTransform = "raw",
     ) -> None:
         super().__init__()
         if not 1 <= top_k <= num_slots:
             raise ValueError("top_k must lie in [1, num_slots]")
+        if scores not in SCORE_TRANSFORMS:
+            raise ValueError(
+                f"unknown score transform {scores!r}; choose one of {SCORE_TRANSFORMS}"
+            )
+        self.score_transform = scores
         self.gate = nn.Linear(score_dim, num_slots, bias=bias)
         nn.init.kaiming_uniform_(self.gate.weight, a=math.sqrt(5))
         if bias:
@@ -80,7 +115,7 @@ class Router(nn.Module):
             raise ValueError(
                 f"scores must have shape (B, {self.gate.in_features}), got {tuple(scores.shape)}"
             )
-        logits = scores.float() @ self.gate.weight.float().t()
+        logits = transform_scores(scores, self.score_transform) @ self.gate.weight.float().t()
         if self.gate.bias is not None:
             logits = logits + self.gate.bias.float()
         probs = torch.softmax(logits, dim=-1)

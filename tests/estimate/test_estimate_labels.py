@@ -108,3 +108,52 @@ def test_pipeline_shrink_below_output_size_is_a_loss_of_resolution():
     params = degrade(torch.rand(1, 3, 64, 64), config, scale=4, seed=0).params[0]
     factor = params["stage2"]["resize"]["size"][0] / 16
     assert pipeline_degradation(params).downscale == pytest.approx(1 / factor)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "dimension"),
+    [
+        ("blur_sigma", 2.0, "blurriness"),
+        ("noise_sigma", 15.0, "noise"),
+        ("jpeg_quality", 40.0, "details"),
+        ("downscale", 3.0, "resolution"),
+    ],
+)
+def test_v2_each_factor_drives_its_own_dimension_most(field, value, dimension):
+    labels = dimension_labels(Degradation(**{field: value}), "v2")
+    assert int(labels.argmax()) == DIMENSIONS.index(dimension)
+    assert int((labels > 0).sum()) == 3  # its own, its pair dimension, overall quality
+
+
+def _max_abs_correlation_of_single_factor_dimensions(scheme: str) -> float:
+    """Over degradations whose four factors are drawn independently."""
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.rand(400, 4, generator=generator)
+    summaries = [
+        Degradation(
+            blur_sigma=3 * b, noise_sigma=30 * n, jpeg_quality=100 - 70 * j, downscale=1 + 3 * r
+        )
+        for b, n, j, r in draws.tolist()
+    ]
+    targets = torch.stack([dimension_labels(d, scheme) for d in summaries])
+    columns = [DIMENSIONS.index(n) for n in ("blurriness", "noise", "resolution", "details")]
+    correlation = torch.corrcoef(targets[:, columns].T)
+    return float(correlation[~torch.eye(len(columns), dtype=torch.bool)].abs().max())
+
+
+def test_v2_single_factor_dimensions_are_uncorrelated_when_the_factors_are():
+    assert _max_abs_correlation_of_single_factor_dimensions("v2") < 0.15
+    assert _max_abs_correlation_of_single_factor_dimensions("v1") > 0.3
+
+
+def test_severity_spreads_from_one_factor_to_all_four():
+    one = dimension_labels(Degradation(noise_sigma=255.0), "v2")
+    every = dimension_labels(
+        Degradation(blur_sigma=50.0, noise_sigma=255.0, jpeg_quality=1.0, downscale=64.0), "v2"
+    )
+    assert float(one.mean()) < 0.35 < 0.9 < float(every.mean())
+
+
+def test_unknown_label_scheme_is_rejected():
+    with pytest.raises(ValueError, match="label scheme"):
+        dimension_labels(Degradation(), "v9")
