@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
+from mordasr.infer.backends import BACKENDS, ONNX_HINT, onnxruntime_available
 from mordasr.infer.pipeline import Upscaler
 from mordasr.io.image import (
     DataDroppedWarning,
@@ -98,6 +99,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="where the network runs (default auto: ONNX Runtime on the CPU when installed)",
+    )
     sd = parser.add_argument_group("one-step SD models (a folder written by OneStepSR)")
     sd.add_argument(
         "--latent-tile", type=int, default=96, help="UNet latent tile side (0: whole latent)"
@@ -184,6 +191,7 @@ def argument_error(args: argparse.Namespace) -> str | None:
         if any(sep in args.suffix for sep in ("/", "\\", os.sep))
         else None,
         device_error(args.device),
+        ONNX_HINT if args.backend == "onnxruntime" and not onnxruntime_available() else None,
     )
     return next((error for error in errors if error), None)
 
@@ -262,6 +270,7 @@ def _load_upscaler(args: argparse.Namespace) -> Upscaler:
         vae_tile=args.vae_tile,
         color_fix=args.color_fix,
         prompt=args.prompt,
+        backend=args.backend,
     )
 
 
