@@ -88,6 +88,24 @@ def test_images_with_different_scores_get_different_folded_weights_on_the_fast_p
     assert (outputs[0] - outputs[1]).abs().max() > 1e-4
 
 
+@pytest.mark.slow
+def test_the_default_model_keeps_per_image_routing_on_the_fast_path() -> None:
+    upscaler = Upscaler("default", device="cpu", backend="onnxruntime")
+    backbone = upscaler.model.backbone
+    torch.manual_seed(0)
+    lr = torch.rand(1, 3, 24, 24)
+    folded, outputs = [], []
+    for value in (0.05, 0.95):
+        with routing(backbone, torch.full((1, 7), value)):
+            folded.append(backends.folded_weights(backbone))
+            outputs.append(upscaler.backend.bind(backbone)(lr))
+            with torch.no_grad():
+                eager = backbone(lr)
+        assert (outputs[-1] - eager).abs().max() < ONE_LEVEL
+    assert any(not torch.equal(folded[0][k], folded[1][k]) for k in folded[0])
+    assert (outputs[0] - outputs[1]).abs().max() > 1e-3
+
+
 def test_a_batch_is_routed_image_by_image(model_dir: Path) -> None:
     batch = torch.stack([lr_image(32, 32, seed=1), lr_image(32, 32, seed=2) * 0.5])
     eager = Upscaler(model_dir, device="cpu", backend="torch").upscale_tensor(batch)
