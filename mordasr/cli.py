@@ -16,6 +16,7 @@ from mordasr.eval.analyze_cli import register as analyze_register
 from mordasr.eval.benchmark import register as benchmark_register
 from mordasr.eval.cli import register as eval_register
 from mordasr.infer.cli import register as upscale_register
+from mordasr.infer.export_cli import register as export_register
 from mordasr.serve.cli import register as serve_register
 from mordasr.train.cli import register as train_register
 
@@ -26,6 +27,7 @@ def _registrars() -> list[Register]:
 
     return [
         upscale_register,
+        export_register,
         degrade_register,
         estimate_register,
         train_register,

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
+from mordasr.infer.backends import BACKENDS, ONNX_HINT, onnxruntime_available
 from mordasr.infer.pipeline import MAX_STRENGTH, Upscaler, output_size
 from mordasr.infer.progress import TqdmProgress
 from mordasr.io.image import (
@@ -111,6 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=sorted(DTYPES),
         default="float32",
         help="network dtype; broken half-precision tiles are redone in float32",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="where the network runs (default auto: ONNX Runtime on the CPU when installed)",
     )
     _add_result_options(parser)
     sd = parser.add_argument_group("one-step SD models (a folder written by OneStepSR)")
@@ -261,6 +268,7 @@ def argument_error(args: argparse.Namespace) -> str | None:
         else None,
         device_error(args.device),
         result_error(args),
+        ONNX_HINT if args.backend == "onnxruntime" and not onnxruntime_available() else None,
     )
     return next((error for error in errors if error), None)
 
@@ -364,6 +372,7 @@ def _load_upscaler(args: argparse.Namespace, bars: TqdmProgress | None) -> Upsca
         vae_tile=args.vae_tile,
         color_fix=args.color_fix,
         prompt=args.prompt,
+        backend=args.backend,
     )
 
 

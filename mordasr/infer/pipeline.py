@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from mordasr.infer.backends import Backend, select_backend
 from mordasr.infer.color_fix import adain_color_fix, wavelet_color_fix
 from mordasr.infer.latent_tiling import tiled_latent_forward, tiled_vae_decode, tiled_vae_encode
 from mordasr.infer.memory import auto_tile, available_memory, bytes_per_pixel, is_out_of_memory
@@ -91,6 +92,8 @@ class Upscaler:
             (0: untiled); tiles overlap by an eighth of it.
         color_fix: one-step SD: ``wavelet``, ``adain`` or ``none``.
         prompt: one-step SD: a fixed prompt replacing the model's prompt source.
+        backend: where the network runs: ``torch``, ``onnxruntime`` (feed-forward models,
+            float32, CPU) or ``auto`` (see :mod:`mordasr.infer.backends`).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class Upscaler:
         vae_tile: int = 1024,
         color_fix: str = "wavelet",
         prompt: str | None = None,
+        backend: str = "auto",
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
@@ -123,6 +127,7 @@ class Upscaler:
             self.model.prompt_source = FixedPrompt(prompt)
         if tile != "auto" and tile is not None and (not isinstance(tile, int) or tile < 0):
             raise ValueError(f"tile must be 'auto', None or a side >= 0, got {tile!r}")
+        self.backend: Backend = select_backend(backend, self.model, self.device, dtype)
         self.scale: int = int(module.scale)
         self.tile = tile
         self.tile_overlap = tile_overlap
@@ -196,7 +201,7 @@ class Upscaler:
             height, width = batch.shape[-2:]
             padded = pad_to_multiple(batch.to(self.dtype), self.model.multiple_of)
             with self.model.routed(batch.float()) as network:
-                out = self._tiled(network, padded)
+                out = self._tiled(self.backend.bind(network), padded)
             out = out[..., : height * self.scale, : width * self.scale]
         out = resize_to(out.float(), size).clamp_(0.0, 1.0)
         return out[0] if single else out

@@ -358,6 +358,17 @@ class MoRLayer(nn.Module):
         return self._fold_rows(rows, gates, state)
 
     @torch.no_grad()
+    def folded_weight(self) -> Tensor:
+        """(U, *weight.shape): the frozen weight plus this layer's update for each of its U score
+        rows (U = 1 without a router): what the merged path convolves with, for runtimes that
+        take weights rather than modules (an ONNX Runtime session fed per image)."""
+        weight = self.base_layer.weight
+        a, b, coeff = self._active_factors(weight)
+        if not coeff.numel():
+            return weight[None].clone()
+        return weight + self.delta_scaling * self._delta(a, b, coeff.to(weight.dtype))
+
+    @torch.no_grad()
     def prefold(self, indices: Tensor, gates: Tensor, routing: Routing | None = None) -> None:
         """Take one image's routing now, for the next inference calls.
 
