@@ -89,10 +89,12 @@ def test_other_runtime_errors_are_not_out_of_memory() -> None:
 
 def test_out_of_memory_halves_the_tile_and_the_image_still_matches_untiled() -> None:
     image = torch.rand(3, 100, 90)
-    expected = Upscaler(LimitedSR(), device="cpu", tile=0).upscale_tensor(image)
+    expected = Upscaler(LimitedSR(), device="cpu", backend="torch", tile=0).upscale_tensor(image)
     limited = LimitedSR(max_pixels=40 * 40)
     events: list[ProgressEvent] = []
-    upscaler = Upscaler(limited, device="cpu", tile=64, tile_overlap=4, progress=events.append)
+    upscaler = Upscaler(
+        limited, device="cpu", backend="torch", tile=64, tile_overlap=4, progress=events.append
+    )
     with pytest.warns(UserWarning, match="retrying with 32px tiles"):
         out = upscaler.upscale_tensor(image)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
@@ -111,22 +113,22 @@ def test_auto_tile_with_a_forced_out_of_memory_on_its_first_size_succeeds(
     monkeypatch.setattr(pipeline, "available_memory", lambda device: free)
     image = torch.rand(3, 300, 260)
     limited = LimitedSR(max_pixels=100 * 100)
-    upscaler = Upscaler(limited, device="cpu", tile_overlap=8)
+    upscaler = Upscaler(limited, device="cpu", backend="torch", tile_overlap=8)
     first = auto_tile(per_pixel, free, 8)
     assert first > 100
     with pytest.warns(UserWarning, match="out of memory"):
         out = upscaler.upscale_tensor(image)
     assert out.shape == (3, 600, 520)
     assert limited.sides[0] == (first, first)
-    expected = Upscaler(LimitedSR(), device="cpu", tile=0).upscale_tensor(image)
+    expected = Upscaler(LimitedSR(), device="cpu", backend="torch", tile=0).upscale_tensor(image)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
 def test_out_of_memory_at_the_smallest_tile_is_raised() -> None:
     with pytest.raises(torch.OutOfMemoryError):
-        Upscaler(LimitedSR(max_pixels=4), device="cpu", tile=32, tile_overlap=8).upscale_tensor(
-            torch.rand(3, 40, 40)
-        )
+        Upscaler(
+            LimitedSR(max_pixels=4), device="cpu", backend="torch", tile=32, tile_overlap=8
+        ).upscale_tensor(torch.rand(3, 40, 40))
 
 
 def test_other_errors_are_not_retried() -> None:
@@ -137,7 +139,7 @@ def test_other_errors_are_not_retried() -> None:
 
     broken = Broken()
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        Upscaler(broken, device="cpu", tile=32, tile_overlap=4).upscale_tensor(
+        Upscaler(broken, device="cpu", backend="torch", tile=32, tile_overlap=4).upscale_tensor(
             torch.rand(3, 40, 40)
         )
     assert len(broken.sides) == 1

@@ -80,9 +80,11 @@ def test_outscale_resizes_the_model_output_bicubically(model_dir: Path) -> None:
 # Strength -----------------------------------------------------------------------------------
 def test_strength_zero_is_the_plain_backbone_exactly(model_dir: Path) -> None:
     lr = torch.from_numpy(photo(40, 36)).permute(2, 0, 1).float() / 255
-    zero = Upscaler(model_dir, device="cpu", strength=0.0).upscale_tensor(lr)
-    plain = Upscaler(model_dir.parent / "tiny.pth", device="cpu").upscale_tensor(lr)
-    trained = Upscaler(model_dir, device="cpu").upscale_tensor(lr)
+    zero = Upscaler(model_dir, device="cpu", strength=0.0, backend="torch").upscale_tensor(lr)
+    plain = Upscaler(model_dir.parent / "tiny.pth", device="cpu", backend="torch").upscale_tensor(
+        lr
+    )
+    trained = Upscaler(model_dir, device="cpu", backend="torch").upscale_tensor(lr)
     assert torch.equal(zero, plain)
     assert (trained - plain).abs().max() > 1e-3
 
