@@ -84,10 +84,17 @@ def auto_tile(per_pixel: int, free: int, overlap: int) -> int:
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` says an allocation failed (CUDA, CPU or Python)."""
+    """Whether ``error`` says an allocation failed (CUDA, CPU, Python or ONNX Runtime, whose
+    errors are plain ``Exception`` subclasses)."""
     if isinstance(error, torch.OutOfMemoryError | MemoryError):
         return True
     text = str(error).lower()
-    return isinstance(error, RuntimeError) and (
-        "out of memory" in text or "failed to allocate" in text or "can't allocate" in text
+    from_runtime = isinstance(error, RuntimeError) or type(error).__module__.startswith(
+        "onnxruntime"
+    )
+    return from_runtime and (
+        "out of memory" in text
+        or "failed to allocate" in text
+        or "can't allocate" in text
+        or "bad_alloc" in text
     )

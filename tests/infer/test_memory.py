@@ -71,12 +71,23 @@ def test_memory_per_pixel_follows_the_network_and_the_dtype() -> None:
     assert bytes_per_pixel(BicubicSR(), torch.float32) < full // 10
 
 
+def _onnxruntime_error(message: str) -> Exception:
+    """An error shaped like ONNX Runtime's (a plain ``Exception`` from its pybind module)."""
+    kind = type(
+        "RuntimeException",
+        (Exception,),
+        {"__module__": "onnxruntime.capi.onnxruntime_pybind11_state"},
+    )
+    return kind(message)
+
+
 @pytest.mark.parametrize(
     "error",
     [
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
         MemoryError(),
         RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate"),
+        _onnxruntime_error("Failed to allocate memory for requested buffer of size 2359296"),
     ],
 )
 def test_allocation_failures_are_recognised(error: BaseException) -> None:
@@ -85,6 +96,7 @@ def test_allocation_failures_are_recognised(error: BaseException) -> None:
 
 def test_other_runtime_errors_are_not_out_of_memory() -> None:
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not is_out_of_memory(_onnxruntime_error("Invalid input shape"))
 
 
 def test_out_of_memory_halves_the_tile_and_the_image_still_matches_untiled() -> None:
