@@ -89,11 +89,54 @@ class GivenScores(DegradationEstimator):
         return self.scores.expand(images.shape[0], -1).clone()
 
 
-def char_tokenizer(directory: Path) -> Any:
-    """A CLIP tokenizer spelling words letter by letter (no download; any prompt works)."""
+def clip_text_encoder(
+    vocab: dict[str, int], width: int, ffn: int, layers: int, heads: int, rows: int
+) -> nn.Module:
+    """A random CLIP text tower (77 positions, GELU) whose special tokens are ``vocab``'s."""
     import transformers
 
-    chars = string.ascii_lowercase + string.digits
+    return transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            hidden_size=width,
+            intermediate_size=ffn,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            vocab_size=rows,
+            max_position_embeddings=77,
+            hidden_act="gelu",
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        )
+    )
+
+
+def frozen_components(
+    unet: nn.Module, vae: nn.Module, text_encoder: nn.Module, tokenizer: Any
+) -> SDComponents:
+    """The models frozen in eval mode, with SD 2.1-base's DDPM scheduler."""
+    import diffusers
+
+    scheduler = diffusers.DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False).eval()
+    return SDComponents(unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def char_tokenizer(directory: Path, extra_chars: str = "") -> Any:
+    """A CLIP tokenizer spelling words letter by letter (no download; any prompt works), written
+    to ``directory`` (created if missing); ``extra_chars`` join the letters and digits."""
+    import transformers
+
+    directory.mkdir(parents=True, exist_ok=True)
+    chars = string.ascii_lowercase + string.digits + extra_chars
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({f"{c}</w>": len(chars) + i for i, c in enumerate(chars)})
     vocab["<|startoftext|>"] = len(vocab)
@@ -106,7 +149,6 @@ def char_tokenizer(directory: Path) -> Any:
 def sd_components(sizes: dict[str, Any], directory: Path) -> SDComponents:
     """Random-weight SD 2.1-shaped components (frozen, eval)."""
     import diffusers
-    import transformers
 
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(
@@ -129,31 +171,15 @@ def sd_components(sizes: dict[str, Any], directory: Path) -> SDComponents:
     )
     tokenizer = char_tokenizer(directory)
     vocab = tokenizer.get_vocab()
-    text_encoder = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            hidden_size=sizes["text_dim"],
-            intermediate_size=4 * sizes["text_dim"],
-            num_hidden_layers=sizes["text_layers"],
-            num_attention_heads=sizes["text_dim"] // 64,
-            vocab_size=len(vocab),
-            max_position_embeddings=77,
-            hidden_act="gelu",
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-        )
+    text_encoder = clip_text_encoder(
+        vocab,
+        sizes["text_dim"],
+        4 * sizes["text_dim"],
+        sizes["text_layers"],
+        sizes["text_dim"] // 64,
+        len(vocab),
     )
-    scheduler = diffusers.DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        clip_sample=False,
-    )
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False).eval()
-    return SDComponents(unet, vae, text_encoder, tokenizer, scheduler)
+    return frozen_components(unet, vae, text_encoder, tokenizer)
 
 
 def randomize_adapters(generator: OneStepGenerator, seed: int = 0) -> None:
@@ -174,8 +200,11 @@ def strip_adapters(model: nn.Module) -> None:
         setattr(model.get_submodule(parent_name), child, layer.base_layer)
 
 
-def build_models(components: SDComponents, mor: MoRConfig) -> dict[str, OneStepSR]:
-    """The three variants on deep copies of the same base weights."""
+def plain_and_routed(
+    components: SDComponents, mor: MoRConfig
+) -> tuple[OneStepGenerator, OneStepGenerator, Tensor]:
+    """On copies of ``components``: a random rank-4 LoRA merged for good (adapters removed), a
+    random ``mor`` with its shared ranks merged, and fixed random scores to route it by."""
     plain_config = OneStepConfig(unet_mor=MoRConfig.lora(4, target_modules=mor.target_modules))
     plain = OneStepGenerator(copy.deepcopy(components), plain_config)
     randomize_adapters(plain)
@@ -184,6 +213,12 @@ def build_models(components: SDComponents, mor: MoRConfig) -> dict[str, OneStepS
     randomize_adapters(routed)
     merge_shared(routed)
     scores = torch.rand(1, mor.score_dim, generator=torch.Generator().manual_seed(1))
+    return plain, routed, scores
+
+
+def build_models(components: SDComponents, mor: MoRConfig) -> dict[str, OneStepSR]:
+    """The three variants on deep copies of the same base weights."""
+    plain, routed, scores = plain_and_routed(components, mor)
     with_estimator = copy.deepcopy(routed)
     return {
         "plain merged LoRA (OSEDiff)": OneStepSR(plain, GivenScores(torch.zeros(1, 7))),

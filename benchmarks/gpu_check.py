@@ -53,17 +53,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_sd import GivenScores, char_tokenizer, randomize_adapters, strip_adapters
+from bench_sd import (
+    GivenScores,
+    char_tokenizer,
+    clip_text_encoder,
+    frozen_components,
+    plain_and_routed,
+)
 from PIL import Image
 from safetensors.torch import save_file
 from torch import Tensor
 
 from mordasr.degrade import degrade
 from mordasr.infer.pipeline import Upscaler
-from mordasr.mor import MoRConfig, load_mor_adapter, merge_shared, prefold_routed, routing
+from mordasr.mor import MoRConfig, load_mor_adapter, prefold_routed, routing
 from mordasr.nets.rrdbnet import RRDBNet, RRDBNetConfig
 from mordasr.sr.mor_sr import MoRSuperResolver, SRModelSpec, builtin_model_dir
-from mordasr.sr.sd import OneStepConfig, OneStepGenerator, SDComponents, paper_unet_mor
+from mordasr.sr.sd import SDComponents, paper_unet_mor
 from mordasr.sr.sd.sr_model import OneStepSR
 from mordasr.sr.zoo import load_sr_model
 from mordasr.train.cli import apply_overrides
@@ -206,17 +212,7 @@ TINY = Sizes(
     warmup=0,
     rounds=1,
     tiled_rounds=1,
-    budgets=dict.fromkeys(
-        (
-            "default_model",
-            "degrade",
-            "realesrgan_train",
-            "sd_infer_512",
-            "sd_infer_2048",
-            "sd_train_step",
-        ),
-        100.0,
-    ),
+    budgets=dict.fromkeys(FULL.budgets, 100.0),
 )
 """CPU, every part at toy shapes: the test that keeps this script working."""
 
@@ -445,7 +441,6 @@ def sd_components(spec: SDSpec, directory: Path, device: torch.device) -> SDComp
     """SD components with ``spec``'s shapes and SD 2.1-base's other settings, random weights,
     built directly on ``device``."""
     import diffusers
-    import transformers
 
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = char_tokenizer(directory)
@@ -478,46 +473,21 @@ def sd_components(spec: SDSpec, directory: Path, device: torch.device) -> SDComp
             norm_num_groups=32,
             sample_size=512,
         )
-        text_encoder = transformers.CLIPTextModel(
-            transformers.CLIPTextConfig(
-                hidden_size=spec.text_dim,
-                intermediate_size=spec.text_ffn,
-                num_hidden_layers=spec.text_layers,
-                num_attention_heads=spec.text_heads,
-                vocab_size=max(spec.vocab_size, len(vocab)),
-                max_position_embeddings=77,
-                hidden_act="gelu",
-                bos_token_id=vocab["<|startoftext|>"],
-                eos_token_id=vocab["<|endoftext|>"],
-                pad_token_id=vocab["<|endoftext|>"],
-            )
+        text_encoder = clip_text_encoder(
+            vocab,
+            spec.text_dim,
+            spec.text_ffn,
+            spec.text_layers,
+            spec.text_heads,
+            max(spec.vocab_size, len(vocab)),
         )
-    scheduler = diffusers.DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        clip_sample=False,
-    )
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False).eval()
-    return SDComponents(unet, vae, text_encoder, tokenizer, scheduler)
+    return frozen_components(unet, vae, text_encoder, tokenizer)
 
 
 def sd_variants(components: SDComponents, mor: MoRConfig) -> dict[str, OneStepSR]:
     """OSEDiff (a rank-4 LoRA merged for good, adapters removed) and MoR (shared ranks merged,
     routed ranks folded per image), on copies of ``components``, routed by fixed scores."""
-    plain = OneStepGenerator(
-        copy.deepcopy(components),
-        OneStepConfig(unet_mor=MoRConfig.lora(4, target_modules=mor.target_modules)),
-    )
-    randomize_adapters(plain)
-    strip_adapters(plain)
-    routed = OneStepGenerator(copy.deepcopy(components), OneStepConfig(unet_mor=mor))
-    randomize_adapters(routed)
-    merge_shared(routed)
-    scores = torch.rand(1, mor.score_dim, generator=torch.Generator().manual_seed(1))
+    plain, routed, scores = plain_and_routed(components, mor)
     return {
         "plain merged LoRA (OSEDiff)": OneStepSR(plain, GivenScores(torch.zeros(1, 7))),
         "MoR, given scores": OneStepSR(routed, GivenScores(scores)),

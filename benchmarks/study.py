@@ -49,6 +49,7 @@ from mordasr.eval import analysis
 from mordasr.eval.benchmark import pair_lr_hr, run_benchmark
 from mordasr.eval.evaluate import DEFAULT_METRICS, parse_metrics
 from mordasr.eval.io import list_images, load_image
+from mordasr.io.cliargs import add_set_option
 from mordasr.mor import VARIANTS
 from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.train.cli import apply_overrides
@@ -319,14 +320,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for every variant")
     parser.add_argument("--steps", type=int, default=400, help="training steps of every run")
     parser.add_argument("--out", type=Path, default=Path("runs/study"))
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override applied to every run (as `mordasr train --set`)",
-    )
+    add_set_option(parser, "config override applied to every run (as `mordasr train --set`)")
     parser.add_argument("--lr", type=Path, default=DATA / "RealSR" / "LR", help="RealSR LR dir")
     parser.add_argument("--hr", type=Path, default=DATA / "RealSR" / "HR", help="RealSR HR dir")
     parser.add_argument("--eval-limit", type=int, default=None, help="first N RealSR pairs")

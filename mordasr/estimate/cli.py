@@ -7,7 +7,16 @@ import json
 import sys
 
 from mordasr.estimate import DIMENSIONS, load_estimator
+from mordasr.io.cliargs import add_subcommand
 from mordasr.io.image import ImageReadError, read_rgb
+
+# The sub-command's help line and description.
+SUMMARY = (
+    "score how degraded images are (7 Table 3 dimensions, higher = more degraded)",
+    "Print per-image degradation scores in [0, 1] for the dimensions "
+    + ", ".join(DIMENSIONS)
+    + "; higher means more degraded.",
+)
 
 
 def _format_table(rows: list[dict[str, object]]) -> str:
@@ -50,15 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``estimate`` sub-command."""
-    parser = subparsers.add_parser(
-        "estimate",
-        help="score how degraded images are (7 Table 3 dimensions, higher = more degraded)",
-        description=(
-            "Print per-image degradation scores in [0, 1] for the dimensions "
-            + ", ".join(DIMENSIONS)
-            + "; higher means more degraded."
-        ),
-    )
+    parser = add_subcommand(subparsers, "estimate", SUMMARY)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to score")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(

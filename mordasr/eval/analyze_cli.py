@@ -30,9 +30,19 @@ from mordasr.eval.plots import (
     plot_zero_experts_per_layer,
     pyplot,
 )
+from mordasr.io.cliargs import add_subcommand
 from mordasr.mor import mor_layers
 from mordasr.sr.manifest import ModelLoadError
 from mordasr.sr.zoo import load_sr_model
+
+# The sub-command's help line and description.
+SUMMARY = (
+    "plot which experts a MoR model activates for which degradations",
+    "Degrade HR images with two or more presets (mildest first) and with single "
+    "factors (blur, noise, JPEG), route them through a MoR model, and write per-layer "
+    "zero-expert counts, per-expert activation frequencies of one layer and real experts "
+    "vs severity as PNG + CSV, with summary.json and report.md.",
+)
 
 DEFAULT_PRESETS = ("mordasr-mild", "mordasr-severe")
 
@@ -204,14 +214,7 @@ def analyse(
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``analyze`` sub-command."""
-    parser = subparsers.add_parser(
-        "analyze",
-        help="plot which experts a MoR model activates for which degradations",
-        description="Degrade HR images with two or more presets (mildest first) and with single "
-        "factors (blur, noise, JPEG), route them through a MoR model, and write per-layer "
-        "zero-expert counts, per-expert activation frequencies of one layer and real experts "
-        "vs severity as PNG + CSV, with summary.json and report.md.",
-    )
+    parser = add_subcommand(subparsers, "analyze", SUMMARY)
     parser.add_argument("--model", default="default", help="a MoR model name or folder")
     parser.add_argument("--images", type=Path, required=True, help="folder of HR images")
     parser.add_argument(

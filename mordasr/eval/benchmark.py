@@ -28,9 +28,17 @@ from tqdm.auto import tqdm
 from mordasr.eval.evaluate import DEFAULT_METRICS, parse_metrics
 from mordasr.eval.io import list_images, load_image
 from mordasr.infer.pipeline import Upscaler
+from mordasr.io.cliargs import add_subcommand
 from mordasr.io.image import save_image
 from mordasr.metrics.functional import HIGHER_IS_BETTER, metric_functions
 from mordasr.sr.manifest import ModelLoadError
+
+# The sub-command's help line and description.
+SUMMARY = (
+    "compare SR models side by side on an LR/HR test set",
+    "Run several models on LR images, score them against HR images and time "
+    "them in one run. LR and HR files pair by name (a trailing _LR/_HR tag is ignored).",
+)
 
 DEFAULT_MODELS = ("default", "realesrgan-x4plus", "bicubic")
 _PAIR_TAG = re.compile(r"([_\-.]?(lr|hr)([_\-.]?x?\d)?)$", re.IGNORECASE)
@@ -217,12 +225,7 @@ def as_json(runs: list[ModelRun], reference: str | None) -> dict[str, object]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``benchmark`` sub-command."""
-    parser = subparsers.add_parser(
-        "benchmark",
-        help="compare SR models side by side on an LR/HR test set",
-        description="Run several models on LR images, score them against HR images and time "
-        "them in one run. LR and HR files pair by name (a trailing _LR/_HR tag is ignored).",
-    )
+    parser = add_subcommand(subparsers, "benchmark", SUMMARY)
     parser.add_argument("--lr", type=Path, required=True, help="folder of LR inputs")
     parser.add_argument("--hr", type=Path, required=True, help="folder of HR ground truth")
     parser.add_argument(

@@ -14,21 +14,22 @@ from mordasr.eval.evaluate import (
     markdown_table,
     parse_metrics,
 )
+from mordasr.io.cliargs import add_subcommand
 from mordasr.nets.pretrained import PretrainedWeightsMissingError
+
+# The sub-command's help line and description.
+SUMMARY = (
+    "compute quality metrics of SR results",
+    "Compare SR images with ground-truth HR images. Files pair by name: an SR file "
+    "pairs with the HR file of the same stem, or whose stem is a prefix of the SR stem "
+    "followed by '_', '-' or '.' (e.g. 0801_x4_out.png -> 0801.png); extensions and "
+    "formats may differ (formats are read from content).",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` sub-command."""
-    parser = subparsers.add_parser(
-        "eval",
-        help="compute quality metrics of SR results",
-        description=(
-            "Compare SR images with ground-truth HR images. Files pair by name: an SR file "
-            "pairs with the HR file of the same stem, or whose stem is a prefix of the SR stem "
-            "followed by '_', '-' or '.' (e.g. 0801_x4_out.png -> 0801.png); extensions and "
-            "formats may differ (formats are read from content)."
-        ),
-    )
+    parser = add_subcommand(subparsers, "eval", SUMMARY)
     parser.add_argument("--sr", type=Path, required=True, help="folder of SR results")
     parser.add_argument("--hr", type=Path, required=True, help="folder of ground-truth images")
     parser.add_argument(

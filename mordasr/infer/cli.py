@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from mordasr.infer.backends import BACKENDS, ONNX_HINT, onnxruntime_available
 from mordasr.infer.pipeline import MAX_STRENGTH, Upscaler, output_size
 from mordasr.infer.progress import TqdmProgress
+from mordasr.io.cliargs import add_subcommand
 from mordasr.io.image import (
     DataDroppedWarning,
     ImageReadError,
@@ -55,6 +56,17 @@ MODEL_ERRORS = (
 )
 """What loading a model can raise for a bad name, file or manifest (each shown as one line)."""
 
+# The sub-command's help line and description.
+SUMMARY = (
+    "super-resolve images (x4) with the built-in MoR model or another",
+    "Super-resolve image files and folders. Formats are detected from content; "
+    "gray stays gray, alpha, 16-bit and float depth, colour profile and EXIF are kept, and "
+    "whatever cannot be kept is reported. An input is never replaced, even with "
+    "--overwrite, and inputs whose outputs would share a name are refused before any work. "
+    "Existing outputs are never overwritten without --overwrite; unreadable files are "
+    f"reported, skipped and listed in {FAILURES_FILE} in the output folder (exit status 1).",
+)
+
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``K/N`` (1 <= K <= N) -> ``(K, N)``: this job's share of the inputs out of N jobs."""
@@ -81,16 +93,7 @@ def output_path(source: Path, out_dir: Path, image_format: str, fmt: str, suffix
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``upscale`` sub-command."""
-    parser = subparsers.add_parser(
-        "upscale",
-        help="super-resolve images (x4) with the built-in MoR model or another",
-        description="Super-resolve image files and folders. Formats are detected from content; "
-        "gray stays gray, alpha, 16-bit and float depth, colour profile and EXIF are kept, and "
-        "whatever cannot be kept is reported. An input is never replaced, even with "
-        "--overwrite, and inputs whose outputs would share a name are refused before any work. "
-        "Existing outputs are never overwritten without --overwrite; unreadable files are "
-        f"reported, skipped and listed in {FAILURES_FILE} in the output folder (exit status 1).",
-    )
+    parser = add_subcommand(subparsers, "upscale", SUMMARY)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     parser.add_argument("-o", "--output", default="out", help="output folder (default: out)")
     parser.add_argument(

@@ -6,21 +6,24 @@ import argparse
 import sys
 
 from mordasr.infer.export import export_model, parse_scores
+from mordasr.io.cliargs import add_subcommand
 from mordasr.io.image import ImageReadError
 from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.sr.zoo import load_sr_model
 
+# The sub-command's help line and description.
+SUMMARY = (
+    "write a model as ONNX (input (1,3,H,W) in [0,1], dynamic size)",
+    "Export a feed-forward model as an ONNX file with dynamic height and width "
+    "that ONNX Runtime and tools reading Real-ESRGAN ONNX models load: input 'input' "
+    "(N,3,H,W) float32 RGB in [0,1], output 'output' clamped to [0,1]. A MoR model's "
+    "routing is fixed for the --scores given.",
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` sub-command."""
-    parser = subparsers.add_parser(
-        "export",
-        help="write a model as ONNX (input (1,3,H,W) in [0,1], dynamic size)",
-        description="Export a feed-forward model as an ONNX file with dynamic height and width "
-        "that ONNX Runtime and tools reading Real-ESRGAN ONNX models load: input 'input' "
-        "(N,3,H,W) float32 RGB in [0,1], output 'output' clamped to [0,1]. A MoR model's "
-        "routing is fixed for the --scores given.",
-    )
+    parser = add_subcommand(subparsers, "export", SUMMARY)
     parser.add_argument("model", help="'default', a model folder, or a backbone name or file")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument(

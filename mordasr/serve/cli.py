@@ -7,7 +7,16 @@ import ipaddress
 import sys
 from importlib.util import find_spec
 
+from mordasr.io.cliargs import add_subcommand
 from mordasr.serve.jobs import JobQueue, UpscaleRunner
+
+# The sub-command's help line and description.
+SUMMARY = (
+    "a local web page: upload, upscale with progress, compare before and after",
+    "Serve a web page on this machine to upscale images: drop files, pick the "
+    "model and tile size, follow the progress, compare before/after and download. Jobs run "
+    "one at a time; results stay listed until the server stops.",
+)
 
 WEB_MODULES = ("fastapi", "uvicorn", "multipart")
 """What the ``web`` extra installs (python-multipart imports as ``multipart``)."""
@@ -25,13 +34,7 @@ def missing_web_modules() -> list[str]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` sub-command."""
-    parser = subparsers.add_parser(
-        "serve",
-        help="a local web page: upload, upscale with progress, compare before and after",
-        description="Serve a web page on this machine to upscale images: drop files, pick the "
-        "model and tile size, follow the progress, compare before/after and download. Jobs run "
-        "one at a time; results stay listed until the server stops.",
-    )
+    parser = add_subcommand(subparsers, "serve", SUMMARY)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument(

@@ -9,9 +9,17 @@ from typing import Any
 
 import yaml
 
+from mordasr.io.cliargs import add_set_option, add_subcommand
 from mordasr.train.checkpoint import CheckpointError
 from mordasr.train.config import ConfigError, TrainConfig, from_dict
 from mordasr.train.trainer import train
+
+# The sub-command's help line and description.
+SUMMARY = (
+    "train a model from a YAML config (resumes from the newest checkpoint)",
+    "Train from a YAML config. Re-running the same command resumes from the "
+    "newest checkpoint in output_dir. Multi-GPU: `accelerate launch -m mordasr.cli train ...`.",
+)
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
@@ -31,21 +39,9 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` sub-command."""
-    parser = subparsers.add_parser(
-        "train",
-        help="train a model from a YAML config (resumes from the newest checkpoint)",
-        description="Train from a YAML config. Re-running the same command resumes from the "
-        "newest checkpoint in output_dir. Multi-GPU: `accelerate launch -m mordasr.cli train ...`.",
-    )
+    parser = add_subcommand(subparsers, "train", SUMMARY)
     parser.add_argument("config", help="YAML training config (see configs/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. total_steps=100",
-    )
+    add_set_option(parser, "override a config value, e.g. total_steps=100")
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--resume-from", help="resume from this checkpoint folder")
     parser.add_argument("--stop-at", type=int, help="stop after this step (checkpoint saved)")

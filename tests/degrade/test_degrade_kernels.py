@@ -7,22 +7,16 @@ import math
 import pytest
 import torch
 
-from mordasr.degrade import (
-    anisotropic_gaussian_kernel,
-    delta_kernel,
-    generalized_gaussian_kernel,
-    isotropic_gaussian_kernel,
-    mixed_kernel,
-    plateau_kernel,
-    sinc_kernel,
-)
+from mordasr.degrade import kernels as kern
 
 BUILDERS = {
-    "iso": lambda: isotropic_gaussian_kernel(21, torch.tensor([0.5, 2.0, 3.0])),
-    "aniso": lambda: anisotropic_gaussian_kernel(21, 3.0, 1.0, torch.tensor([0.0, 0.7, -2.0])),
-    "generalized": lambda: generalized_gaussian_kernel(21, 2.0, 1.0, 0.3, torch.tensor([0.5, 4.0])),
-    "plateau": lambda: plateau_kernel(21, 2.0, 1.5, 0.3, torch.tensor([1.0, 2.0])),
-    "sinc": lambda: sinc_kernel(21, torch.tensor([math.pi / 5, math.pi / 2, math.pi])),
+    "iso": lambda: kern.isotropic_gaussian_kernel(21, torch.tensor([0.5, 2.0, 3.0])),
+    "aniso": lambda: kern.anisotropic_gaussian_kernel(21, 3.0, 1.0, torch.tensor([0.0, 0.7, -2.0])),
+    "generalized": lambda: kern.generalized_gaussian_kernel(
+        21, 2.0, 1.0, 0.3, torch.tensor([0.5, 4.0])
+    ),
+    "plateau": lambda: kern.plateau_kernel(21, 2.0, 1.5, 0.3, torch.tensor([1.0, 2.0])),
+    "sinc": lambda: kern.sinc_kernel(21, torch.tensor([math.pi / 5, math.pi / 2, math.pi])),
 }
 
 
@@ -49,7 +43,7 @@ def test_positive_kernels_are_symmetric_about_the_centre(name: str) -> None:
 
 
 def test_isotropic_gaussian_has_the_requested_variance() -> None:
-    kernel = isotropic_gaussian_kernel(41, 2.5)[0]
+    kernel = kern.isotropic_gaussian_kernel(41, 2.5)[0]
     var_x, var_y, cov = _moments(kernel)
     assert var_x == pytest.approx(2.5**2, rel=1e-3)
     assert var_y == pytest.approx(2.5**2, rel=1e-3)
@@ -58,7 +52,7 @@ def test_isotropic_gaussian_has_the_requested_variance() -> None:
 
 def test_anisotropic_gaussian_covariance_follows_rotation() -> None:
     sx, sy, theta = 3.0, 1.0, math.pi / 6
-    var_x, var_y, cov = _moments(anisotropic_gaussian_kernel(41, sx, sy, theta)[0])
+    var_x, var_y, cov = _moments(kern.anisotropic_gaussian_kernel(41, sx, sy, theta)[0])
     c, s = math.cos(theta), math.sin(theta)
     assert var_x == pytest.approx(c**2 * sx**2 + s**2 * sy**2, rel=1e-3)
     assert var_y == pytest.approx(s**2 * sx**2 + c**2 * sy**2, rel=1e-3)
@@ -67,30 +61,32 @@ def test_anisotropic_gaussian_covariance_follows_rotation() -> None:
 
 def test_generalized_beta_one_is_the_gaussian() -> None:
     torch.testing.assert_close(
-        generalized_gaussian_kernel(21, 2.0, 1.0, 0.4, 1.0),
-        anisotropic_gaussian_kernel(21, 2.0, 1.0, 0.4),
+        kern.generalized_gaussian_kernel(21, 2.0, 1.0, 0.4, 1.0),
+        kern.anisotropic_gaussian_kernel(21, 2.0, 1.0, 0.4),
     )
 
 
 def test_generalized_shape_parameter_controls_tails() -> None:
-    heavy, flat = generalized_gaussian_kernel(21, 2.0, 2.0, 0.0, torch.tensor([0.5, 4.0]))
+    heavy, flat = kern.generalized_gaussian_kernel(21, 2.0, 2.0, 0.0, torch.tensor([0.5, 4.0]))
     assert heavy[10, 0] > flat[10, 0]
     assert heavy[10, 0] / heavy[10, 10] > flat[10, 0] / flat[10, 10]
 
 
 def test_plateau_kernel_is_flatter_at_the_top_for_larger_beta() -> None:
-    low, high = plateau_kernel(21, 2.0, 2.0, 0.0, torch.tensor([1.0, 2.0]))
+    low, high = kern.plateau_kernel(21, 2.0, 2.0, 0.0, torch.tensor([1.0, 2.0]))
     assert high[10, 11] / high[10, 10] > low[10, 11] / low[10, 10]
 
 
 def test_sinc_kernel_rings_and_narrows_with_cutoff() -> None:
-    narrow, wide = sinc_kernel(21, torch.tensor([math.pi / 5, math.pi]))
+    narrow, wide = kern.sinc_kernel(21, torch.tensor([math.pi / 5, math.pi]))
     assert (narrow < 0).any()
     assert wide[10, 10] > narrow[10, 10]
 
 
 def test_support_zeroes_taps_outside_each_images_window() -> None:
-    kernels = isotropic_gaussian_kernel(21, torch.tensor([3.0, 3.0]), support=torch.tensor([7, 21]))
+    kernels = kern.isotropic_gaussian_kernel(
+        21, torch.tensor([3.0, 3.0]), support=torch.tensor([7, 21])
+    )
     assert kernels[0, :7].abs().sum() == 0 and kernels[0, :, 14:].abs().sum() == 0
     assert kernels[1, 0, 10] > 0
     torch.testing.assert_close(kernels.sum(dim=(1, 2)), torch.ones(2))
@@ -100,17 +96,19 @@ def test_mixed_kernel_picks_the_family_per_image() -> None:
     kind = torch.tensor([0, 3, 5])
     sx, sy = torch.tensor([2.0, 2.0, 2.0]), torch.tensor([1.0, 1.0, 1.0])
     theta, beta = torch.tensor([0.5, 0.5, 0.5]), torch.tensor([1.5, 1.5, 1.5])
-    mixed = mixed_kernel(21, kind, sx, sy, theta, beta)
-    torch.testing.assert_close(mixed[0], isotropic_gaussian_kernel(21, 2.0)[0])
-    torch.testing.assert_close(mixed[1], generalized_gaussian_kernel(21, 2.0, 1.0, 0.5, 1.5)[0])
-    torch.testing.assert_close(mixed[2], plateau_kernel(21, 2.0, 1.0, 0.5, 1.5)[0])
+    mixed = kern.mixed_kernel(21, kind, sx, sy, theta, beta)
+    torch.testing.assert_close(mixed[0], kern.isotropic_gaussian_kernel(21, 2.0)[0])
+    torch.testing.assert_close(
+        mixed[1], kern.generalized_gaussian_kernel(21, 2.0, 1.0, 0.5, 1.5)[0]
+    )
+    torch.testing.assert_close(mixed[2], kern.plateau_kernel(21, 2.0, 1.0, 0.5, 1.5)[0])
 
 
 def test_delta_kernel_is_identity_tap() -> None:
-    kernel = delta_kernel(5, batch=2)
+    kernel = kern.delta_kernel(5, batch=2)
     assert kernel.shape == (2, 5, 5) and kernel[:, 2, 2].eq(1).all() and kernel.sum() == 2
 
 
 def test_even_size_is_rejected() -> None:
     with pytest.raises(ValueError, match="odd"):
-        isotropic_gaussian_kernel(20, 1.0)
+        kern.isotropic_gaussian_kernel(20, 1.0)

@@ -9,15 +9,8 @@ from mordasr.estimate import DIMENSIONS, TABLE3_PROMPTS, prompt_pair_scores
 
 
 def test_dimensions_follow_table_3_order():
-    assert DIMENSIONS == (
-        "overall_quality",
-        "blurriness",
-        "noise",
-        "resolution",
-        "edge_clarity",
-        "clarity",
-        "details",
-    )
+    table3 = "overall_quality blurriness noise resolution edge_clarity clarity details"
+    assert tuple(table3.split()) == DIMENSIONS
     assert list(TABLE3_PROMPTS) == list(DIMENSIONS)
     assert TABLE3_PROMPTS["blurriness"] == ("Sharp Image", "Blurry Image")
 
