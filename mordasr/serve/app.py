@@ -31,7 +31,6 @@ from mordasr.serve.jobs import (
     UploadError,
     available_models,
     parse_settings,
-    upscaler_features,
 )
 
 STATIC = Path(__file__).parent / "static"
@@ -66,16 +65,14 @@ def create_app(jobs: JobQueue, default_model: str = "default") -> FastAPI:
 
     @app.get("/api/options")
     def options() -> dict[str, Any]:
-        features = upscaler_features()
-        tiles: list[int | str] = (["auto"] if features["tile_auto"] else []) + list(TILES)
+        tiles: list[int | str] = ["auto", *TILES]
         return {
             "version": __version__,
             "models": models,
             "default_model": default_model,
             "formats": list(OUTPUT_FORMATS),
             "tiles": tiles,
-            "default_tile": "auto" if features["tile_auto"] else 256,
-            "features": features,
+            "default_tile": "auto",
             "max_upload_mb": jobs.max_bytes // 2**20,
         }
 

@@ -11,9 +11,7 @@ raises :class:`JobCancelled`). Files are only ever served from a job's own folde
 from __future__ import annotations
 
 import enum
-import inspect
 import io
-import math
 import queue
 import re
 import shutil
@@ -25,12 +23,13 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, get_args, get_type_hints
+from typing import Any, Protocol
 
 from PIL import Image, UnidentifiedImageError
 
 from mordasr.infer.cli import output_path
-from mordasr.infer.pipeline import Upscaler
+from mordasr.infer.pipeline import Upscaler, output_size
+from mordasr.infer.progress import ProgressEvent
 from mordasr.io.image import ImageReadError, read_image, save_image, save_like
 from mordasr.nets.loaders import PRETRAINED
 
@@ -96,34 +95,6 @@ class Settings:
     outscale: float | None = None
 
 
-def _allows_auto(annotation: object) -> bool:
-    """Whether a type annotation admits the string ``"auto"`` (``str`` or ``Literal["auto"]``)."""
-    if annotation is str or annotation == "auto":
-        return True
-    return any(_allows_auto(argument) for argument in get_args(annotation))
-
-
-def upscaler_features() -> dict[str, bool]:
-    """Which optional controls this version's Upscaler accepts, read from its signatures:
-    ``strength`` and ``tile="auto"`` from the constructor, an output size (for the output
-    scale) from :meth:`~mordasr.infer.pipeline.Upscaler.upscale_decoded`."""
-    constructor = inspect.signature(Upscaler).parameters
-    try:
-        tile_type = get_type_hints(Upscaler.__init__).get("tile")
-    except NameError:  # an annotation naming a type-checking-only import
-        tile_type = None
-    return {
-        "strength": "strength" in constructor,
-        "outscale": "size" in inspect.signature(Upscaler.upscale_decoded).parameters,
-        "tile_auto": _allows_auto(tile_type) or constructor["tile"].default == "auto",
-    }
-
-
-def output_size(height: int, width: int, outscale: float) -> tuple[int, int]:
-    """(height, width) of an ``outscale`` times larger result; sides round half up, at least 1."""
-    return max(1, math.floor(height * outscale + 0.5)), max(1, math.floor(width * outscale + 0.5))
-
-
 def parse_settings(
     models: list[str],
     model: str,
@@ -133,14 +104,13 @@ def parse_settings(
     outscale: float | None,
 ) -> Settings:
     """Check the form values of an upload; raises :class:`UploadError` with a one-line reason."""
-    features = upscaler_features()
     if model not in models:
         raise UploadError(f"unknown model {model!r}; choose from {', '.join(models)}")
     if image_format not in OUTPUT_FORMATS:
         choices = ", ".join(OUTPUT_FORMATS)
         raise UploadError(f"unknown format {image_format!r}; choose from {choices}")
     tile_value: int | str
-    if tile == "auto" and features["tile_auto"]:
+    if tile == "auto":
         tile_value = "auto"
     else:
         try:
@@ -159,8 +129,8 @@ def parse_settings(
         model=model,
         tile=tile_value,
         format=image_format,
-        strength=strength if features["strength"] else None,
-        outscale=outscale if features["outscale"] else None,
+        strength=strength,
+        outscale=outscale,
     )
 
 
@@ -244,8 +214,7 @@ class UpscaleRunner:
 
     A job with the same model and options as the previous one reuses its Upscaler (loading a
     model takes seconds); its tile progress goes to whichever job is running. Strength, output
-    scale and ``tile="auto"`` reach the Upscaler only where it accepts them (see
-    :func:`upscaler_features`; :func:`parse_settings` drops them otherwise).
+    scale and tile go to the Upscaler as the job asked.
     """
 
     def __init__(self, device: str | None = None) -> None:
@@ -253,15 +222,10 @@ class UpscaleRunner:
         self._loaded: tuple[tuple[Any, ...], Upscaler] | None = None
         self._report: JobProgress | None = None
 
-    def _forward(self, *event: Any) -> None:
-        """Tile progress in either form an Upscaler reports it: ``(done, total)``, or one
-        event with ``stage``, ``tiles_done`` and ``tiles_total`` (only ``tile`` events count)."""
-        if self._report is None:
-            return
-        if len(event) == 2:
-            self._report(*event)
-        elif event[0].stage == "tile":
-            self._report(event[0].tiles_done, event[0].tiles_total)
+    def _forward(self, event: ProgressEvent) -> None:
+        """The Upscaler's ``tile`` progress events, to the running job's progress."""
+        if self._report is not None and event.stage == "tile":
+            self._report(event.tiles_done, event.tiles_total)
 
     def _upscaler(self, settings: Settings) -> Upscaler:
         key = (settings.model, settings.tile, settings.strength)
@@ -277,13 +241,11 @@ class UpscaleRunner:
         settings = job.settings
         upscaler = self._upscaler(settings)
         decoded = read_image(job.folder / job.input_file)
-        size: dict[str, tuple[int, int]] = {}
-        if settings.outscale is not None and settings.outscale != upscaler.scale:
-            height, width = decoded.tensor.shape[-2:]
-            size["size"] = output_size(height, width, settings.outscale)
+        height, width = decoded.tensor.shape[-2:]
+        size = output_size(height, width, upscaler.scale, outscale=settings.outscale)
         self._report = progress
         try:
-            result = upscaler.upscale_decoded(decoded, **size)
+            result = upscaler.upscale_decoded(decoded, size=size)
         finally:
             self._report = None
         target = output_path(Path("result"), job.folder, decoded.format, settings.format, "")

@@ -26,7 +26,6 @@ from mordasr.serve.jobs import (
     UploadError,
     UpscaleRunner,
     parse_settings,
-    upscaler_features,
 )
 
 
@@ -236,11 +235,6 @@ def test_options_the_upscaler_accepts_are_passed_on(
 ) -> None:
     monkeypatch.setattr(jobs_module, "Upscaler", OptionsUpscaler)
     OptionsUpscaler.made.clear()
-    assert jobs_module.upscaler_features() == {
-        "strength": True,
-        "outscale": True,
-        "tile_auto": True,
-    }
     settings = parse_settings(["bicubic"], "bicubic", "auto", "png", 0.3, 2.0)
     assert settings == Settings("bicubic", "auto", "png", 0.3, 2.0)
     queue = JobQueue(UpscaleRunner("cpu"), tmp_path / "jobs")
@@ -254,11 +248,9 @@ def test_options_the_upscaler_accepts_are_passed_on(
     assert (done.tiles_done, done.tiles_total, done.result_size) == (3, 3, (80, 60))
 
 
-def test_options_this_upscaler_lacks_are_dropped() -> None:
-    features = upscaler_features()
+def test_strength_and_output_scale_are_kept_with_a_fixed_tile() -> None:
     settings = parse_settings(["bicubic"], "bicubic", "256", "png", 0.3, 2.0)
-    assert settings.strength == (0.3 if features["strength"] else None)
-    assert settings.outscale == (2.0 if features["outscale"] else None)
+    assert settings == Settings("bicubic", 256, "png", 0.3, 2.0)
 
 
 def test_jobs_with_the_same_options_reuse_the_loaded_upscaler(

@@ -58,15 +58,14 @@ function stage(files) {
 async function start() {
   const files = state.staged.splice(0);
   renderStaged();
-  const features = state.options.features;
   for (const file of files) {
     const form = new FormData();
     form.append("file", file, file.name);
     form.append("model", $("model").value);
     form.append("tile", $("tile").value);
     form.append("format", $("format").value);
-    if (features.strength) form.append("strength", $("strength").value);
-    if (features.outscale && $("outscale").value) form.append("outscale", $("outscale").value);
+    form.append("strength", $("strength").value);
+    if ($("outscale").value) form.append("outscale", $("outscale").value);
     try {
       await api("/api/jobs", { method: "POST", body: form });
     } catch (error) {
@@ -261,13 +260,6 @@ async function init() {
     "auto",
   );
   fillSelect($("outscale"), [["", "model's (x4)"], [1, "x1"], [2, "x2"], [3, "x3"], [4, "x4"]], "");
-  const missing = [];
-  if (!options.features.strength) missing.push("strength");
-  if (!options.features.outscale) missing.push("output scale");
-  $("strength-field").hidden = !options.features.strength;
-  $("outscale-field").hidden = !options.features.outscale;
-  $("unsupported").hidden = missing.length === 0;
-  $("unsupported").textContent = `This mordasr's Upscaler has no ${missing.join(" or ")} option.`;
   wireUpload();
   wireCompare();
   state.jobs = [];
