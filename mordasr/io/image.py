@@ -19,6 +19,7 @@ cannot store, a colour profile that no longer describes the pixels) is reported 
 from __future__ import annotations
 
 import io
+import math
 import os
 import uuid
 import warnings
@@ -32,6 +33,8 @@ from PIL import Image, UnidentifiedImageError
 
 from mordasr.io.png16 import Png16Error, encode_png16, png_header, read_png16
 
+CHUNK_VALUES = 1 << 22
+"""Samples per chunk of the whole-image conversions on save (16 MiB of float32)."""
 _ORIENTATION_TAG = 0x0112
 _EXTENSION_FORMATS = {
     ".png": "PNG",
@@ -312,13 +315,29 @@ def _to_hwc(tensor: torch.Tensor, alpha: torch.Tensor | None) -> np.ndarray:
     if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
         raise ValueError(f"expected a (1|3, H, W) tensor, got shape {tuple(tensor.shape)}")
     planes = tensor if alpha is None else torch.cat([tensor, alpha.to(tensor)], 0)
-    pixels = planes.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
-    return np.ascontiguousarray(pixels)
+    planes = planes.detach()
+    height, width = planes.shape[1:]
+    pixels = np.empty((height, width, planes.shape[0]), np.float32)
+    for rows in _row_chunks(height, width * planes.shape[0]):
+        pixels[rows] = planes[:, rows].float().clamp(0, 1).cpu().permute(1, 2, 0).numpy()
+    return pixels
+
+
+def _row_chunks(height: int, row_values: int) -> list[slice]:
+    """Row ranges of about :data:`CHUNK_VALUES` values each: whole-image conversions go chunk by
+    chunk, so a 48 MP result never has more than one float copy alive beside its source."""
+    step = max(1, CHUNK_VALUES // max(row_values, 1))
+    return [slice(start, min(start + step, height)) for start in range(0, height, step)]
 
 
 def _quantise(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
+    """``round(pixels * peak)`` as 8- or 16-bit integers, computed in row chunks."""
     peak, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
-    return np.round(pixels * peak).astype(dtype)
+    result = np.empty(pixels.shape, dtype)
+    for rows in _row_chunks(pixels.shape[0], math.prod(pixels.shape[1:])):
+        chunk = pixels[rows] * np.float32(peak)
+        result[rows] = np.round(chunk, out=chunk)
+    return result
 
 
 def _pillow_image(pixels: np.ndarray) -> Image.Image:

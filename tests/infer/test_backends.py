@@ -174,3 +174,19 @@ def test_without_onnxruntime_the_cli_prints_one_line_hint(
     assert main([*argv, "--backend", "onnxruntime"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"mordasr upscale: {ONNX_HINT}"
+
+
+def test_onnxruntime_sessions_run_without_the_memory_arena(model_dir: Path) -> None:
+    upscaler = Upscaler(model_dir, device="cpu", backend="onnxruntime")
+    session = upscaler.backend.session(upscaler.model.backbone)
+    assert session.get_session_options().enable_cpu_mem_arena is False
+
+
+def test_onnxruntime_hands_freed_memory_back_after_every_image(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[None] = []
+    monkeypatch.setattr(backends, "release_freed_memory", lambda: calls.append(None))
+    upscaler = Upscaler(model_dir, device="cpu", backend="onnxruntime", tile=0)
+    upscaler.upscale_tensor(torch.stack([lr_image(seed=1), lr_image(seed=2)]))
+    assert len(calls) == 2

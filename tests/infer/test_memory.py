@@ -155,3 +155,11 @@ def test_other_errors_are_not_retried() -> None:
             torch.rand(3, 40, 40)
         )
     assert len(broken.sides) == 1
+
+
+def test_releasing_freed_memory_works_with_and_without_malloc_trim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    memory.release_freed_memory()
+    monkeypatch.setattr(memory, "_libc_trim", lambda: None)
+    memory.release_freed_memory()
