@@ -69,9 +69,11 @@ def test_images_with_different_scores_get_different_folded_weights_on_the_fast_p
     session = upscaler.backend.session(model.backbone)
 
     class Recording:
-        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        def run(
+            self, names: list[str], feeds: dict[str, np.ndarray], options: object
+        ) -> list[np.ndarray]:
             fed.append({k: v.copy() for k, v in feeds.items() if k.startswith(WEIGHT_INPUT_PREFIX)})
-            return session.run(names, feeds)
+            return session.run(names, feeds, options)
 
     upscaler.backend._sessions[id(model.backbone)] = (model.backbone, Recording())
     lr = lr_image(32, 32)
@@ -176,10 +178,10 @@ def test_without_onnxruntime_the_cli_prints_one_line_hint(
     assert err == f"mordasr upscale: {ONNX_HINT}"
 
 
-def test_onnxruntime_sessions_run_without_the_memory_arena(model_dir: Path) -> None:
+def test_onnxruntime_shrinks_its_memory_arena_after_every_run(model_dir: Path) -> None:
     upscaler = Upscaler(model_dir, device="cpu", backend="onnxruntime")
-    session = upscaler.backend.session(upscaler.model.backbone)
-    assert session.get_session_options().enable_cpu_mem_arena is False
+    options = upscaler.backend.run_options
+    assert options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
 
 
 def test_onnxruntime_hands_freed_memory_back_after_every_image(
