@@ -8,15 +8,25 @@ megapixel and the median over rounds of the time ratio to eager torch float32 in
 round. One-time costs (model load, graph export, session creation) are timed separately.
 
 Candidates: ``torch`` (eager float32, the baseline), ``onnxruntime``, ``auto`` (what
-``Upscaler(backend="auto")`` resolves to; timed once per round under its resolved name) and
-``channels_last`` (eager torch on channels-last tensors; timed on the first size only).
+``Upscaler(backend="auto")`` resolves to; timed once per round under its resolved name),
+``channels_last`` (eager torch on channels-last tensors) and ``bfloat16`` (eager torch with
+``dtype=torch.bfloat16``: oneDNN's AMX/AVX512-BF16 kernels where the CPU has them, at a cost in
+accuracy); the last two are timed on the first size only unless ``--channels-last-sizes`` /
+``--bf16-sizes`` say more. Every row gives the max and the 99th percentile of its output's
+difference from eager float32's, in 8-bit levels.
 
-Achieved GFLOP/s counts the network's convolutions (2 FLOP per multiply-add, counted by hooks);
-the peak is ``threads x 2 FMA units x 8 float32 lanes x 2 FLOP x clock`` with the clock from
-/proc/cpuinfo (256-bit FMA datapaths: AVX2, and AMD Zen 4, whose AVX-512 splits each 512-bit FMA
-into two 256-bit halves), and a large sgemm is measured beside it.
+Achieved GFLOP/s counts the network's convolutions (2 FLOP per multiply-add, counted by hooks).
+It is reported as a fraction of two ceilings: the theoretical float32 peak ``threads x 2 FMA
+units x lanes x 2 FLOP x clock``, with the lanes from the /proc/cpuinfo flags (``avx512f``: 16,
+``avx2``: 8, else 4), 2 FMA units per core assumed (nothing reports it: Xeons with one 512-bit
+FMA unit, and AMD Zen 4, which splits each 512-bit FMA into two 256-bit halves, have half that
+peak) and the clock the largest ``cpu MHz`` (not the lower clock AVX-512 code may run at); and
+the practical ceiling, a large float32 matrix product measured at the start of the run on the
+same threads. The bfloat16 row's fractions are of these float32 ceilings too, so they can pass
+100 %.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_infer.py [--rounds 3] [--json runs/bench_infer.json]
+    OMP_NUM_THREADS=2 python benchmarks/bench_infer.py [--rounds 3] [--bf16-sizes 1]
+        [--json runs/bench_infer.json]
 """
 
 from __future__ import annotations
@@ -99,16 +109,24 @@ def conv_flops_per_pixel(upscaler: Upscaler) -> float:
     return total / side**2
 
 
-def fp32_peak(threads: int) -> dict[str, float | str]:
-    """The AVX2/AVX-512 FMA peak from /proc/cpuinfo, and a measured large sgemm."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    clocks = [float(line.split(":")[1]) for line in text.splitlines() if "cpu MHz" in line]
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    lanes = 8
-    fma_units = 2 if " fma" in flags else 0
-    mhz = max(clocks) if clocks else float("nan")
-    peak = threads * fma_units * lanes * 2 * mhz * 1e6
-    n = 3072
+def peak_rule(flags: str, threads: int, mhz: float) -> dict[str, float | str]:
+    """The theoretical float32 FMA peak of ``threads`` cores at ``mhz`` whose /proc/cpuinfo
+    ``flags`` line is ``flags``: the SIMD width from the flags, 2 FMA units per core assumed."""
+    names = set(flags.split(":", 1)[-1].split())
+    lanes, isa = (
+        (16, "avx512f") if "avx512f" in names else (8, "avx2") if "avx2" in names else (4, "sse")
+    )
+    fma_units = 2
+    return {
+        "rule": f"{threads} threads x {fma_units} FMA units (assumed) x {lanes} fp32 lanes "
+        f"({isa}) x 2 FLOP x {mhz:.0f} MHz",
+        "lanes": lanes,
+        "peak_gflops": threads * fma_units * lanes * 2 * mhz / 1e3,
+    }
+
+
+def sgemm_gflops(n: int) -> float:
+    """GFLOP/s of an ``n`` x ``n`` float32 matrix product (median of 5 after a warm-up)."""
     a, b = torch.rand(n, n), torch.rand(n, n)
     a @ b
     times = []
@@ -116,17 +134,32 @@ def fp32_peak(threads: int) -> dict[str, float | str]:
         start = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - start)
-    sgemm = 2 * n**3 / statistics.median(times)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def fp32_peak(threads: int, sgemm_size: int) -> dict[str, float | str]:
+    """This CPU's theoretical float32 peak (:func:`peak_rule` on /proc/cpuinfo) and a measured
+    ``sgemm_size``-cubed sgemm, the practical ceiling."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    clocks = [float(line.split(":")[1]) for line in text.splitlines() if "cpu MHz" in line]
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    peak = peak_rule(flags, threads, max(clocks) if clocks else float("nan"))
+    return {**peak, "sgemm_size": sgemm_size, "sgemm_gflops": sgemm_gflops(sgemm_size)}
+
+
+def level_differences(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Max, 99th percentile and mean of the absolute difference of two 8-bit images, in
+    levels (the percentile is a value that occurs: ``method="higher"``)."""
+    diff = np.abs(output.astype(np.int16) - reference.astype(np.int16))
     return {
-        "rule": f"{threads} threads x {fma_units} FMA units x {lanes} fp32 lanes x 2 FLOP x "
-        f"{mhz:.0f} MHz",
-        "peak_gflops": peak / 1e9,
-        "sgemm_gflops": sgemm / 1e9,
+        "max_level_diff": int(diff.max()),
+        "p99_level_diff": int(np.percentile(diff, 99, method="higher")),
+        "mean_level_diff": float(diff.mean()),
     }
 
 
 def make_candidates(
-    model: str, channels_last: bool
+    model: str, channels_last: bool, bf16: bool
 ) -> tuple[dict[str, Upscaler], dict[str, float], str]:
     """Upscalers by candidate name, their one-time setup seconds, and what ``auto`` became."""
     setup: dict[str, float] = {}
@@ -165,11 +198,34 @@ def make_candidates(
         eager = Upscaler(model, device="cpu", backend="torch")
         eager.backend = ChannelsLast(eager.model.backbone)
         candidates["channels_last"] = eager
+    if bf16:
+        start = time.perf_counter()
+        candidates["bfloat16"] = Upscaler(
+            model, device="cpu", dtype=torch.bfloat16, backend="torch"
+        )
+        setup["bfloat16: load model"] = time.perf_counter() - start
     auto = Upscaler(model, device="cpu").backend.name
     return candidates, setup, auto
 
 
-def main() -> None:
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """The rows as a markdown table: speed, both ceilings' fractions, max and p99 differences."""
+    lines = [
+        "",
+        "| input | backend | s / MP | ratio vs torch | GFLOP/s | of fp32 peak | of sgemm "
+        "| max diff (levels) | p99 diff (levels) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['size']} | {row['backend']} | {row['s_per_mp']:.1f} | {row['ratio']:.3f} | "
+            f"{row['gflops']:.1f} | {row['peak_fraction']:.1%} | {row['sgemm_fraction']:.1%} "
+            f"| {row['max_level_diff']} | {row['p99_level_diff']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--rounds", default="3,2", help="rounds per size (one number: all)")
@@ -177,21 +233,31 @@ def main() -> None:
     parser.add_argument(
         "--channels-last-sizes", type=int, default=1, help="time channels_last on the first N sizes"
     )
+    parser.add_argument(
+        "--bf16-sizes", type=int, default=1, help="time torch bfloat16 on the first N sizes"
+    )
+    parser.add_argument(
+        "--sgemm-size", type=int, default=3072, help="side of the sgemm measured as the ceiling"
+    )
     parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES))
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     rounds = [int(r) for r in args.rounds.split(",")]
     rounds += [rounds[-1]] * (len(sizes) - len(rounds))
+    peak = fp32_peak(args.threads, args.sgemm_size)
     report: dict[str, object] = {
         "threads": args.threads,
         "torch": torch.__version__,
         "load_start": os.getloadavg(),
-        "peak": fp32_peak(args.threads),
+        "peak": peak,
     }
     print(json.dumps(report), flush=True)
-    candidates, setup, auto = make_candidates(args.model, args.channels_last_sizes > 0)
+    candidates, setup, auto = make_candidates(
+        args.model, args.channels_last_sizes > 0, args.bf16_sizes > 0
+    )
+    first_sizes = {"channels_last": args.channels_last_sizes, "bfloat16": args.bf16_sizes}
     flops = conv_flops_per_pixel(candidates["torch"])
     report.update(setup=setup, auto=auto, mflop_per_pixel=flops / 1e6)
     print(json.dumps({"setup": setup, "auto": auto, "mflop_per_pixel": flops / 1e6}), flush=True)
@@ -202,9 +268,7 @@ def main() -> None:
         for upscaler in candidates.values():
             upscaler.upscale_file(warm, Path(folder) / "warm_out.png")
         for size_index, (width, height) in enumerate(sizes):
-            names = [n for n in candidates if n != "channels_last"]
-            if size_index < args.channels_last_sizes and "channels_last" in candidates:
-                names.append("channels_last")
+            names = [n for n in candidates if size_index < first_sizes.get(n, len(sizes))]
             source = Path(folder) / f"in_{width}x{height}.png"
             photo_crop(width, height).save(source)
             times: dict[str, list[float]] = {name: [] for name in names}
@@ -227,8 +291,7 @@ def main() -> None:
                     flush=True,
                 )
             outputs = {
-                name: np.asarray(Image.open(Path(folder) / f"out_{name}.png"), dtype=np.int16)
-                for name in names
+                name: np.asarray(Image.open(Path(folder) / f"out_{name}.png")) for name in names
             }
             megapixels = width * height / 1e6
             for name in names:
@@ -240,21 +303,16 @@ def main() -> None:
                     "s_per_mp": seconds / megapixels,
                     "ratio": statistics.median(ratios[name]),
                     "gflops": gflops,
-                    "peak_fraction": gflops / report["peak"]["peak_gflops"],
-                    "max_level_diff": int(np.abs(outputs[name] - outputs["torch"]).max()),
+                    "peak_fraction": gflops / peak["peak_gflops"],
+                    "sgemm_fraction": gflops / peak["sgemm_gflops"],
+                    **level_differences(outputs[name], outputs["torch"]),
                     "load_1min": loads,
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     report["rows"] = rows
     report["load_end"] = os.getloadavg()
-    print("\n| input | backend | s / MP | ratio vs torch | GFLOP/s | of peak | max diff (levels) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for row in rows:
-        print(
-            f"| {row['size']} | {row['backend']} | {row['s_per_mp']:.1f} | {row['ratio']:.3f} | "
-            f"{row['gflops']:.1f} | {row['peak_fraction']:.1%} | {row['max_level_diff']} |"
-        )
+    print(markdown_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
