@@ -52,6 +52,15 @@ def load_patches(count: int, size: int, seed: int) -> tuple[torch.Tensor, str]:
     return torch.stack(patches).permute(0, 3, 1, 2).contiguous(), f"{DATA.name} crops"
 
 
+def add_workload_options(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """Add ``--preset``, ``--batch``, ``--size`` (of the HR patches) and ``--rounds`` (default
+    ``rounds``): the workload of this benchmark and of ``profile_degrade.py``."""
+    parser.add_argument("--preset", default="realesrgan", choices=sorted(PRESETS))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=rounds)
+
+
 def time_batched(hr: torch.Tensor, preset: str, seed: int) -> float:
     start = time.perf_counter()
     degrade(hr, preset, seed=seed)
@@ -67,10 +76,7 @@ def time_loop(hr: torch.Tensor, preset: str, seed: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="realesrgan", choices=sorted(PRESETS))
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=7)
+    add_workload_options(parser, rounds=7)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads")
     parser.add_argument("--target", type=float, default=4.0, help="batched/loop ratio to reach")
     args = parser.parse_args()

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from bench_degrade import load_patches
+from bench_degrade import add_workload_options, load_patches
 
-from mordasr.degrade import PRESETS, degrade
+from mordasr.degrade import degrade
 from mordasr.degrade import pipeline as pl
 
 STAGES = {
@@ -65,10 +65,7 @@ def profile(run: Callable[[], None], totals: dict[str, float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="realesrgan", choices=sorted(PRESETS))
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=3)
+    add_workload_options(parser, rounds=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

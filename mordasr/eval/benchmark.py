@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mordasr.eval.cli import add_scoring_options
 from mordasr.eval.evaluate import DEFAULT_METRICS, parse_metrics
 from mordasr.eval.io import list_images, load_image
 from mordasr.infer.pipeline import Upscaler
@@ -227,7 +228,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``benchmark`` sub-command."""
     parser = add_subcommand(subparsers, "benchmark", SUMMARY)
     parser.add_argument("--lr", type=Path, required=True, help="folder of LR inputs")
-    parser.add_argument("--hr", type=Path, required=True, help="folder of HR ground truth")
+    add_scoring_options(parser)
     parser.add_argument(
         "--models",
         nargs="+",
@@ -237,10 +238,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--reference", default="realesrgan-x4plus", help="model the time ratio is taken against"
     )
-    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
-    parser.add_argument("--crop-border", type=int, default=0)
     parser.add_argument("--limit", type=int, help="use only the first N pairs")
-    parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "-o",
         "--output",

@@ -31,6 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` sub-command."""
     parser = add_subcommand(subparsers, "eval", SUMMARY)
     parser.add_argument("--sr", type=Path, required=True, help="folder of SR results")
+    add_scoring_options(parser)
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON with means and per-image values"
+    )
+    parser.set_defaults(func=run)
+
+
+def add_scoring_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--hr``, ``--metrics``, ``--crop-border`` and ``--device``: how ``eval`` and
+    ``benchmark`` score images against the ground truth."""
     parser.add_argument("--hr", type=Path, required=True, help="folder of ground-truth images")
     parser.add_argument(
         "--metrics",
@@ -41,10 +51,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--crop-border", type=int, default=0, help="pixels removed on every side (default 0)"
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument(
-        "--json", action="store_true", help="print JSON with means and per-image values"
-    )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

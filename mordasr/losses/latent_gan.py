@@ -21,22 +21,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from mordasr.losses.vsd import add_noise, sample_noise, sample_timesteps
+from mordasr.losses.vsd import RenoiseRange, add_noise, sample_noise, sample_timesteps
 
 
 @dataclass
-class LatentGANConfig:
+class LatentGANConfig(RenoiseRange):
     """Size of the heads and the re-noising range."""
 
     hidden: int = 128
     """Channels of each head's hidden layer."""
-    min_step_ratio: float = 0.02
-    """Timesteps are drawn uniformly from [min, max) x ``num_train_timesteps``."""
-    max_step_ratio: float = 0.98
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_step_ratio < self.max_step_ratio <= 1.0:
-            raise ValueError("need 0 <= min_step_ratio < max_step_ratio <= 1")
 
 
 def encoder_features(
@@ -133,9 +126,7 @@ class LatentGAN:
     def __init__(self, unet: nn.Module, scheduler: object, config: LatentGANConfig) -> None:
         self.unet = unet
         self.scheduler = scheduler
-        steps = int(scheduler.config.num_train_timesteps)
-        self.low = int(config.min_step_ratio * steps)
-        self.high = max(self.low + 1, int(config.max_step_ratio * steps))
+        self.low, self.high = config.step_bounds(int(scheduler.config.num_train_timesteps))
 
     def noisy_features(
         self, latents: Tensor, embeds: Tensor, generator: torch.Generator

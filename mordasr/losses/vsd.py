@@ -23,20 +23,31 @@ from torch import Tensor, nn
 
 
 @dataclass
-class VSDConfig:
-    """How the VSD loss samples timesteps and guides the real score."""
+class RenoiseRange:
+    """The timestep range an SD loss re-noises latents at (the VSD loss and the latent GAN)."""
 
-    guidance_scale: float = 7.5
-    """Classifier-free guidance of the frozen UNet (OSEDiff's ``cfg_vsd``)."""
     min_step_ratio: float = 0.02
     """Re-noising timesteps are drawn uniformly from [min, max) x ``num_train_timesteps``."""
     max_step_ratio: float = 0.98
-    lora_rank: int = 4
-    """Rank of the variational score network's LoRA (paper 4.1: 4)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_step_ratio < self.max_step_ratio <= 1.0:
             raise ValueError("need 0 <= min_step_ratio < max_step_ratio <= 1")
+
+    def step_bounds(self, num_train_timesteps: int) -> tuple[int, int]:
+        """The integer timesteps ``[low, high)`` of the range (at least one)."""
+        low = int(self.min_step_ratio * num_train_timesteps)
+        return low, max(low + 1, int(self.max_step_ratio * num_train_timesteps))
+
+
+@dataclass
+class VSDConfig(RenoiseRange):
+    """How the VSD loss samples timesteps and guides the real score."""
+
+    guidance_scale: float = 7.5
+    """Classifier-free guidance of the frozen UNet (OSEDiff's ``cfg_vsd``)."""
+    lora_rank: int = 4
+    """Rank of the variational score network's LoRA (paper 4.1: 4)."""
 
 
 def _alpha_bar(scheduler: object, timesteps: Tensor, like: Tensor) -> Tensor:
@@ -109,8 +120,7 @@ class VSDLoss:
         self.scheduler = scheduler
         self.config = config
         steps = int(scheduler.config.num_train_timesteps)
-        self.low = int(config.min_step_ratio * steps)
-        self.high = max(self.low + 1, int(config.max_step_ratio * steps))
+        self.low, self.high = config.step_bounds(steps)
         self.num_train_timesteps = steps
 
     def guided_real_x0(

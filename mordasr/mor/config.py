@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -173,11 +174,16 @@ class MoRConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MoRConfig:
         """Rebuild a config from :meth:`to_dict` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown MoRConfig fields: {sorted(unknown)}")
+        reject_unknown_fields(cls, data)
         return cls(**data)
+
+
+def reject_unknown_fields(cls: type, data: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the keys of ``data`` that are no field of dataclass ``cls``
+    (what ``cls(**data)`` would fail on with a less helpful message)."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
 
 
 def _name_matches(name: str, pattern: str) -> bool:

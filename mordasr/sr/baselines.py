@@ -27,22 +27,14 @@ BACKBONE_FILE = "backbone.safetensors"
 BICUBIC_FILE = "bicubic.json"
 
 
-@register_model_type()
-class PlainSR(nn.Module):
-    """A feed-forward backbone used as is (no adapters, no routing).
+class _FixedScaleSR(nn.Module):
+    """What the models without adapters share: a scale and side multiple fixed at construction,
+    and whole-image tiling."""
 
-    Args:
-        backbone: maps (B, 3, h, w) to (B, 3, scale*h, scale*w).
-        scale: its upscaling factor.
-        multiple_of: the side multiple it needs (2 and 4 for x2 and x1 RRDBNets).
-    """
-
-    model_type: ClassVar[str] = "plain"
     tiling: ClassVar[Tiling] = "image"
 
-    def __init__(self, backbone: nn.Module, scale: int, multiple_of: int = 1) -> None:
+    def __init__(self, scale: int, multiple_of: int) -> None:
         super().__init__()
-        self.backbone = backbone
         self._scale = scale
         self._multiple_of = multiple_of
 
@@ -53,6 +45,23 @@ class PlainSR(nn.Module):
     @property
     def multiple_of(self) -> int:
         return self._multiple_of
+
+
+@register_model_type()
+class PlainSR(_FixedScaleSR):
+    """A feed-forward backbone used as is (no adapters, no routing).
+
+    Args:
+        backbone: maps (B, 3, h, w) to (B, 3, scale*h, scale*w).
+        scale: its upscaling factor.
+        multiple_of: the side multiple it needs (2 and 4 for x2 and x1 RRDBNets).
+    """
+
+    model_type: ClassVar[str] = "plain"
+
+    def __init__(self, backbone: nn.Module, scale: int, multiple_of: int = 1) -> None:
+        super().__init__(scale, multiple_of)
+        self.backbone = backbone
 
     def describe(self) -> str:
         return "plain backbone"
@@ -104,23 +113,13 @@ class BicubicConfig:
 
 
 @register_model_type()
-class BicubicSR(nn.Module):
+class BicubicSR(_FixedScaleSR):
     """Bicubic interpolation by ``scale`` (antialias off, as MATLAB-free baselines do)."""
 
     model_type: ClassVar[str] = "bicubic"
-    tiling: ClassVar[Tiling] = "image"
 
     def __init__(self, scale: int = 4) -> None:
-        super().__init__()
-        self._scale = scale
-
-    @property
-    def scale(self) -> int:
-        return self._scale
-
-    @property
-    def multiple_of(self) -> int:
-        return 1
+        super().__init__(scale, 1)
 
     def describe(self) -> str:
         return "bicubic"

@@ -153,25 +153,27 @@ def test_ground_truth_is_unsharp_masked_only_when_configured() -> None:
     assert torch.equal(degrade(hr, "mordasr-severe").gt, hr)
 
 
-def test_presets_hold_table_4_of_the_paper() -> None:
-    mild, severe = PRESETS["mordasr-mild"], PRESETS["mordasr-severe"]
-    assert (mild.stage1.noise_range, severe.stage1.noise_range) == ((1, 15), (1, 30))
-    assert (mild.stage1.poisson_scale_range, severe.stage1.poisson_scale_range) == (
-        (0.05, 1),
-        (0.05, 3),
-    )
-    assert (mild.stage1.jpeg_range, severe.stage1.jpeg_range) == ((60, 95), (30, 95))
-    assert (mild.stage2.blur_prob, severe.stage2.blur_prob) == (0.5, 0.8)
-    assert (mild.stage2.noise_range, severe.stage2.noise_range) == ((1, 12), (1, 25))
-    assert (mild.stage2.poisson_scale_range, severe.stage2.poisson_scale_range) == (
-        (0.05, 1),
-        (0.05, 2.5),
-    )
-    assert (mild.stage2.jpeg_range, severe.stage2.jpeg_range) == ((60, 100), (30, 95))
-    assert (mild.stage2.kernel_size, severe.stage2.kernel_size) == (11, 21)
-    assert (mild.stage2.blur_sigma, severe.stage2.blur_sigma) == ((0.2, 1.0), (0.2, 1.5))
-    assert (mild.stage2.betag_range, severe.stage2.betag_range) == ((0.5, 2.0), (0.5, 4.0))
-    assert (mild.stage2.betap_range, severe.stage2.betap_range) == ((1, 1.5), (1, 2))
+TABLE_4 = {
+    "stage1.noise_range": ((1, 15), (1, 30)),
+    "stage1.poisson_scale_range": ((0.05, 1), (0.05, 3)),
+    "stage1.jpeg_range": ((60, 95), (30, 95)),
+    "stage2.blur_prob": (0.5, 0.8),
+    "stage2.noise_range": ((1, 12), (1, 25)),
+    "stage2.poisson_scale_range": ((0.05, 1), (0.05, 2.5)),
+    "stage2.jpeg_range": ((60, 100), (30, 95)),
+    "stage2.kernel_size": (11, 21),
+    "stage2.blur_sigma": ((0.2, 1.0), (0.2, 1.5)),
+    "stage2.betag_range": ((0.5, 2.0), (0.5, 4.0)),
+    "stage2.betap_range": ((1, 1.5), (1, 2)),
+}
+"""Table 4 of the paper: ``stage.setting`` -> its value in (mordasr-mild, mordasr-severe)."""
+
+
+@pytest.mark.parametrize(("setting", "expected"), TABLE_4.items(), ids=list(TABLE_4))
+def test_presets_hold_table_4_of_the_paper(setting: str, expected: tuple[object, object]) -> None:
+    stage, name = setting.split(".")
+    mild, severe = (getattr(PRESETS[p], stage) for p in ("mordasr-mild", "mordasr-severe"))
+    assert (getattr(mild, name), getattr(severe, name)) == expected
 
 
 def test_realesrgan_preset_holds_the_x4plus_training_settings() -> None:

@@ -82,33 +82,30 @@ def test_report_answers_the_severity_question_with_the_summary_numbers(analysed:
     assert summary["images"] == 3 and summary["top_k"] == 2
 
 
-def test_one_preset_is_not_a_comparison(
-    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("model_path", "options", "message"),
+    [
+        (".", ["--preset", "mordasr-mild"], "two or more --preset"),
+        (".", [*PRESETS, "--crop", "64", "--layer", "nope"], "unknown layer 'nope'"),
+        ("../tiny.pth", [], "not a MoR model"),
+    ],
+    ids=["one-preset-is-no-comparison", "unknown-layer", "plain-backbone"],
+)
+def test_a_refused_analysis_says_why_and_writes_nothing(
+    setup: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: str,
+    options: list[str],
+    message: str,
 ) -> None:
+    """``model_path`` is relative to the tiny MoR model folder (its plain backbone is beside it)."""
     model, hr = setup
-    args = ["analyze", "--model", str(model), "--images", str(hr), "--preset", "mordasr-mild"]
-    assert main([*args, "-o", str(tmp_path / "out")]) == 1
-    assert "two or more --preset" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
-
-
-def test_an_unknown_layer_is_reported_with_the_known_ones(
-    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    model, hr = setup
-    args = ["analyze", "--model", str(model), "--images", str(hr), *PRESETS, "--crop", "64"]
-    assert main([*args, "--layer", "nope", "-o", str(tmp_path / "out")]) == 1
-    assert "unknown layer 'nope'" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_plain_backbone_cannot_be_analysed(
-    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    model, hr = setup
-    args = ["analyze", "--model", str(model / ".." / "tiny.pth"), "--images", str(hr)]
-    assert main([*args, "-o", str(tmp_path / "out")]) == 1
-    assert "not a MoR model" in capsys.readouterr().err
+    out = tmp_path / "out"
+    args = ["analyze", "--model", str(model / model_path), "--images", str(hr), *options]
+    assert main([*args, "-o", str(out)]) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_without_matplotlib_it_says_how_to_install_it(

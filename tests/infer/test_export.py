@@ -8,18 +8,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import photo, tiny_backbone, tiny_mor_model
+from tiny_models import photo, tiny_backbone
 
 from mordasr.cli import main
 from mordasr.infer.export import MID_SEVERITY, export_model
 from mordasr.sr.zoo import load_sr_model
 
 ort = pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_mor_model(tmp_path_factory.mktemp("model"))
 
 
 def run_onnx(path: Path, image: np.ndarray) -> np.ndarray:

@@ -13,18 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tiny_models import photo, tiny_mor_model
+from tiny_models import photo
 from torch import nn
 
 from mordasr.cli import main
 from mordasr.infer.pipeline import Upscaler, output_size
 from mordasr.infer.progress import ProgressEvent
 from mordasr.io.image import read_image
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_mor_model(tmp_path_factory.mktemp("model"))
 
 
 def _upscale(model_dir: Path, source: Path, out: Path, *flags: str) -> int:

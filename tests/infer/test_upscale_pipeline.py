@@ -18,11 +18,6 @@ from mordasr.io.image import read_image
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_mor_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
 def upscaler(model_dir: Path) -> Upscaler:
     return Upscaler(model_dir, device="cpu")
 

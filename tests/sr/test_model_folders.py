@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from tiny_models import photo, tiny_backbone, tiny_mor_model
+from tiny_models import photo, tiny_backbone
 
 from mordasr.cli import main
 from mordasr.sr import (
@@ -24,11 +24,6 @@ from mordasr.sr import (
 )
 from mordasr.sr.mor_sr import builtin_model_dir
 from mordasr.sr.registry import MODEL_TYPES
-
-
-@pytest.fixture(scope="module")
-def mor_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_mor_model(tmp_path_factory.mktemp("tiny"))
 
 
 def manifest(directory: Path) -> dict[str, object]:
@@ -47,9 +42,9 @@ def test_every_model_type_implements_the_protocol() -> None:
             assert callable(getattr(cls, member)), (model_type, member)
 
 
-def test_a_saved_mor_folder_names_its_type_and_loads_through_the_zoo(mor_dir: Path) -> None:
-    assert manifest(mor_dir) == {"type": "mor", "format_version": 1}
-    model = load_sr_model(mor_dir)
+def test_a_saved_mor_folder_names_its_type_and_loads_through_the_zoo(model_dir: Path) -> None:
+    assert manifest(model_dir) == {"type": "mor", "format_version": 1}
+    model = load_sr_model(model_dir)
     assert isinstance(model, MoRSuperResolver) and isinstance(model, SRModel)
     assert (model.scale, model.multiple_of) == (4, 1)
 
@@ -60,12 +55,12 @@ def test_the_shipped_default_has_a_manifest() -> None:
 
 
 def test_a_mor_folder_of_an_earlier_version_without_manifest_still_loads(
-    mor_dir: Path, tmp_path: Path
+    model_dir: Path, tmp_path: Path
 ) -> None:
-    legacy = shutil.copytree(mor_dir, tmp_path / "legacy")
+    legacy = shutil.copytree(model_dir, tmp_path / "legacy")
     (legacy / MANIFEST_FILE).unlink()
     with torch.no_grad():
-        expected = load_sr_model(mor_dir)(lr())
+        expected = load_sr_model(model_dir)(lr())
         torch.testing.assert_close(load_sr_model(legacy)(lr()), expected, rtol=0, atol=0)
 
 
@@ -195,10 +190,10 @@ BAD_FOLDERS = {
 
 @pytest.mark.parametrize("case", BAD_FOLDERS)
 def test_a_bad_model_folder_is_refused_in_one_line_naming_the_file(
-    case: str, mor_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     damage, file_name, problem = BAD_FOLDERS[case]
-    folder = shutil.copytree(mor_dir, tmp_path / "model")
+    folder = shutil.copytree(model_dir, tmp_path / "model")
     damage(folder)
     Image.fromarray(photo(16, 16)).save(tmp_path / "a.png")
     args = ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mordasr.mor import MoRConfig
+from mordasr.mor.config import reject_unknown_fields
 from mordasr.sr.sd.components import SD21_BASE
 
 DEFAULT_PROMPT = "clean, high-resolution, 8k, best quality, masterpiece"
@@ -109,10 +110,7 @@ class OneStepConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OneStepConfig:
         """Rebuild a config from :meth:`to_dict` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown OneStepConfig fields: {sorted(unknown)}")
+        reject_unknown_fields(cls, data)
         values = dict(data)
         if isinstance(values.get("unet_mor"), dict):
             values["unet_mor"] = MoRConfig.from_dict(values["unet_mor"])
