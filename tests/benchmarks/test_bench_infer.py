@@ -3,30 +3,22 @@ differences, and a tiny end-to-end run with every candidate row."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from script_loader import load_script
 from tiny_models import tiny_mor_model
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_infer.py"
 XEON_FLAGS = "flags\t\t: fpu sse sse2 avx fma avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16"
 AVX2_FLAGS = "flags\t\t: fpu sse sse2 avx fma avx2"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_infer", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_infer")
 
 
 def test_peak_rule_counts_16_fp32_lanes_with_avx512f(bench: ModuleType) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -12,19 +10,13 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from script_loader import load_script
 from tiny_models import photo, tiny_backbone
-
-STUDY = Path(__file__).resolve().parents[2] / "benchmarks" / "study.py"
 
 
 @pytest.fixture(scope="module")
 def study() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_study", STUDY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("study")
 
 
 @pytest.fixture(scope="module")
