@@ -107,7 +107,7 @@ class RealESRGANMoRTask(MoRTask):
         if saved.is_file():
             return MoRConfig.from_dict(json.loads(saved.read_text()))
         samples = [
-            self._batch(step_generator(self.config.seed, 0, 10_000 + i))
+            self._pair(step_generator(self.config.seed, 0, 10_000 + i), i)
             for i in range(options.batches)
         ]
 
