@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,8 @@ from mordasr.train.cli import apply_overrides
 from mordasr.train.config import ConfigError, TrainConfig, from_dict
 from mordasr.train.data import step_generator
 from mordasr.train.trainer import build_task, make_accelerator, train
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -335,3 +341,46 @@ def test_a_pool_is_synthesised_from_the_streams_first_batches(assets: Path, tmp_
     first, second = task.stream.pair(0), task.stream.pair(1)
     assert torch.equal(task.pool["gt"], torch.cat([first[1], second[1]]))
     assert torch.equal(task.pool["lr"], torch.cat([first[0], second[0]]))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_refuse_the_cached_trunk_in_one_line(assets: Path, tmp_path: Path) -> None:
+    cfg = _config(assets, tmp_path / "ddp", losses={"l1": 1.0})
+    cfg.data.pool_size = 4
+    cfg.model.cache_trunk = True
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    port = str(_free_port())
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mordasr.cli", "train", str(config), "--cpu"],
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "OMP_NUM_THREADS": "1",
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "LOCAL_WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    results = [process.communicate(timeout=120) for process in processes]
+    for process, (_, err) in zip(processes, results, strict=True):
+        assert process.returncode == 1, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert "model.cache_trunk" in lines[0] and "2 processes" in lines[0]
+        assert "model.cache_trunk: false" in lines[0]
+    assert not list_checkpoints(cfg.output_dir)

@@ -67,6 +67,12 @@ class RealESRGANMoRTask(MoRTask):
         mor, self.degradation_aware = adapter_layout(options)
         self.spec = options.spec
         self.require(
+            not options.cache_trunk or accelerator.num_processes == 1,
+            f"model.cache_trunk: runs the adapted blocks outside the DDP wrapper, so "
+            f"{accelerator.num_processes} processes would not average their gradients; set "
+            f"model.cache_trunk: false (and data.pool_size: 0) or train in one process",
+        )
+        self.require(
             not options.cache_trunk or config.data.pool_size > 0,
             "model.cache_trunk: needs data.pool_size > 0 (a fixed pool)",
         )
