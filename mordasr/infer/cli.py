@@ -1,4 +1,9 @@
-"""`mordasr upscale INPUT... -o OUT_DIR`: super-resolve files and folders."""
+"""`mordasr upscale INPUT... -o OUT_DIR`: super-resolve files and folders.
+
+Big batches split: ``--shard K/N`` takes one of N disjoint shares (machines, job arrays), and
+under ``accelerate launch``/``torchrun`` each process takes its own share (and GPU) from the
+launcher's environment; the shares never wait for each other and never write the same file.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import pickle
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +69,8 @@ SUMMARY = (
     "whatever cannot be kept is reported. An input is never replaced, even with "
     "--overwrite, and inputs whose outputs would share a name are refused before any work. "
     "Existing outputs are never overwritten without --overwrite; unreadable files are "
-    f"reported, skipped and listed in {FAILURES_FILE} in the output folder (exit status 1).",
+    f"reported, skipped and listed in {FAILURES_FILE} (failures-K-of-N.csv for a share) in the "
+    "output folder (exit status 1).",
 )
 
 
@@ -83,6 +89,55 @@ def shard_files(files: list[Path], shard: tuple[int, int] | None) -> list[Path]:
         return files
     k, n = shard
     return files[k - 1 :: n]
+
+
+def launch_process(environ: Mapping[str, str] = os.environ) -> tuple[int, int] | None:
+    """``(rank, world size)`` of this process when a launcher (``accelerate launch``,
+    ``torchrun``) started several (``RANK``, or ``LOCAL_RANK``, and ``WORLD_SIZE``), else None.
+
+    A malformed value raises :class:`ValueError` with a one-line reason."""
+    world_text = environ.get("WORLD_SIZE")
+    rank_text = environ.get("RANK", environ.get("LOCAL_RANK"))
+    if world_text is None or rank_text is None:
+        return None
+    if not (world_text.isdigit() and rank_text.isdigit()):
+        raise ValueError(f"RANK {rank_text!r} and WORLD_SIZE {world_text!r} are not counts")
+    rank, world = int(rank_text), int(world_text)
+    if world <= 1:
+        return None
+    if rank >= world:
+        raise ValueError(f"RANK {rank} is not below WORLD_SIZE {world}")
+    return rank, world
+
+
+def process_shard(
+    shard: tuple[int, int] | None, process: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """This process's share: the job's ``--shard K/N`` (None: all inputs) split between the
+    launch's processes, process ``r`` of ``W`` taking share ``K + N r`` of ``N W`` (the
+    processes' shares of one job are disjoint and cover the job's share)."""
+    if process is None:
+        return shard
+    k, n = shard or (1, 1)
+    rank, world = process
+    return k + n * rank, n * world
+
+
+def launch_device(environ: Mapping[str, str], cuda_count: int) -> str | None:
+    """The GPU of this process under a multi-process launch (``cuda:LOCAL_RANK``, modulo the
+    visible GPUs), or None (no launch, no GPU: the default device)."""
+    local = environ.get("LOCAL_RANK", environ.get("RANK"))
+    if cuda_count == 0 or local is None or not local.isdigit():
+        return None
+    return f"cuda:{int(local) % cuda_count}"
+
+
+def failures_name(shard: tuple[int, int] | None) -> str:
+    """``failures.csv``, or ``failures-K-of-N.csv`` for share K/N: the shares of one output
+    folder (processes, machines) never write over each other's list."""
+    if shard is None:
+        return FAILURES_FILE
+    return f"failures-{shard[0]}-of-{shard[1]}.csv"
 
 
 def output_path(source: Path, out_dir: Path, image_format: str, fmt: str, suffix: str) -> Path:
@@ -153,7 +208,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=parse_shard,
         metavar="K/N",
         help="process only the K-th of N equal shares of the inputs (1-based), e.g. one per "
-        "machine or job-array task; the N shares cover every input once",
+        "machine or job-array task; the N shares cover every input once. Under "
+        "`accelerate launch`/torchrun the processes split the inputs (or this share) "
+        "between them by themselves",
     )
     parser.set_defaults(func=run)
 
@@ -320,12 +377,23 @@ class BatchTally:
         self.failed += 1
         self.failures.append((source, reason))
 
-    def summary(self, scan: InputScan, out_dir: Path, interrupted: bool = False) -> str:
+    def summary(
+        self,
+        scan: InputScan,
+        out_dir: Path,
+        interrupted: bool = False,
+        shard: tuple[int, int] | None = None,
+        left_out: bool = True,
+    ) -> str:
+        """The batch's line; ``shard``: prefixed by the share it covers; ``left_out``: with
+        what the scan did not read (one process of a launch says it for all)."""
         parts = [f"{self.done} upscaled, {self.skipped} skipped (exist), {self.failed} failed"]
         if interrupted:
             left = self.total - self.done - self.skipped - self.failed
             parts[0] = f"interrupted: {parts[0]}, {left} not started"
-        if scan.left_out:
+        if shard is not None:
+            parts[0] = f"share {shard[0]}/{shard[1]}: {parts[0]}"
+        if left_out and scan.left_out:
             entered = SUBFOLDER not in scan.left_out
             hint = "" if entered else " (sub-folders are not entered without --recursive)"
             parts.append(f"not read: {scan.left_out_summary()}{hint}")
@@ -350,9 +418,11 @@ def _reporting_drops(source: Path, dropped: set[str]) -> Iterator[None]:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
 
-def write_failures(out_dir: Path, failures: list[tuple[Path, str]]) -> Path:
-    """Write ``failures.csv`` (path, reason) into ``out_dir``."""
-    target = out_dir / FAILURES_FILE
+def write_failures(
+    out_dir: Path, failures: list[tuple[Path, str]], name: str = FAILURES_FILE
+) -> Path:
+    """Write the failures (path, reason) into ``out_dir / name`` (``failures.csv``)."""
+    target = out_dir / name
     with open(target, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["path", "reason"])
@@ -438,13 +508,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    try:
+        process = launch_process()
+    except ValueError as bad_launch:
+        print(
+            f"{PROG}: cannot tell this process's share of the inputs: {bad_launch}", file=sys.stderr
+        )
+        return 2
     error = argument_error(args)
     if error is not None:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
+    if process is not None and args.device is None:
+        args.device = launch_device(os.environ, torch.cuda.device_count())
+    first = process is None or process[0] == 0  # says what is shared by all processes
     out_dir = Path(args.output)
     scan = scan_inputs(args.inputs, recursive=args.recursive)
-    for reason, paths in scan.left_out.items():
+    for reason, paths in scan.left_out.items() if first else ():
         for path in paths:
             print(f"{PROG}: not read {path}: {reason}", file=sys.stderr)
     try:
@@ -453,7 +533,8 @@ def _run(args: argparse.Namespace) -> int:
     except OutputPlanError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    files = shard_files(scan.files, args.shard)  # names were checked across all shards
+    shard = process_shard(args.shard, process)
+    files = shard_files(scan.files, shard)  # names were checked across all shares
     tally = BatchTally(total=len(files))
     bars = TqdmProgress() if not args.quiet and sys.stderr.isatty() else None
     try:
@@ -474,11 +555,12 @@ def _run(args: argparse.Namespace) -> int:
             upscaler.end_file(tally.failures[-1][1] if tally.failed > failed else None)
     except KeyboardInterrupt:
         _close(bars)
-        print(tally.summary(scan, out_dir, interrupted=True), file=sys.stderr)
+        print(tally.summary(scan, out_dir, True, shard, first), file=sys.stderr)
         return 130
-    summary = tally.summary(scan, out_dir)
+    summary = tally.summary(scan, out_dir, shard=shard, left_out=first)
     if tally.failures:
-        summary += f" (failures listed in {write_failures(out_dir, tally.failures)})"
+        listed = write_failures(out_dir, tally.failures, failures_name(shard))
+        summary += f" (failures listed in {listed})"
     print(summary)
     return 1 if tally.failed else 0
 

@@ -41,8 +41,9 @@ class DataConfig:
     """Where training images come from and how they are cut."""
 
     hr_dirs: list[str] = field(default_factory=list)
-    """Folders of clean high-resolution images (searched recursively); relative paths are
-    resolved against the config file's folder."""
+    """Folders of clean high-resolution images (searched recursively) and/or file lists (a
+    ``.txt`` file naming one image per line, relative to the list); relative paths are resolved
+    against the config file's folder."""
     patch_size: int = 256
     """Side of the square HR crops; the LR side is ``patch_size // scale``."""
     batch_size: int = 4
@@ -55,6 +56,28 @@ class DataConfig:
     """0: synthesise fresh pairs every step (the standard recipe). N > 0: synthesise a fixed
     pool of N pairs once (seeded) and draw batches from it, which lets a task cache work that
     depends on the input only (see the task's ``cache_trunk``): the CPU recipe."""
+    streaming: bool = False
+    """False: the in-memory sampler (:class:`~mordasr.train.data.PatchSampler`), which keeps
+    every image it has read decoded for the whole run: right for a few hundred photos. True:
+    the streaming pipeline (:mod:`mordasr.train.dataset`), which decodes each crop from its file
+    when it is needed, so memory does not grow with the dataset, and gives each process a
+    disjoint share of every epoch: LSDIR-sized folders and several GPUs."""
+    num_workers: int = 0
+    """DataLoader worker processes that read, decode and crop ahead of the training step (and,
+    when training on the CPU, synthesise the LR inputs); 0: all in the training process. Needs
+    ``streaming``; results do not depend on it."""
+    prefetch_factor: int = 2
+    """Batches each worker prepares ahead."""
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers: must be >= 0, got {self.num_workers}")
+        if self.prefetch_factor < 1:
+            raise ConfigError(f"prefetch_factor: must be >= 1, got {self.prefetch_factor}")
+        if self.num_workers and not self.streaming:
+            raise ConfigError(
+                "num_workers: workers feed the streaming pipeline only; set data.streaming: true"
+            )
 
 
 @dataclass

@@ -25,7 +25,7 @@ unless no file of a shard can be read.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,16 +209,21 @@ class DegradeCollate:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = collate_crops(samples)
+        batch["lr"], batch["hr"] = self.synthesise(batch["hr"], batch["step"])
+        return batch
+
+    def synthesise(self, hr: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        """The LR inputs and ground truths of step ``step``'s HR crops, on ``hr``'s device
+        (the same seeds wherever it runs: in a worker or batched on the accelerator)."""
         lrs, gts = [], []
-        chunks = batch["hr"].tensor_split(len(self.presets))
+        chunks = hr.tensor_split(len(self.presets))
         for index, (chunk, preset) in enumerate(zip(chunks, self.presets, strict=True)):
             if chunk.shape[0]:
-                seed = mix_seed(self.seed, batch["step"], self.process, index, _DEGRADE_SALT)
+                seed = mix_seed(self.seed, step, self.process, index, _DEGRADE_SALT)
                 result = degrade(chunk, preset, scale=self.scale, seed=seed)
                 lrs.append(result.lr)
                 gts.append(result.gt)
-        batch["lr"], batch["hr"] = torch.cat(lrs), torch.cat(gts)
-        return batch
+        return torch.cat(lrs), torch.cat(gts)
 
 
 class StepSampler(Sampler[list[Key]]):
@@ -252,7 +257,8 @@ class TrainingBatches:
     ``num_workers`` workers prefetching ``prefetch_factor`` batches each.
 
     Unreadable files reported by the samples are warned about once each (in this process) and
-    counted in :attr:`skipped_files`.
+    counted in :attr:`skipped_files` (``skipped_files`` given: that mapping, shared with an
+    earlier loader, so a restarted stream does not warn again).
     """
 
     def __init__(
@@ -263,6 +269,7 @@ class TrainingBatches:
         num_workers: int = 0,
         prefetch_factor: int = 2,
         collate: Callable[[list[dict[str, Any]]], dict[str, Any]] = collate_crops,
+        skipped_files: dict[str, str] | None = None,
     ) -> None:
         sampler = StepSampler(dataset.batch_size, start_step, stop_step)
         self.loader = DataLoader(
@@ -274,12 +281,70 @@ class TrainingBatches:
             persistent_workers=False,
             worker_init_fn=_single_thread_worker if num_workers else None,
         )
-        self.skipped_files: dict[str, str] = {}
+        self.skipped_files: dict[str, str] = {} if skipped_files is None else skipped_files
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Generator[dict[str, Any], None, None]:
         for batch in self.loader:
             for path, reason in batch["skipped"]:
                 if path not in self.skipped_files:
                     self.skipped_files[path] = reason
                     warnings.warn(f"skipped unreadable training file: {reason}", stacklevel=2)
             yield batch
+
+
+class PairStream:
+    """LR/HR training pairs of batches ``0, 1, 2, ...`` of one process, on ``device``: what a
+    task draws from when it streams.
+
+    The batches come in order from a :class:`TrainingBatches` started at the first index asked
+    for and restarted wherever the caller jumps (a resumed run starts at its step), so pair
+    ``n`` is the same however the run got there. The LR synthesis runs in the workers
+    (:class:`DegradeCollate`) when ``device`` is the CPU, and batched on ``device`` otherwise
+    (``in_workers`` forces either), with the same seeds either way.
+    """
+
+    def __init__(
+        self,
+        dataset: HRCropDataset,
+        synthesis: DegradeCollate,
+        device: torch.device,
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
+        in_workers: bool | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.synthesis = synthesis
+        self.device = torch.device(device)
+        self.in_workers = self.device.type == "cpu" if in_workers is None else in_workers
+        """Whether the synthesis runs in the loader rather than batched on the device."""
+        self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor
+        self.skipped_files: dict[str, str] = {}
+        """Unreadable files met so far (path -> reason), over every restart."""
+        self._batches: Generator[dict[str, Any], None, None] | None = None
+        self._next = 0
+
+    def pair(self, index: int) -> tuple[Tensor, Tensor]:
+        """The ``(lr, gt)`` of batch ``index``."""
+        if self._batches is None or index != self._next:
+            self.close()
+            loader = TrainingBatches(
+                self.dataset,
+                start_step=index,
+                num_workers=self.num_workers,
+                prefetch_factor=self.prefetch_factor,
+                collate=self.synthesis if self.in_workers else collate_crops,
+                skipped_files=self.skipped_files,
+            )
+            self._batches = iter(loader)
+        batch = next(self._batches)
+        self._next = index + 1
+        if self.in_workers:
+            return batch["lr"].to(self.device), batch["hr"].to(self.device)
+        return self.synthesis.synthesise(batch["hr"].to(self.device), index)
+
+    def close(self) -> None:
+        """Stop the loader and its workers (the next :meth:`pair` starts a new one)."""
+        if self._batches is not None:
+            self._batches.close()
+            self._batches = None

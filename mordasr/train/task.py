@@ -79,3 +79,7 @@ class TrainTask(ABC):
     def extra_state(self) -> dict[str, Any]:
         """JSON-serialisable state beyond tensors (none by default)."""
         return {}
+
+    def close(self) -> None:  # noqa: B027 (a hook: most tasks hold nothing to release)
+        """Release what the task holds beyond its networks (e.g. data-loader workers); called
+        when a run ends, however it ends. Nothing by default."""

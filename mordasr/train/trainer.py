@@ -113,7 +113,23 @@ def train(
     accelerator = make_accelerator(config, cpu=cpu)
     torch.manual_seed(config.seed)
     task = build_task(config, accelerator)
+    try:
+        _run(task, config, accelerator, resume, stop_at, progress)
+    finally:
+        task.close()
+    return output_dir
 
+
+def _run(
+    task: TrainTask,
+    config: TrainConfig,
+    accelerator: Any,
+    resume: bool | str | Path,
+    stop_at: int | None,
+    progress: bool,
+) -> None:
+    """Resume ``task`` if asked, run its steps with logs and checkpoints, export at the end."""
+    output_dir = Path(config.output_dir)
     start = 0
     checkpoint_path = _resume_path(output_dir, resume, accelerator.is_main_process)
     if checkpoint_path is not None:
@@ -154,7 +170,6 @@ def train(
     if end == config.total_steps and is_main:
         task.export(output_dir / "final")
     accelerator.wait_for_everyone()
-    return output_dir
 
 
 def _resume_path(output_dir: Path, resume: bool | str | Path, report: bool) -> Path | None:

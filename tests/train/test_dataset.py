@@ -15,6 +15,7 @@ from PIL import Image
 from mordasr.train.dataset import (
     DegradeCollate,
     HRCropDataset,
+    PairStream,
     StepSampler,
     TrainingBatches,
     find_training_images,
@@ -159,3 +160,32 @@ def test_the_step_sampler_is_endless_unless_stopped() -> None:
     keys = list(islice(StepSampler(2, start=5), 3))
     assert keys == [[(5, 0), (5, 1)], [(6, 0), (6, 1)], [(7, 0), (7, 1)]]
     assert len(StepSampler(2, start=5, stop=9)) == 4
+
+
+def _stream(photos: list[Path], **options: object) -> PairStream:
+    dataset = HRCropDataset(photos, 32, batch_size=2, seed=3)
+    synthesis = DegradeCollate(["mordasr-mild", "mordasr-severe"], scale=4, seed=3)
+    return PairStream(dataset, synthesis, torch.device("cpu"), **options)
+
+
+def test_a_stream_asked_for_another_batch_restarts_there(photos: list[Path]) -> None:
+    in_order = _stream(photos)
+    straight = [in_order.pair(index) for index in range(6)]
+    jumping = _stream(photos, num_workers=1)
+    for index in (0, 5, 2):
+        lr, gt = jumping.pair(index)
+        assert torch.equal(lr, straight[index][0]) and torch.equal(gt, straight[index][1])
+    jumping.close()
+
+
+def test_pairs_synthesised_after_the_loader_equal_those_from_the_workers(
+    photos: list[Path],
+) -> None:
+    in_workers = _stream(photos, num_workers=2)
+    after_loader = _stream(photos, num_workers=2, in_workers=False)
+    for index in (0, 1, 4):
+        (lr_a, gt_a), (lr_b, gt_b) = in_workers.pair(index), after_loader.pair(index)
+        assert lr_a.shape == (2, 3, 8, 8)
+        assert torch.equal(lr_a, lr_b) and torch.equal(gt_a, gt_b)
+    in_workers.close()
+    after_loader.close()

@@ -218,6 +218,28 @@ def test_resumed_run_equals_an_uninterrupted_one(
             assert torch.equal(state["exp_avg"], b.optimizers[name]["state"][pid]["exp_avg"])
 
 
+def _streaming(assets: Path, out: Path, workers: int) -> TrainConfig:
+    data = _data(assets, out, total_steps=3, losses=ALL_LOSSES)
+    data["data"].update(streaming=True, num_workers=workers)
+    return from_dict(TrainConfig, data)
+
+
+def test_streamed_training_resumed_with_a_worker_equals_an_uninterrupted_run_without(
+    assets: Path, tmp_path: Path
+) -> None:
+    straight = train(_streaming(assets, tmp_path / "straight", 0), progress=False)
+    split = _streaming(assets, tmp_path / "split", 1)
+    train(split, stop_at=1, progress=False)
+    train(split, progress=False)
+    a = load_checkpoint(list_checkpoints(straight)[-1])
+    b = load_checkpoint(list_checkpoints(split.output_dir)[-1])
+    assert a.step == b.step == 3
+    for group in a.tensors:
+        for name, tensor in a.tensors[group].items():
+            assert torch.equal(tensor, b.tensors[group][name]), f"{group}/{name}"
+    assert {row["skipped_files"] for row in _log(straight)} == {"0"}
+
+
 def test_finished_run_exports_a_loadable_onestep_model(straight: Path) -> None:
     model = OneStepSR.from_pretrained(straight / "final")
     with torch.no_grad():
@@ -250,10 +272,10 @@ def test_gradient_accumulation_splits_the_step_into_micro_batches(
     task = _task(_config(assets, tmp_path / "accum", gradient_accumulation_steps=2))
     drawn, unsynced = [], []
     original, no_sync = task._draw, task.accelerator.no_sync
-    task._draw = lambda g: drawn.append(1) or original(g)
+    task._draw = lambda g, index: drawn.append(index) or original(g, index)
     task.accelerator.no_sync = lambda model: unsynced.append(model) or no_sync(model)
-    logs = task.train_step(0, step_generator(0, 0))
-    assert len(drawn) == 2
+    logs = task.train_step(1, step_generator(0, 1))
+    assert drawn == [2, 3]  # batch index = step x micro-batches per step + micro-batch
     assert np.isfinite(logs["l2"])
     # every update skips the gradient sync on all but its last micro-batch
     assert unsynced == [task.net_g, task.vsd.fake_unet, task.net_d]
@@ -306,6 +328,7 @@ def test_paper_config_holds_the_papers_hyperparameters() -> None:
     assert config.optim.lr == 5e-5
     assert config.data.batch_size * config.gradient_accumulation_steps == 16
     assert config.data.patch_size == 512 and model.scale == 4
+    assert config.data.streaming and config.data.num_workers > 0  # LSDIR does not fit in memory
     assert model.timestep == 999
     mor = model.unet_mor
     assert (mor.num_shared, mor.num_routed, mor.num_zero, mor.top_k) == (8, 32, 4, 8)

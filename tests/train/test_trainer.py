@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,8 @@ from mordasr.train.cli import apply_overrides
 from mordasr.train.config import ConfigError, TrainConfig, from_dict
 from mordasr.train.data import step_generator
 from mordasr.train.trainer import build_task, make_accelerator, train
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +272,115 @@ def test_warm_up_scales_every_optimisers_rate(assets: Path, tmp_path: Path) -> N
     assert task._set_lr(0) == pytest.approx(0.1)
     rates = {n: o.param_groups[0]["lr"] for n, o in task.optimizers.items()}
     assert rates == pytest.approx({"generator": 0.1, "discriminator": 0.05})
+
+
+def _streaming(assets: Path, out: Path, workers: int, **changes: object) -> TrainConfig:
+    """The tiny run of :func:`_config` fed by the streaming pipeline with ``workers`` workers."""
+    overrides = ["data.streaming=true", f"data.num_workers={workers}"]
+    return apply_overrides(_config(assets, out, **changes), overrides)
+
+
+def _same_checkpoints(a: Path, b: Path) -> None:
+    first, second = (
+        load_checkpoint(list_checkpoints(a)[-1]),
+        load_checkpoint(list_checkpoints(b)[-1]),
+    )
+    assert first.step == second.step
+    assert first.tensors.keys() == second.tensors.keys()
+    for group in first.tensors:
+        for name, tensor in first.tensors[group].items():
+            assert torch.equal(tensor, second.tensors[group][name]), f"{group}/{name}"
+
+
+def test_streamed_training_resumed_with_two_workers_equals_an_uninterrupted_run_without(
+    assets: Path, tmp_path: Path
+) -> None:
+    losses = {"l1": 1.0, "gan": 0.1, "balance": 0.01}
+    changes = {"losses": losses, "gradient_accumulation_steps": 2}
+    straight = train(_streaming(assets, tmp_path / "straight", 0, **changes), progress=False)
+    split_cfg = _streaming(assets, tmp_path / "split", 2, **changes)
+    train(split_cfg, stop_at=2, progress=False)
+    train(split_cfg, progress=False)
+    _same_checkpoints(straight, Path(split_cfg.output_dir))
+    with (straight / "log.csv").open() as fh:
+        assert {row["skipped_files"] for row in csv.DictReader(fh)} == {"0"}
+
+
+def test_a_corrupt_training_file_is_skipped_and_counted_in_the_log(
+    assets: Path, tmp_path: Path
+) -> None:
+    photos = shutil.copytree(assets / "hr", tmp_path / "hr")
+    (photos / "3.png").write_bytes(b"not a png")
+    cfg = _streaming(assets, tmp_path / "run", 1, total_steps=2, losses={"l1": 1.0})
+    cfg = apply_overrides(cfg, [f"data.hr_dirs=[{photos}]"])
+    with pytest.warns(UserWarning, match="skipped unreadable training file"):
+        out = train(cfg, progress=False)
+    with (out / "log.csv").open() as fh:
+        assert [row["skipped_files"] for row in csv.DictReader(fh)][-1] == "1"
+    assert (out / "final" / "mor_adapter.safetensors").is_file()
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_hr_dirs_may_name_file_lists(assets: Path, tmp_path: Path, streaming: bool) -> None:
+    listing = tmp_path / "train.txt"
+    listing.write_text(f"{assets / 'hr' / '2.png'}\n{assets / 'hr' / '0.png'}\n")
+    cfg = _config(assets, tmp_path / "run", losses={"l1": 1.0})
+    cfg = apply_overrides(cfg, [f"data.hr_dirs=[{listing}]", f"data.streaming={streaming}"])
+    task = build_task(cfg, make_accelerator(cfg, cpu=True))
+    files = task.stream.dataset.files if streaming else task.sampler.files
+    assert list(map(str, files)) == [str(assets / "hr" / "2.png"), str(assets / "hr" / "0.png")]
+
+
+def test_a_pool_is_synthesised_from_the_streams_first_batches(assets: Path, tmp_path: Path) -> None:
+    cfg = _streaming(assets, tmp_path / "pool", 1, losses={"l1": 1.0})
+    cfg.data.pool_size = 4
+    cfg.model.cache_trunk = True
+    cfg.model.mor.target_modules = r"conv_(body|up1|up2|hr|last)"
+    task = build_task(cfg, make_accelerator(cfg, cpu=True))
+    assert task.pool["hidden"].shape[0] == 4
+    first, second = task.stream.pair(0), task.stream.pair(1)
+    assert torch.equal(task.pool["gt"], torch.cat([first[1], second[1]]))
+    assert torch.equal(task.pool["lr"], torch.cat([first[0], second[0]]))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_refuse_the_cached_trunk_in_one_line(assets: Path, tmp_path: Path) -> None:
+    cfg = _config(assets, tmp_path / "ddp", losses={"l1": 1.0})
+    cfg.data.pool_size = 4
+    cfg.model.cache_trunk = True
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    port = str(_free_port())
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mordasr.cli", "train", str(config), "--cpu"],
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "OMP_NUM_THREADS": "1",
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "LOCAL_WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    results = [process.communicate(timeout=120) for process in processes]
+    for process, (_, err) in zip(processes, results, strict=True):
+        assert process.returncode == 1, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert "model.cache_trunk" in lines[0] and "2 processes" in lines[0]
+        assert "model.cache_trunk: false" in lines[0]
+    assert not list_checkpoints(cfg.output_dir)

@@ -1,10 +1,11 @@
 """What the built-in tasks share: degraded training pairs, warm-up, accumulation, EMA export.
 
 Both tasks train MoR adapters on LR/HR pairs synthesised on the fly from clean HR patches and
-scored by a frozen degradation estimator. :class:`MoRTask` owns that data path (optionally a
-fixed, seeded pool), the learning-rate warm-up of every optimiser, the one gradient-accumulation
-rule, zero-expert logging, the checkpointed state common to both (EMA, discriminator) and the
-export with the EMA weights swapped in. A task adds its networks and its updates.
+scored by a frozen degradation estimator. :class:`MoRTask` owns that data path (the in-memory
+sampler or the streaming pipeline, ``data.streaming``; optionally a fixed, seeded pool), the
+learning-rate warm-up of every optimiser, the one gradient-accumulation rule, zero-expert
+logging, the checkpointed state common to both (EMA, discriminator) and the export with the EMA
+weights swapped in. A task adds its networks and its updates.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mordasr.degrade import degrade, resolve_config
 from mordasr.mor import mor_layers, routing
 from mordasr.train.config import ConfigError, TrainConfig
 from mordasr.train.data import PatchSampler, find_images, step_generator
+from mordasr.train.dataset import DegradeCollate, HRCropDataset, PairStream, find_training_images
 from mordasr.train.ema import EMA
 from mordasr.train.task import TrainTask
 
@@ -57,27 +59,56 @@ class MoRTask(TrainTask):
         self.weights = {k: float(v) for k, v in asdict(config.losses).items() if float(v) != 0.0}
         """The non-zero loss weights by name."""
         self.pool: dict[str, Tensor] | None = None
+        self.sampler: PatchSampler | None = None
+        """The in-memory HR patch sampler (without ``data.streaming``)."""
+        self.stream: PairStream | None = None
+        """The streaming pairs (with ``data.streaming``)."""
 
     # Data -------------------------------------------------------------------------------------
     def setup_data(self, scale: int) -> None:
-        """The degradation presets (synthesised at ``scale``) and the HR patch sampler."""
+        """The degradation presets (synthesised at ``scale``) and the HR patch sampler or, with
+        ``data.streaming``, this process's stream of pairs (nothing is read yet)."""
         self.scale = scale
         self.degradations = [resolve_config(name) for name in self.config.degradation.presets]
         data = self.config.data
         try:
-            files = find_images(data.hr_dirs, data.max_images)
+            files = training_files(data.hr_dirs, data.max_images)
         except FileNotFoundError as error:
             raise ConfigError(f"data.hr_dirs: {error}") from None
-        self.sampler = PatchSampler(files, data.patch_size, data.augment)
+        if not data.streaming:
+            self.sampler = PatchSampler(files, data.patch_size, data.augment)
+            return
+        process, processes = self.accelerator.process_index, self.accelerator.num_processes
+        self.require(
+            len(files) >= processes,
+            f"data.hr_dirs: {len(files)} image(s) cannot feed {processes} processes",
+        )
+        seed = self.config.seed
+        dataset = HRCropDataset(
+            files, data.patch_size, data.batch_size, data.augment, seed, process, processes
+        )
+        synthesis = DegradeCollate(self.config.degradation.presets, scale, seed, process)
+        self.stream = PairStream(
+            dataset, synthesis, self.device, data.num_workers, data.prefetch_factor
+        )
 
     def setup_pool(self) -> None:
         """Synthesise the fixed pool when ``data.pool_size`` asks for one."""
         if self.config.data.pool_size:
             self.pool = self._make_pool(self.config.data.pool_size)
 
+    def _pair(self, generator: torch.Generator, index: int) -> tuple[Tensor, Tensor]:
+        """LR inputs and ground truths of one batch: batch ``index`` of the stream when
+        streaming, drawn with ``generator`` from the in-memory sampler otherwise."""
+        if self.stream is not None:
+            return self.stream.pair(index)
+        return self._batch(generator)
+
     def _batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """HR patches degraded on the fly; with several presets the batch is split evenly
-        between them (e.g. the paper's mild and severe degradations side by side)."""
+        """HR patches of the in-memory sampler degraded on the fly; with several presets the
+        batch is split evenly between them (e.g. the paper's mild and severe degradations side
+        by side)."""
+        assert self.sampler is not None
         hr = self.sampler.sample(self.config.data.batch_size, generator).to(self.device)
         lrs, gts = [], []
         for chunk, preset in zip(
@@ -100,21 +131,26 @@ class MoRTask(TrainTask):
 
     @torch.no_grad()
     def _make_pool(self, size: int) -> dict[str, Tensor]:
-        """Synthesise ``size`` pairs once (seeded), to draw batches from."""
+        """Synthesise ``size`` pairs once (seeded; when streaming, the stream's first batches),
+        to draw batches from."""
         generator = step_generator(self.config.seed, 0, POOL_STREAM)
         parts: dict[str, list[Tensor]] = {}
         with tqdm(total=size, desc="synthesising pool", unit="pair", leave=False) as bar:
+            index = 0
             while bar.n < size:
-                items = self._pool_items(*self._batch(generator))
+                items = self._pool_items(*self._pair(generator, index))
+                index += 1
                 for key, value in items.items():
                     parts.setdefault(key, []).append(value)
                 bar.update(items["lr"].shape[0])
+        self.close()  # training draws from the pool only
         return {key: torch.cat(values)[:size] for key, values in parts.items()}
 
-    def _draw(self, generator: torch.Generator) -> dict[str, Tensor]:
-        """One batch: from the pool when there is one, freshly synthesised otherwise."""
+    def _draw(self, generator: torch.Generator, index: int = 0) -> dict[str, Tensor]:
+        """Batch ``index`` of the run (``step * gradient_accumulation_steps + micro-batch``):
+        from the pool when there is one, freshly synthesised otherwise."""
         if self.pool is None:
-            return self._scored(*self._batch(generator))
+            return self._scored(*self._pair(generator, index))
         size = self.pool["lr"].shape[0]
         picks = torch.randint(size, (self.config.data.batch_size,), generator=generator)
         return {key: value[picks.to(value.device)] for key, value in self.pool.items()}
@@ -200,13 +236,21 @@ class MoRTask(TrainTask):
 
     def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
         rate = self._set_lr(step)
-        batches = [self._draw(generator) for _ in range(self.config.gradient_accumulation_steps)]
+        count = self.config.gradient_accumulation_steps
+        batches = [self._draw(generator, step * count + micro) for micro in range(count)]
         logs: dict[str, float] = {}
         self._updates(batches, generator, logs)
         logs["zero_experts"] = self._mean_zero_experts()
         logs["lr"] = rate
         logs["processes"] = float(self.accelerator.num_processes)
+        if self.stream is not None:
+            logs["skipped_files"] = float(len(self.stream.skipped_files))
         return logs
+
+    def close(self) -> None:
+        """Stop the stream's loader workers, if any."""
+        if self.stream is not None:
+            self.stream.close()
 
     @abstractmethod
     def _updates(
@@ -265,6 +309,16 @@ class MoRTask(TrainTask):
         """The loadable model with the EMA weights (if kept) in place of the last iterate."""
         with self.ema.swapped_in() if self.ema is not None else nullcontext():
             return self.save_model(directory)
+
+
+def training_files(sources: Sequence[str], max_images: int | None = None) -> list[Path]:
+    """The images of ``data.hr_dirs``, optionally the first ``max_images``: folders alone are
+    searched together and sorted (:func:`~mordasr.train.data.find_images`); with a file list
+    among them, each source in turn (:func:`~mordasr.train.dataset.find_training_images`)."""
+    if all(Path(source).is_dir() for source in sources):
+        return find_images(sources, max_images)
+    files = find_training_images(sources)
+    return files[:max_images] if max_images else files
 
 
 def named_optimizers(

@@ -11,8 +11,9 @@ degradation estimator and runs three alternating updates, each with its own opti
 3. **discriminator** heads: hinge loss, HR latents vs the detached x0 latents of step 1.
 
 A step is one update of each network; ``gradient_accumulation_steps`` micro-batches are summed
-per update (DDP gradients are synchronised on the last one only). Randomness (crops,
-degradations, timesteps, noise) comes from the step's generator, so resuming is exact.
+per update (DDP gradients are synchronised on the last one only). Randomness (timesteps, noise,
+and the in-memory sampler's crops and degradations) comes from the step's generator, the
+streaming pipeline's from (seed, batch, process), so resuming is exact.
 """
 
 from __future__ import annotations

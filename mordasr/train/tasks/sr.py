@@ -67,6 +67,12 @@ class RealESRGANMoRTask(MoRTask):
         mor, self.degradation_aware = adapter_layout(options)
         self.spec = options.spec
         self.require(
+            not options.cache_trunk or accelerator.num_processes == 1,
+            f"model.cache_trunk: runs the adapted blocks outside the DDP wrapper, so "
+            f"{accelerator.num_processes} processes would not average their gradients; set "
+            f"model.cache_trunk: false (and data.pool_size: 0) or train in one process",
+        )
+        self.require(
             not options.cache_trunk or config.data.pool_size > 0,
             "model.cache_trunk: needs data.pool_size > 0 (a fixed pool)",
         )
@@ -107,7 +113,7 @@ class RealESRGANMoRTask(MoRTask):
         if saved.is_file():
             return MoRConfig.from_dict(json.loads(saved.read_text()))
         samples = [
-            self._batch(step_generator(self.config.seed, 0, 10_000 + i))
+            self._pair(step_generator(self.config.seed, 0, 10_000 + i), i)
             for i in range(options.batches)
         ]
 
