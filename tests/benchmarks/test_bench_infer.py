@@ -4,12 +4,13 @@ differences, and a tiny end-to-end run with every candidate row."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
-from script_loader import load_script
+from script_loader import loaded_script
 from tiny_models import tiny_mor_model
 
 XEON_FLAGS = "flags\t\t: fpu sse sse2 avx fma avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16"
@@ -17,8 +18,9 @@ AVX2_FLAGS = "flags\t\t: fpu sse sse2 avx fma avx2"
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    return load_script("bench_infer")
+def bench() -> Iterator[ModuleType]:
+    with loaded_script("bench_infer") as module:
+        yield module
 
 
 def test_peak_rule_counts_16_fp32_lanes_with_avx512f(bench: ModuleType) -> None:

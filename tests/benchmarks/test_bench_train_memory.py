@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from script_loader import loaded_script
 
 from mordasr.train.cli import apply_overrides
 from mordasr.train.config import TrainConfig
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train_memory.py"
-
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    """The script as a module (its folder on the path while it loads: it imports bench_data)."""
-    spec = importlib.util.spec_from_file_location("bench_train_memory", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_train_memory"] = module
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec.loader.exec_module(module)
+    with loaded_script("bench_train_memory") as module:
         yield module
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-        del sys.modules["bench_train_memory"]
 
 
 @pytest.mark.parametrize(("streaming", "workers"), [(True, 2), (False, 0)])

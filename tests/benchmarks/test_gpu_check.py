@@ -6,7 +6,6 @@ shapes, so the script cannot rot between the rare sessions that have a device.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from script_loader import loaded_script
 
 pytest.importorskip("diffusers")
 
@@ -36,18 +36,8 @@ ISSUE_PARTS = {
 
 @pytest.fixture(scope="module")
 def gpu_check() -> Iterator[ModuleType]:
-    """The script as a module (its folder on the path while it loads: it imports bench_sd)."""
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # its dataclasses look their module up while built
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec.loader.exec_module(module)
+    with loaded_script("gpu_check") as module:
         yield module
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-        del sys.modules["gpu_check"]
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -10,13 +11,14 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from script_loader import load_script
+from script_loader import loaded_script
 from tiny_models import photo, tiny_backbone
 
 
 @pytest.fixture(scope="module")
-def study() -> ModuleType:
-    return load_script("study")
+def study() -> Iterator[ModuleType]:
+    with loaded_script("study") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,12 @@ list, each file done exactly once."""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from launch_helpers import accelerate_launch
 from PIL import Image
 
 from mordasr.cli import main
@@ -56,47 +53,12 @@ def test_a_malformed_shard_is_refused_in_one_line(
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_accelerate_launch_splits_the_inputs_between_its_processes(
     folder: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",  # with no visible GPU: two CPU processes
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        "-m",
-        "mordasr.cli",
-        "upscale",
-        str(folder),
-        "-o",
-        str(out),
-        "--model",
-        "bicubic",
-    ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    upscale = ["upscale", str(folder), "-o", str(out), "--model", "bicubic"]
+    result = accelerate_launch(upscale, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in folder.iterdir())
     shares = dict(re.findall(r"share (\d/2): (\d+) upscaled, 0 skipped", result.stdout))

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +13,7 @@ import pytest
 import torch
 import yaml
 from accelerate.state import AcceleratorState
+from launch_helpers import accelerate_launch
 from PIL import Image
 
 from mordasr.mor import mor_layers, mor_named_parameters
@@ -287,31 +285,7 @@ def test_two_processes_train_through_accelerate(assets: Path, tmp_path: Path) ->
     data["data"]["batch_size"] = 1
     config_path = tmp_path / "ddp.yaml"
     config_path.write_text(yaml.safe_dump(data))
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT),
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",  # with no visible GPU: two CPU processes over gloo
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "mordasr.cli",
-        "train",
-        str(config_path),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = accelerate_launch(["train", str(config_path)], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _log(out)
     assert [int(r["step"]) for r in rows] == [1, 2]

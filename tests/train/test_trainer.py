@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from launch_helpers import free_port
 from PIL import Image
 
 from mordasr.degrade import PRESETS
@@ -343,19 +343,13 @@ def test_a_pool_is_synthesised_from_the_streams_first_batches(assets: Path, tmp_
     assert torch.equal(task.pool["lr"], torch.cat([first[0], second[0]]))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_processes_refuse_the_cached_trunk_in_one_line(assets: Path, tmp_path: Path) -> None:
     cfg = _config(assets, tmp_path / "ddp", losses={"l1": 1.0})
     cfg.data.pool_size = 4
     cfg.model.cache_trunk = True
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
-    port = str(_free_port())
+    port = str(free_port())
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "mordasr.cli", "train", str(config), "--cpu"],
