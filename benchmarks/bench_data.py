@@ -52,20 +52,22 @@ def generate_photos(folder: Path, count: int, width: int, height: int) -> list[P
 
 
 class PeakMemory:
-    """The largest PSS sum of this process and its children while the block runs."""
+    """The largest PSS sum of a process (``pid``; default this one) and its descendants while
+    the block runs."""
 
-    def __init__(self, interval: float = 0.1) -> None:
+    def __init__(self, pid: int | None = None, interval: float = 0.1) -> None:
+        self.root = psutil.Process(pid)
         self.interval = interval
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _sample(self) -> int:
-        me = psutil.Process()
-        total = me.memory_full_info().pss
-        for child in me.children(recursive=True):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += child.memory_full_info().pss
+        total = 0
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for process in [self.root, *self.root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    total += process.memory_full_info().pss
         return total
 
     def _watch(self) -> None:

@@ -20,19 +20,16 @@ the same runs on the in-memory sampler, which keeps every image it has read.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil
-from bench_data import generate_photos
+from bench_data import PeakMemory, generate_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "realesrgan_mor.yaml"
@@ -78,36 +75,6 @@ def max_rss_kib(time_report: str) -> int:
     return int(found.group(1))
 
 
-class TreePss:
-    """The largest PSS sum of a process and its descendants, sampled while it runs."""
-
-    def __init__(self, pid: int, interval: float = 0.2) -> None:
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> int:
-        total = 0
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for process in [self.root, *self.root.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                    total += process.memory_full_info().pss
-        return total
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            time.sleep(self.interval)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
 @dataclass
 class Run:
     """One measured training run."""
@@ -136,9 +103,9 @@ def measure(
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    pss = TreePss(process.pid)
-    stdout, stderr = process.communicate()
-    peak = pss.stop()
+    with PeakMemory(process.pid, interval=0.2) as pss:
+        stdout, stderr = process.communicate()
+    peak = pss.peak
     wall = time.perf_counter() - tic
     if process.returncode != 0:
         raise RuntimeError(
