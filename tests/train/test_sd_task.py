@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from accelerate.state import AcceleratorState
+from checkpoint_helpers import assert_same_tensors
 from launch_helpers import accelerate_launch
 from PIL import Image
 
@@ -205,9 +206,7 @@ def test_resumed_run_equals_an_uninterrupted_one(
     assert (
         a.tensors.keys() == b.tensors.keys() == {"adapter", "ema", "variational", "discriminator"}
     )
-    for group in a.tensors:
-        for name, tensor in a.tensors[group].items():
-            assert torch.equal(tensor, b.tensors[group][name]), f"{group}/{name}"
+    assert_same_tensors(a, b)
     assert (
         a.optimizers.keys() == b.optimizers.keys() == {"generator", "variational", "discriminator"}
     )
@@ -232,9 +231,7 @@ def test_streamed_training_resumed_with_a_worker_equals_an_uninterrupted_run_wit
     a = load_checkpoint(list_checkpoints(straight)[-1])
     b = load_checkpoint(list_checkpoints(split.output_dir)[-1])
     assert a.step == b.step == 3
-    for group in a.tensors:
-        for name, tensor in a.tensors[group].items():
-            assert torch.equal(tensor, b.tensors[group][name]), f"{group}/{name}"
+    assert_same_tensors(a, b)
     assert {row["skipped_files"] for row in _log(straight)} == {"0"}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from checkpoint_helpers import assert_same_tensors
 from launch_helpers import free_port
 from PIL import Image
 
@@ -87,9 +88,7 @@ def test_resumed_run_equals_an_uninterrupted_one(assets: Path, tmp_path: Path) -
     b = load_checkpoint(list_checkpoints(split_cfg.output_dir)[-1])
     assert a.step == b.step == 4
     assert a.tensors.keys() == b.tensors.keys() == {"adapter", "ema", "discriminator"}
-    for group in a.tensors:
-        for name, tensor in a.tensors[group].items():
-            assert torch.equal(tensor, b.tensors[group][name]), f"{group}/{name}"
+    assert_same_tensors(a, b)
     for name in a.optimizers:
         state_a, state_b = a.optimizers[name]["state"], b.optimizers[name]["state"]
         for pid in state_a:
@@ -225,9 +224,7 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_previous_one_and_ends_eq
     a = load_checkpoint(list_checkpoints(straight)[-1])
     b = load_checkpoint(list_checkpoints(split_cfg.output_dir)[-1])
     assert a.step == b.step == 4
-    for group in a.tensors:
-        for name, tensor in a.tensors[group].items():
-            assert torch.equal(tensor, b.tensors[group][name]), f"{group}/{name}"
+    assert_same_tensors(a, b)
     with (Path(split_cfg.output_dir) / "log.csv").open() as fh:
         assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]
 
