@@ -555,7 +555,8 @@ def _run(args: argparse.Namespace) -> int:
             upscaler.end_file(tally.failures[-1][1] if tally.failed > failed else None)
     except KeyboardInterrupt:
         _close(bars)
-        print(tally.summary(scan, out_dir, True, shard, first), file=sys.stderr)
+        summary = tally.summary(scan, out_dir, interrupted=True, shard=shard, left_out=first)
+        print(summary, file=sys.stderr)
         return 130
     summary = tally.summary(scan, out_dir, shard=shard, left_out=first)
     if tally.failures:
