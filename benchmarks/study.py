@@ -133,7 +133,6 @@ def _center_crop(image: torch.Tensor, crop: int, multiple: int) -> torch.Tensor:
     return image[..., top : top + side_h, left : left + side_w]
 
 
-@torch.no_grad()
 def routing_effects(model: MoRSuperResolver, images: list[tuple[str, torch.Tensor]]) -> dict:
     """Real experts kept for mild vs severe images, and the output change of every mild image
     routed with its severe version's scores (``|diff|`` in 8-bit levels over all pixels)."""
@@ -144,19 +143,13 @@ def routing_effects(model: MoRSuperResolver, images: list[tuple[str, torch.Tenso
     mild = analysis.analyse_set("mordasr-mild", images, mild_fn, route)
     severe = analysis.analyse_set("mordasr-severe", images, severe_fn, route)
     comparison = analysis.compare_sets(mild, severe)
-    changes = []
-    for index, (_, hr) in enumerate(images):
-        lr_mild, lr_severe = mild_fn(hr, index), severe_fn(hr, index)
-        own = model(lr_mild).clamp(0, 1)
-        swapped = model(lr_mild, scores=model.route_input(lr_severe)).clamp(0, 1)
-        changes.append(((swapped - own).abs() * 255).flatten())
-    change = torch.cat(changes).double()
+    change = analysis.swap_change(model, images, mild_fn, severe_fn)
     return {
         "real_experts": comparison["mean_real_experts"],
         "mean_severity": comparison["mean_severity"],
         "score_cosine": comparison["score_cosine"],
-        "swap_change_mean": float(change.mean()),
-        "swap_change_p99": float(torch.quantile(change, 0.99)),
+        "swap_change_mean": change["mean"],
+        "swap_change_p99": change["p99"],
     }
 
 

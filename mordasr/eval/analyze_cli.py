@@ -106,6 +106,7 @@ def report_text(summary: dict[str, Any], command: str) -> str:
         f"{cmp['mean_severity'][severe]:.3f} (`{severe}`); cosine of their mean score vectors "
         f"{cmp['score_cosine']:.3f}.{'' if summary['router_bias'] else NO_BIAS_NOTE}",
         "",
+        *swap_lines(summary),
         f"Correlation of severity and real experts kept, over all {summary['points']} routed "
         f"images of every set: Pearson r = {summary['pearson_severity_real_experts']:.3f}.",
         "",
@@ -136,6 +137,20 @@ def report_text(summary: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
+def swap_lines(summary: dict[str, Any]) -> list[str]:
+    """The report's paragraph on how much routing moves the output (empty when not measured)."""
+    swap = summary.get("swap_change")
+    if swap is None:
+        return []
+    cmp = summary["comparison"]
+    return [
+        f"Routing each `{cmp['mild']}` image with its `{cmp['severe']}` version's scores instead "
+        f"of its own changes its output by {swap['mean']:.2f}/255 on average and "
+        f"{swap['p99']:.2f}/255 at the 99th percentile of all pixels.",
+        "",
+    ]
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this analysis, every option spelled out."""
     presets = " ".join(f"--preset {p}" for p in args.preset or DEFAULT_PRESETS)
@@ -150,11 +165,16 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def analyse(
-    args: argparse.Namespace, route: analysis.RouteFn, scale: int, router_bias: bool = False
+    args: argparse.Namespace,
+    route: analysis.RouteFn,
+    scale: int,
+    router_bias: bool = False,
+    model: analysis.Rerouting | None = None,
 ) -> dict[str, Any]:
     """Route every set, write the tables, figures, summary and report; returns the summary.
     ``router_bias``: whether the model's routers have a bias (the report explains a missing
-    severity effect differently then)."""
+    severity effect differently then). With ``model``, also measure how much the mildest set's
+    outputs change when routed with the most severe set's inputs (:func:`analysis.swap_change`)."""
     files = list_images(args.images)[: args.max_images]
     if not files:
         raise ValueError(f"no images in {args.images}")
@@ -207,6 +227,10 @@ def analyse(
         "comparison": analysis.compare_sets(severity_sets[0], severity_sets[-1]),
         "pearson_severity_real_experts": analysis.severity_correlation(list(sets.values())),
     }
+    if model is not None:
+        summary["swap_change"] = analysis.swap_change(
+            model, images, degradations[presets[0]], degradations[presets[-1]], args.seed, True
+        )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report_text(summary, command_line(args)))
     return summary
@@ -266,14 +290,16 @@ def run(args: argparse.Namespace) -> int:
             layer.router is not None and layer.router.gate.bias is not None
             for _, layer in mor_layers(network)
         )
-        summary = analyse(args, route, int(model.scale), router_bias=biased)
+        summary = analyse(args, route, int(model.scale), router_bias=biased, model=model)
     except (ValueError, NotADirectoryError) as error:
         return fail(error)
     cmp = summary["comparison"]
     real = cmp["mean_real_experts"]
+    swap = summary["swap_change"]
     print(
         f"{cmp['severe']}: {real[cmp['severe']]:.3f} real experts per layer, "
         f"{cmp['mild']}: {real[cmp['mild']]:.3f} (difference {cmp['difference']:+.3f}); "
+        f"{cmp['mild']} routed as {cmp['severe']}: output change p99 {swap['p99']:.2f}/255; "
         f"wrote {args.output} in {time.perf_counter() - start:.1f} s"
     )
     return 0

@@ -48,6 +48,20 @@ def severity_from_scores(scores: Tensor, reduce: SeverityReduce = "mean") -> Ten
     raise ValueError(f"unknown reduce {reduce!r}")
 
 
+def calibrate_severity(severity: Tensor, severity_range: tuple[float, float]) -> Tensor:
+    """Map ``severity_range = (lo, hi)`` linearly onto [0, 1], clamped: ``lo`` and below count as
+    clean, ``hi`` and above as worst. ``(0, 1)`` leaves the severity as it is (the paper).
+
+    An estimator whose training images all fall in a narrow band (the mild and severe presets
+    average 0.37 and 0.45 with the v2 estimator) would otherwise weight zero experts almost alike
+    for every image, and the degradation-aware loss could not tell them apart.
+    """
+    lo, hi = severity_range
+    if (lo, hi) == (0.0, 1.0):
+        return severity
+    return ((severity - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
 def dispatch_fraction(indices: Tensor, num_slots: int) -> Tensor:
     """``f``: (N,) share of the batch's kept slots that went to each slot; sums to 1."""
     counts = torch.zeros(num_slots, device=indices.device, dtype=torch.float32)

@@ -81,6 +81,10 @@ class MoRConfig:
     renormalize_gates: bool = False
     """Renormalise the kept gates to sum to 1. The paper's eq. 9 keeps the raw softmax values of
     the top-k slots (no renormalisation), which is the default."""
+    gate_scale: float = 1.0
+    """Multiplies the kept gates (after any renormalisation), like DeepSeek's routed scaling
+    factor. 1 is the paper's eq. 9; with ``renormalize_gates`` and ``gate_scale = top_k`` a kept
+    expert starts out weighing like a shared rank (:func:`mordasr.mor.router.keep_top_k`)."""
     conv_variant: ConvVariant = "kxk_1x1"
     """Convolution factorisation: ``"kxk_1x1"`` puts the kernel in A (in -> r, k x k) and a 1x1 B
     (r -> out), as peft does; ``"1x1_kxk"`` is AdaptSR's variant, 1x1 A and k x k B."""
@@ -90,6 +94,11 @@ class MoRConfig:
     severity_reduce: SeverityReduce = "mean"
     """How the degradation-aware balance loss reduces the score vector to one severity ``s``:
     the mean of all dimensions, the first ("overall quality") dimension, or the maximum."""
+    severity_range: tuple[float, float] = (0.0, 1.0)
+    """Severities the degradation-aware balance loss maps onto [0, 1]: ``(lo, hi)`` with ``lo``
+    and below as clean and ``hi`` and above as worst
+    (:func:`mordasr.mor.balance.calibrate_severity`). ``(0, 1)`` is the paper; a narrow band of
+    training severities needs a narrower range."""
     layer_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-layer sizes, like peft's ``rank_pattern``: module name (exact, dotted suffix or a
     regular expression matching the whole name) -> fields to change for that layer, e.g.
@@ -117,6 +126,11 @@ class MoRConfig:
             raise ValueError(f"unknown router_scores {self.router_scores!r}")
         if self.severity_reduce not in ("mean", "overall", "max"):
             raise ValueError(f"unknown severity_reduce {self.severity_reduce!r}")
+        if not self.gate_scale > 0:
+            raise ValueError("gate_scale must be > 0")
+        lo, hi = self.severity_range = tuple(float(v) for v in self.severity_range)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError("severity_range must be (lo, hi) with 0 <= lo < hi <= 1")
 
     @classmethod
     def lora(cls, rank: int, **kwargs: Any) -> MoRConfig:

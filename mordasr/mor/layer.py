@@ -145,6 +145,7 @@ class MoRLayer(nn.Module):
                 renormalize=config.renormalize_gates,
                 bias=config.router_bias,
                 scores=config.router_scores,
+                gate_scale=config.gate_scale,
             ).to(device=weight.device, dtype=weight.dtype)
         self.shared_merged = False
         self._scores: Tensor | None = None

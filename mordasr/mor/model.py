@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from mordasr.mor.balance import load_balance_loss, severity_from_scores
+from mordasr.mor.balance import calibrate_severity, load_balance_loss, severity_from_scores
 from mordasr.mor.config import MoRConfig
 from mordasr.mor.layer import MoRConv2d, MoRLayer, MoRLinear
-from mordasr.mor.router import Routing, transform_scores
+from mordasr.mor.router import Routing, keep_top_k, transform_scores
 
 CONFIG_NAME = "mor_config.json"
 WEIGHTS_NAME = "mor_adapter.safetensors"
@@ -103,6 +103,7 @@ def prefold_routed(model: nn.Module) -> None:
             router.top_k,
             router.num_real,
             router.renormalize,
+            router.gate_scale,
             router.score_transform,
         )
         groups.setdefault((id(scores), *shape), []).append(layer)
@@ -116,9 +117,7 @@ def prefold_routed(model: nn.Module) -> None:
         if first.gate.bias is not None:
             logits = logits + torch.stack([layer.router.gate.bias.float() for layer in layers])
         probs = torch.softmax(logits, dim=-1)
-        gates, indices = torch.topk(probs, first.top_k, dim=-1)
-        if first.renormalize:
-            gates = gates / gates.sum(dim=-1, keepdim=True)
+        gates, indices = keep_top_k(probs, first.top_k, first.renormalize, first.gate_scale)
         real = indices < first.num_real
         fold_gates = torch.where(real, gates, torch.zeros_like(gates))
         fold_indices = torch.where(real, indices, torch.zeros_like(indices))
@@ -280,7 +279,10 @@ def balance_loss(
         severity = None
         if degradation_aware:
             scores = layer.scores if severity_scores is None else severity_scores
-            severity = severity_from_scores(scores.float(), layer.config.severity_reduce)
+            severity = calibrate_severity(
+                severity_from_scores(scores.float(), layer.config.severity_reduce),
+                layer.config.severity_range,
+            )
         losses.append(load_balance_loss(r.probs, r.indices, r.num_real, alpha, severity))
     if not losses:
         return torch.zeros(())

@@ -37,6 +37,25 @@ def transform_scores(scores: Tensor, kind: ScoreTransform) -> Tensor:
     raise ValueError(f"unknown score transform {kind!r}; choose one of {list(SCORE_TRANSFORMS)}")
 
 
+def keep_top_k(
+    probs: Tensor, top_k: int, renormalize: bool = False, gate_scale: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """The kept ``(gates, indices)`` of (..., N) router probabilities, largest first.
+
+    ``renormalize`` makes the kept gates sum to 1; ``gate_scale`` then multiplies them (DeepSeek's
+    routed scaling factor). The paper's eq. 9 is neither: each kept gate is its softmax value,
+    about ``1/N`` at initialisation, so a routed rank starts ``N`` times weaker than a shared one
+    and learns ``N^2`` times slower in output space. With ``renormalize`` and ``gate_scale =
+    top_k`` a kept expert starts out weighing like a shared rank.
+    """
+    gates, indices = torch.topk(probs, top_k, dim=-1)
+    if renormalize:
+        gates = gates / gates.sum(dim=-1, keepdim=True)
+    if gate_scale != 1.0:
+        gates = gates * gate_scale
+    return gates, indices
+
+
 @dataclass(frozen=True)
 class Routing:
     """One routing decision for a batch of images.
@@ -49,7 +68,8 @@ class Routing:
     indices: Tensor
     """(B, k) the kept slots, largest probability first."""
     gates: Tensor
-    """(B, k) gate value of each kept slot (the softmax value, renormalised if configured)."""
+    """(B, k) gate value of each kept slot (the softmax value, renormalised and scaled if
+    configured, see :func:`keep_top_k`)."""
     num_real: int
     """Number of real experts among the N slots."""
 
@@ -92,10 +112,13 @@ class Router(nn.Module):
         renormalize: bool = False,
         bias: bool = False,
         scores: ScoreTransform = "raw",
+        gate_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if not 1 <= top_k <= num_slots:
             raise ValueError("top_k must lie in [1, num_slots]")
+        if not gate_scale > 0:
+            raise ValueError("gate_scale must be > 0")
         if scores not in SCORE_TRANSFORMS:
             raise ValueError(
                 f"unknown score transform {scores!r}; choose one of {SCORE_TRANSFORMS}"
@@ -108,6 +131,7 @@ class Router(nn.Module):
         self.num_real = num_real
         self.top_k = top_k
         self.renormalize = renormalize
+        self.gate_scale = gate_scale
 
     def forward(self, scores: Tensor) -> Routing:
         """Route a (B, score_dim) batch of degradation scores."""
@@ -119,7 +143,5 @@ class Router(nn.Module):
         if self.gate.bias is not None:
             logits = logits + self.gate.bias.float()
         probs = torch.softmax(logits, dim=-1)
-        gates, indices = torch.topk(probs, self.top_k, dim=-1)
-        if self.renormalize:
-            gates = gates / gates.sum(dim=-1, keepdim=True)
+        gates, indices = keep_top_k(probs, self.top_k, self.renormalize, self.gate_scale)
         return Routing(probs=probs, indices=indices, gates=gates, num_real=self.num_real)

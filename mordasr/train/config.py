@@ -92,6 +92,11 @@ class OptimConfig:
     """Linear learning-rate warm-up of every optimiser; the rates are then constant."""
     grad_clip: float | None = None
     """Clip the generator's gradient norm to this value (None: no clipping)."""
+    router_lr_scale: float = 1.0
+    """The routers' rate is ``lr * router_lr_scale``. A router has a few hundred weights that
+    must move far enough to reorder slots within a short run."""
+    routed_lr_scale: float = 1.0
+    """The routed experts' factors learn at ``lr * routed_lr_scale`` (shared ranks at ``lr``)."""
 
 
 @dataclass

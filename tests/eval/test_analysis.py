@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from mor_helpers import randomise
 from torch import Tensor, nn
 from toy_nets import small_conv_net
 
@@ -182,3 +183,24 @@ def test_score_cosine_is_one_when_severe_scores_are_mild_ones_scaled() -> None:
 def test_severity_correlation_is_positive_when_worse_images_keep_more_real_experts() -> None:
     s = hand_made_set("x", {"conv": [[3, 4], [0, 4], [0, 1]]})
     assert analysis.severity_correlation([s]) == pytest.approx(1.0)
+
+
+class _Rerouted(BrightnessScored):
+    """``BrightnessScored`` that upscales with given scores (here: returns the routed output)."""
+
+    def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
+        with routing(self.net, self.estimate(lr) if scores is None else scores):
+            return self.net(lr)
+
+
+def _brightened(by: float) -> analysis.DegradeFn:
+    return lambda hr, seed: (hr * by).clamp(0, 1)
+
+
+def test_swap_change_is_zero_when_both_versions_route_alike_and_positive_otherwise() -> None:
+    model = _Rerouted(randomise(routed_net()))
+    images = [("a", torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2)))]
+    same = analysis.swap_change(model, images, _brightened(0.3), _brightened(0.3))
+    assert same == {"mean": 0.0, "p99": 0.0}
+    other = analysis.swap_change(model, images, _brightened(0.3), _brightened(3.0))
+    assert 0 < other["mean"] <= other["p99"]

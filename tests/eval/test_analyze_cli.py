@@ -142,3 +142,10 @@ def test_the_no_bias_explanation_is_given_only_for_routers_without_bias(
     biased = tiny_mor_model(tmp_path / "models", router_bias=True)
     assert "A router without bias" not in _analyse(biased, setup[1], tmp_path / "biased")
     assert "A router without bias" in _analyse(setup[0], setup[1], tmp_path / "plain")
+
+
+def test_report_gives_how_much_rerouting_a_mild_image_changes_its_output(analysed: Path) -> None:
+    swap = json.loads((analysed / "summary.json").read_text())["swap_change"]
+    assert swap["mean"] > 0 and swap["p99"] >= 0
+    report = (analysed / "report.md").read_text()
+    assert f"{swap['mean']:.2f}/255 on average and {swap['p99']:.2f}/255 at the 99th" in report

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from mordasr.mor import load_balance_loss, severity_from_scores
-from mordasr.mor.balance import dispatch_fraction
+from mordasr.mor import (
+    MoRConfig,
+    balance_loss,
+    inject_mor,
+    load_balance_loss,
+    mor_layers,
+    routing,
+    severity_from_scores,
+)
+from mordasr.mor.balance import calibrate_severity, dispatch_fraction
 
 PROBS = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.4, 0.3, 0.2, 0.1]])
 
@@ -91,3 +100,35 @@ def test_standard_loss_treats_mild_and_severe_images_alike() -> None:
 def test_severity_reduces_the_score_vector(reduce: str, expected: list[float]) -> None:
     scores = torch.tensor([[0.1, 0.4, 0.7], [0.9, 0.3, 0.3]])
     assert torch.allclose(severity_from_scores(scores, reduce), torch.tensor(expected))
+
+
+def test_severity_range_maps_its_band_onto_zero_to_one() -> None:
+    severity = torch.tensor([0.2, 0.33, 0.41, 0.49, 0.8])
+    calibrated = calibrate_severity(severity, (0.33, 0.49))
+    torch.testing.assert_close(calibrated, torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+
+
+def test_the_full_severity_range_leaves_severity_unchanged() -> None:
+    severity = torch.tensor([0.2, 0.7])
+    assert torch.equal(calibrate_severity(severity, (0.0, 1.0)), severity)
+
+
+def test_the_balance_loss_uses_the_configured_severity_range() -> None:
+    # every slot is kept (top_k = num_routed), so the zero experts' weights always count
+    scores = torch.tensor([[0.40] * 7, [0.48] * 7])
+    losses = {}
+    for band in ((0.0, 1.0), (0.40, 0.48)):
+        torch.manual_seed(0)
+        config = MoRConfig(
+            target_modules="0", num_shared=1, num_routed=4, num_zero=2, top_k=4, severity_range=band
+        )
+        model = inject_mor(nn.Sequential(nn.Linear(4, 4)), config)
+        with routing(model, scores):
+            model(torch.randn(2, 4))
+            losses[band] = balance_loss(model).item()
+        ((_, layer),) = mor_layers(model)
+        probs = layer.last_routing.probs
+        zero_mass = probs[:, 2:].sum(-1)
+        weights = (0.40, 0.48) if band == (0.0, 1.0) else (0.0, 1.0)
+        expected = 4 * 0.25 * (probs[:, :2].sum() + (zero_mass * torch.tensor(weights)).sum()) / 2
+        assert losses[band] == pytest.approx(expected.item())

@@ -143,6 +143,14 @@ def test_gates_are_raw_softmax_values_unless_renormalised() -> None:
     torch.testing.assert_close(renorm.last_routing.gates.sum(-1), torch.ones(4))
 
 
+def test_gate_scale_multiplies_the_renormalised_gates() -> None:
+    config = MoRConfig(**SMALL, renormalize_gates=True, gate_scale=3.0)
+    layer = MoRLinear(nn.Linear(12, 10), config)
+    layer.set_scores(torch.rand(4, 7))
+    layer(torch.randn(4, 12))
+    torch.testing.assert_close(layer.last_routing.gates.sum(-1), torch.full((4,), 3.0))
+
+
 @pytest.mark.parametrize("index", range(4))
 def test_zero_experts_add_nothing(index: int) -> None:
     layer = randomise(_layers()[index])

@@ -33,11 +33,12 @@ def adapted_block(**overrides: object) -> nn.Module:
     [
         {},
         {"renormalize_gates": True},
+        {"renormalize_gates": True, "gate_scale": 3.0},
         {"router_bias": True},
         {"compute_path": "merged"},
         {"num_routed": 8, "num_zero": 0, "top_k": 4, "expert_rank": 2},
     ],
-    ids=["plain", "renormalized", "router-bias", "merged-path", "whole-lora-experts"],
+    ids=["plain", "renormalized", "gate-scale", "router-bias", "merged-path", "whole-lora-experts"],
 )
 def test_prefolded_forward_equals_the_layer_by_layer_forward(overrides: dict) -> None:
     model = adapted_block(**overrides)

@@ -271,6 +271,26 @@ def test_warm_up_scales_every_optimisers_rate(assets: Path, tmp_path: Path) -> N
     assert rates == pytest.approx({"generator": 0.1, "discriminator": 0.05})
 
 
+def test_routers_and_routed_experts_learn_at_their_own_scaled_rates(
+    assets: Path, tmp_path: Path
+) -> None:
+    cfg = apply_overrides(
+        _config(assets, tmp_path / "groups", losses={"l1": 1.0}),
+        ["optim.lr=0.01", "optim.router_lr_scale=50", "optim.routed_lr_scale=4"],
+    )
+    task = build_task(cfg, make_accelerator(cfg, cpu=True))
+    task._set_lr(0)
+    names = {id(p): n.rsplit(".", 1)[-1] for n, p in task.generator_params.items()}
+    rate_of = {
+        names[id(p)] + ("@router" if group["lr_scale"] == 50 else ""): group["lr"]
+        for group in task.optimizer_g.param_groups
+        for p in group["params"]
+    }
+    assert rate_of["weight@router"] == pytest.approx(0.5)
+    assert rate_of["routed_A"] == rate_of["routed_B"] == pytest.approx(0.04)
+    assert rate_of["shared_A"] == rate_of["shared_B"] == pytest.approx(0.01)
+
+
 def _streaming(assets: Path, out: Path, workers: int, **changes: object) -> TrainConfig:
     """The tiny run of :func:`_config` fed by the streaming pipeline with ``workers`` workers."""
     overrides = ["data.streaming=true", f"data.num_workers={workers}"]

@@ -161,19 +161,44 @@ class MoRTask(TrainTask):
         optim = self.config.optim
         return torch.optim.AdamW(params, lr=lr, betas=optim.betas, weight_decay=optim.weight_decay)
 
+    def generator_adam(self) -> torch.optim.Optimizer:
+        """AdamW over ``generator_params`` at ``optim.lr``, with the routers and the routed
+        experts' factors in groups of their own scaled by ``router_lr_scale`` and
+        ``routed_lr_scale``."""
+        optim = self.config.optim
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, param in self.generator_params.items():
+            leaf = name.rsplit(".", 1)[-1]
+            if ".router." in f".{name}":
+                scale = optim.router_lr_scale
+            elif leaf in ("routed_A", "routed_B"):
+                scale = optim.routed_lr_scale
+            else:
+                scale = 1.0
+            groups.setdefault(scale, []).append(param)
+        return torch.optim.AdamW(
+            [
+                {"params": params, "lr": optim.lr * scale, "lr_scale": scale}
+                for scale, params in groups.items()
+            ],
+            lr=optim.lr,
+            betas=optim.betas,
+            weight_decay=optim.weight_decay,
+        )
+
     def make_ema(self, params: dict[str, nn.Parameter]) -> EMA | None:
         """An EMA of ``params`` (None when ``ema_decay`` is 0)."""
         return EMA(params, self.config.ema_decay) if self.config.ema_decay > 0 else None
 
     def _set_lr(self, step: int) -> float:
         """Warm every optimiser up linearly to its rate (the discriminator's is
-        ``lr_discriminator``); returns the generator's."""
+        ``lr_discriminator``, a group's times its ``lr_scale``); returns the generator's."""
         optim = self.config.optim
         factor = min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps > 0 else 1.0
         for name, optimizer in self.optimizers.items():
             rate = optim.lr_discriminator if name == "discriminator" else optim.lr
             for group in optimizer.param_groups:
-                group["lr"] = rate * factor
+                group["lr"] = rate * factor * group.get("lr_scale", 1.0)
         return optim.lr * factor
 
     def update(

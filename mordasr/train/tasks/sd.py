@@ -111,7 +111,7 @@ class OneStepSDTask(MoRTask):
 
         self.generator_params = generator.trainable_parameters()
         self.net_g, self.optimizer_g = accelerator.prepare(
-            GeneratorStep(generator), self.adam(self.generator_params.values(), config.optim.lr)
+            GeneratorStep(generator), self.generator_adam()
         )
         self.ema = self.make_ema(self.generator_params)
 

@@ -87,7 +87,7 @@ class RealESRGANMoRTask(MoRTask):
         torch.manual_seed(config.seed)  # adapter init must not depend on what loaded before
         inject_mor(net_g, mor)
         self.generator_params = mor_named_parameters(net_g)
-        self.optimizer_g = self.adam(self.generator_params.values(), config.optim.lr)
+        self.optimizer_g = self.generator_adam()
         if "gan" in self.weights:
             torch.manual_seed(config.seed + 1)
             net_d = UNetDiscriminatorSN(3, options.discriminator_feat).to(self.device)
