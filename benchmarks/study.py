@@ -96,10 +96,12 @@ def pin_settings(out: Path, settings: StudySettings) -> None:
 
 
 def run_config(settings: StudySettings, variant: str, seed: int, run_dir: Path) -> TrainConfig:
-    """The training config of one run: the study's config with its variant, seed and budget."""
+    """The training config of one run: the study's config with its variant, seed and budget.
+    Runs of the same seed share one synthesised pool (``OUT/pools``, ``data.pool_cache``)."""
     base = TrainConfig.from_yaml(settings.config)
     every = max(1, min(base.checkpoint_every, settings.steps))
     overrides = [
+        f"data.pool_cache={run_dir.parent.parent / 'pools'}",
         *settings.overrides,
         f"output_dir={run_dir / 'train'}",
         f"seed={seed}",

@@ -56,6 +56,11 @@ class DataConfig:
     """0: synthesise fresh pairs every step (the standard recipe). N > 0: synthesise a fixed
     pool of N pairs once (seeded) and draw batches from it, which lets a task cache work that
     depends on the input only (see the task's ``cache_trunk``): the CPU recipe."""
+    pool_cache: str | None = None
+    """A folder to keep synthesised pools in, each under a key of everything it depends on
+    (seed, data, degradation, backbone, estimator, cached trunk): a later run with the same
+    settings loads the pool instead of synthesising it again, so the variants of a study share
+    one pool per seed. Relative paths are resolved against the config file's folder."""
     streaming: bool = False
     """False: the in-memory sampler (:class:`~mordasr.train.data.PatchSampler`), which keeps
     every image it has read decoded for the whole run: right for a few hundred photos. True:
@@ -283,6 +288,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         section["hr_dirs"] = [
             str(_resolve(folder, d)) if isinstance(d, str) else d for d in section["hr_dirs"]
         ]
+    if isinstance(section, dict) and isinstance(section.get("pool_cache"), str):
+        section["pool_cache"] = str(_resolve(folder, section["pool_cache"]))
     base = data.pop("base", None)
     if base is None:
         return data

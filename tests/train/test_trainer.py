@@ -186,6 +186,35 @@ def test_pooled_training_draws_from_a_fixed_pool(assets: Path, tmp_path: Path) -
     assert (out / "final" / "mor_adapter.safetensors").is_file()
 
 
+def _cached_pool_run(assets: Path, out: Path, cache: Path, seed: int = 3) -> TrainConfig:
+    cfg = _config(assets, out, total_steps=2, losses={"l1": 1.0}, seed=seed)
+    cfg.data.pool_size = 4
+    cfg.data.pool_cache = str(cache)
+    cfg.model.cache_trunk = True
+    return cfg
+
+
+def test_a_cached_pool_is_loaded_by_the_next_run_and_trains_alike(
+    assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "pools"
+    train(_cached_pool_run(assets, tmp_path / "first", cache), progress=False)
+    assert len(list(cache.glob("pool-*.safetensors"))) == 1
+
+    def no_synthesis(*args: object) -> None:
+        raise AssertionError("the cached pool should have been loaded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("mordasr.train.tasks.base.MoRTask._make_pool", no_synthesis)
+        train(_cached_pool_run(assets, tmp_path / "second", cache), progress=False)
+    first, second = (
+        load_checkpoint(list_checkpoints(tmp_path / run)[-1]) for run in ("first", "second")
+    )
+    assert_same_tensors(first, second)
+    train(_cached_pool_run(assets, tmp_path / "other", cache, seed=4), progress=False)
+    assert len(list(cache.glob("pool-*.safetensors"))) == 2
+
+
 def test_several_presets_split_every_batch_between_them(assets: Path, tmp_path: Path) -> None:
     cfg = _config(assets, tmp_path / "mix", losses={"l1": 1.0})
     cfg = apply_overrides(cfg, ["degradation.preset=[mordasr-mild, mordasr-severe]"])

@@ -10,6 +10,9 @@ weights swapped in. A task adds its networks and its updates.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -93,9 +97,54 @@ class MoRTask(TrainTask):
         )
 
     def setup_pool(self) -> None:
-        """Synthesise the fixed pool when ``data.pool_size`` asks for one."""
-        if self.config.data.pool_size:
-            self.pool = self._make_pool(self.config.data.pool_size)
+        """Synthesise the fixed pool when ``data.pool_size`` asks for one, or load it from
+        ``data.pool_cache`` when a run with the same settings has saved it there."""
+        data = self.config.data
+        if not data.pool_size:
+            return
+        path = None
+        if data.pool_cache is not None:
+            path = Path(data.pool_cache) / f"pool-{self.pool_key()}.safetensors"
+            if path.is_file():
+                self.close()
+                self.pool = {k: v.to(self.device) for k, v in load_file(path).items()}
+                return
+        self.pool = self._make_pool(data.pool_size)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.partial")
+            save_file({k: v.contiguous().cpu() for k, v in self.pool.items()}, str(partial))
+            os.replace(partial, path)
+
+    def pool_key_parts(self) -> dict[str, Any]:
+        """What the pool depends on besides seed, data and degradation: the model settings
+        other than the adapters, and the files they name (size and time, so a changed file
+        makes a new pool). A task that caches more adds it."""
+        model = asdict(self.config.model)
+        for name in ("mor", "allocate", "variant", "discriminator_feat"):
+            model.pop(name, None)
+        files = {
+            value: [Path(value).stat().st_size, Path(value).stat().st_mtime_ns]
+            for value in model.values()
+            if isinstance(value, str) and Path(value).is_file()
+        }
+        return {"model": model, "files": files}
+
+    def pool_key(self) -> str:
+        """A short hash of everything the pool's contents depend on."""
+        config = self.config
+        data = asdict(config.data)
+        for name in ("pool_cache", "num_workers", "prefetch_factor"):
+            data.pop(name)
+        parts = {
+            "task": config.task,
+            "seed": config.seed,
+            "data": data,
+            "degradation": asdict(config.degradation),
+            **self.pool_key_parts(),
+        }
+        text = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _pair(self, generator: torch.Generator, index: int) -> tuple[Tensor, Tensor]:
         """LR inputs and ground truths of one batch: batch ``index`` of the stream when

@@ -150,6 +150,10 @@ class RealESRGANMoRTask(MoRTask):
             items["route"] = router_input(self.spec.router_input, self.estimator, lr, scores)
         return items
 
+    def pool_key_parts(self) -> dict[str, Any]:
+        """The base key plus where the cached trunk stops (it depends on the adapted layers)."""
+        return {**super().pool_key_parts(), "trunk_start": self.trunk_start}
+
     def _pool_items(self, lr: Tensor, gt: Tensor) -> dict[str, Tensor]:
         """The scored pair and, with ``cache_trunk``, the output of the frozen RRDB blocks that
         precede the first adapter."""
