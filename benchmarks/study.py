@@ -313,6 +313,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "realesrgan_mor.yaml")
     parser.add_argument("--variants", nargs="+", default=["lora", "mor-no-zero", "mor"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for every variant")
+    parser.add_argument(
+        "--only-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run just these of the seeds (to split one study over processes sharing --out)",
+    )
     parser.add_argument("--steps", type=int, default=400, help="training steps of every run")
     parser.add_argument("--out", type=Path, default=Path("runs/study"))
     add_set_option(parser, "config override applied to every run (as `mordasr train --set`)")
@@ -330,9 +337,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     unknown = [v for v in args.variants if v not in VARIANTS]
-    if unknown or args.seeds < 1 or args.steps < 1:
+    seeds = list(range(args.seeds)) if args.only_seeds is None else sorted(set(args.only_seeds))
+    if unknown or args.seeds < 1 or args.steps < 1 or not set(seeds) <= set(range(args.seeds)):
         print(
-            f"study: variants must be among {list(VARIANTS)} (got {unknown}), seeds and steps >= 1",
+            f"study: variants must be among {list(VARIANTS)} (got {unknown}), seeds and steps "
+            f">= 1, --only-seeds among 0 .. {args.seeds - 1}",
             file=sys.stderr,
         )
         return 2
@@ -355,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"study: {error}", file=sys.stderr)
         return 2
     results: dict[str, list[dict[str, Any]]] = {}
-    for seed in range(args.seeds):
+    for seed in seeds:
         for variant in args.variants:
             print(f"study: {variant} seed {seed}", flush=True)
             run = study_run(settings, variant, seed, args.out, progress=not args.quiet)

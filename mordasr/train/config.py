@@ -290,6 +290,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         ]
     if isinstance(section, dict) and isinstance(section.get("pool_cache"), str):
         section["pool_cache"] = str(_resolve(folder, section["pool_cache"]))
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("estimator_weights"), str):
+        model["estimator_weights"] = str(_resolve(folder, model["estimator_weights"]))
     base = data.pop("base", None)
     if base is None:
         return data

@@ -99,6 +99,18 @@ def test_study_trains_evaluates_and_resumes_without_redoing_runs(
     assert capsys.readouterr().out.splitlines()[-3:] == table.splitlines()[-3:]
 
 
+def test_only_seeds_runs_just_those_seeds_and_rejects_unknown_ones(
+    study: ModuleType, assets: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "study"
+    assert study.main([*_argv(assets, out, steps=1), "--only-seeds", "1"]) == 0
+    assert "| lora | 1 |" in capsys.readouterr().out
+    assert (out / "lora" / "seed1" / "results.json").is_file()
+    assert not (out / "lora" / "seed0").exists()
+    assert study.main([*_argv(assets, out, steps=1), "--only-seeds", "2"]) == 2
+    assert "--only-seeds" in capsys.readouterr().err
+
+
 def test_a_study_folder_refuses_another_budget(
     study: ModuleType, assets: Path, tmp_path: Path
 ) -> None:

@@ -61,6 +61,10 @@ def test_paths_resolve_against_the_file_that_wrote_them(tmp_path: Path) -> None:
     assert config.data.hr_dirs == [str(tmp_path / "images")]
     assert config.output_dir == str(tmp_path / "runs" / "base")
 
+    _write(child, "base: ../base.yaml\nmodel: {estimator_weights: heads.safetensors}\n")
+    weights = TrainConfig.from_yaml(child).model.estimator_weights
+    assert weights == str(tmp_path / "ablations" / "heads.safetensors")
+
     _write(child, "base: ../base.yaml\noutput_dir: runs/child\n")
     assert TrainConfig.from_yaml(child).output_dir == str(tmp_path / "ablations" / "runs" / "child")
 
