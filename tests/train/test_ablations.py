@@ -209,11 +209,44 @@ def test_router_ablation_configs_change_only_the_router_input(
     assert adapter_layout(config.model) == adapter_layout(_ablation("mor_full").model)
 
 
-def test_router_bias_config_adds_only_the_bias() -> None:
-    mor, aware = adapter_layout(_ablation("router_bias").model)
-    full, full_aware = adapter_layout(_ablation("mor_full").model)
-    assert mor.router_bias and not full.router_bias
-    assert (replace(mor, router_bias=False), aware) == (full, full_aware)
+ROUTER_RECIPE = (
+    "router_bias",
+    "router_scores",
+    "renormalize_gates",
+    "gate_scale",
+    "severity_range",
+)
+
+
+def test_paper_router_config_differs_from_mor_full_only_in_the_routing_recipe() -> None:
+    paper, full = _ablation("mor_paper_router"), _ablation("mor_full")
+    paper_mor, _ = adapter_layout(paper.model)
+    full_mor, _ = adapter_layout(full.model)
+    assert (paper_mor.router_bias, paper_mor.router_scores, paper_mor.gate_scale) == (
+        False,
+        "raw",
+        1.0,
+    )
+    assert replace(paper_mor, **{f: getattr(full_mor, f) for f in ROUTER_RECIPE}) == full_mor
+    assert paper.model.estimator_weights is None
+    assert (paper.optim.router_lr_scale, paper.losses.balance) == (1.0, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [
+        ("router_bias", "router_bias", True),
+        ("router_centred", "router_scores", "centred"),
+        ("router_log_odds", "router_scores", "log-odds"),
+    ],
+)
+def test_router_switch_configs_change_one_switch_of_the_paper_router(
+    name: str, field: str, value: object
+) -> None:
+    mor, aware = adapter_layout(_ablation(name).model)
+    paper, paper_aware = adapter_layout(_ablation("mor_paper_router").model)
+    assert getattr(mor, field) == value != getattr(paper, field)
+    assert (replace(mor, **{field: getattr(paper, field)}), aware) == (paper, paper_aware)
 
 
 def test_default_recipe_still_builds_the_shipped_default_layout() -> None:
@@ -221,11 +254,12 @@ def test_default_recipe_still_builds_the_shipped_default_layout() -> None:
     mor, degradation_aware = adapter_layout(config.model)
     assert mor == config.model.mor
     assert degradation_aware
-    assert (mor.expert_rank, mor.router_bias) == (1, False)
+    assert (mor.expert_rank, mor.router_bias, mor.router_scores) == (1, True, "centred")
     assert config.model.router_input == "scores"
-    shipped = json.loads((SHIPPED / "mor_config.json").read_text())
-    for field in ("num_shared", "num_routed", "num_zero", "top_k", "score_dim", "conv_variant"):
-        assert getattr(mor, field) == shipped[field], field
+    shipped = MoRConfig.from_dict(json.loads((SHIPPED / "mor_config.json").read_text()))
+    fields = ("num_shared", "num_routed", "num_zero", "top_k", "score_dim", "conv_variant")
+    for field in fields + ROUTER_RECIPE:
+        assert getattr(mor, field) == getattr(shipped, field), field
     spec = json.loads((SHIPPED / "model.json").read_text())
     assert spec.get("router_input", "scores") == "scores"
 
