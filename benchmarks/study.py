@@ -19,20 +19,22 @@ signed-rank p-value. Data: ``../shared/data/{RealSR,Set14}`` (not part of the pr
 Resumable: every run lives in ``OUT/VARIANT/seedS``; training resumes from its newest checkpoint,
 a run with an exported model is never retrained and a run with ``results.json`` is never
 re-evaluated. ``OUT/study.json`` pins the settings: rerunning into the same folder with another
-budget is refused. The study of issue 11 (3 seeds, the CPU recipe's 400 steps)::
+budget is refused. The full-budget study (3 seeds, the CPU recipe's 400 steps)::
 
     OMP_NUM_THREADS=2 python benchmarks/study.py --variants lora mor-no-zero mor --seeds 3 \\
         --steps 400 --out runs/study
 
-and the pilot of BENCHMARKS.md ("Issue 11"), which only shows that the runner works::
+and the one of BENCHMARKS.md section 16 (100 steps, the first 20 RealSR pairs), split over the two
+cores of a CPU by ``--only-seeds`` (the final call, without it, only prints the table)::
 
-    OMP_NUM_THREADS=1 python benchmarks/study.py --variants lora mor --seeds 1 --steps 50 \\
-        --set data.pool_size=64 --eval-limit 10 --analysis-limit 4 --out runs/study_pilot --quiet
+    OMP_NUM_THREADS=1 python benchmarks/study.py --variants lora mor-no-zero mor --seeds 3 \\
+        --only-seeds 0 1 --steps 100 --eval-limit 20 --analysis-limit 4 --out runs/study_v2 --quiet
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -67,6 +69,7 @@ class StudySettings:
     """What every run of one study shares; a study folder holds one set of these."""
 
     config: str
+    config_digest: str
     steps: int
     overrides: tuple[str, ...]
     lr_dir: str
@@ -79,6 +82,13 @@ class StudySettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+
+def config_digest(path: Path) -> str:
+    """A digest of the config as resolved (its ``base`` files merged in): editing the recipe
+    between two calls into one study folder would otherwise mix two recipes in one table."""
+    text = json.dumps(TrainConfig.from_yaml(path).to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def pin_settings(out: Path, settings: StudySettings) -> None:
@@ -349,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = parse_metrics(args.metrics)
         settings = StudySettings(
             config=str(args.config.resolve()),
+            config_digest=config_digest(args.config),
             steps=args.steps,
             overrides=tuple(args.overrides),
             lr_dir=str(args.lr.resolve()),

@@ -116,11 +116,29 @@ def test_a_study_folder_refuses_another_budget(
 ) -> None:
     out = tmp_path / "study"
     study.pin_settings(
-        out, study.StudySettings("c", 2, (), "l", "h", None, ("lpips",), "a", None, 8)
+        out, study.StudySettings("c", "d", 2, (), "l", "h", None, ("lpips",), "a", None, 8)
     )
-    other = study.StudySettings("c", 3, (), "l", "h", None, ("lpips",), "a", None, 8)
+    other = study.StudySettings("c", "d", 3, (), "l", "h", None, ("lpips",), "a", None, 8)
     with pytest.raises(ValueError, match="steps"):
         study.pin_settings(out, other)
+
+
+def test_a_study_folder_refuses_a_config_edited_since_its_first_call(
+    study: ModuleType, assets: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "recipe.yaml"
+    config.write_text((assets / "tiny.yaml").read_text())
+    first = study.config_digest(config)
+    config.write_text(config.read_text().replace("balance: 0.01", "balance: 0.3"))
+    assert study.config_digest(config) != first
+    out = tmp_path / "study"
+    settings = study.StudySettings("c", first, 2, (), "l", "h", None, ("lpips",), "a", None, 8)
+    study.pin_settings(out, settings)
+    edited = study.StudySettings(
+        "c", study.config_digest(config), 2, (), "l", "h", None, ("lpips",), "a", None, 8
+    )
+    with pytest.raises(ValueError, match="config_digest"):
+        study.pin_settings(out, edited)
 
 
 def test_paired_lpips_test_detects_a_consistent_improvement(study: ModuleType) -> None:

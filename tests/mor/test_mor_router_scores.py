@@ -46,6 +46,19 @@ def test_centred_and_log_odds_routers_reorder_experts_when_only_the_severity_cha
     assert reordered == 20
 
 
+def test_the_default_recipe_router_reorders_experts_and_keeps_gates_summing_to_top_k() -> None:
+    """configs/realesrgan_mor.yaml: centred scores, a bias, renormalised gates x gate_scale."""
+    reordered = 0
+    for seed in range(20):
+        torch.manual_seed(seed)
+        router = Router(7, 32, 28, 8, renormalize=True, bias=True, scores="centred", gate_scale=8)
+        severe, mild = _severe_and_mild(seed)
+        kept_severe, kept_mild = router(severe), router(mild)
+        reordered += not torch.equal(kept_severe.indices, kept_mild.indices)
+        assert kept_severe.gates.sum().item() == pytest.approx(8.0)
+    assert reordered == 20
+
+
 def test_the_transforms_change_sign_at_one_half() -> None:
     scores = torch.tensor([[0.1, 0.5, 0.9]])
     assert transform_scores(scores, "centred")[0].tolist() == pytest.approx([-0.4, 0.0, 0.4])
