@@ -27,8 +27,9 @@ budget is refused. The full-budget study (3 seeds, the CPU recipe's 400 steps)::
 and the one of BENCHMARKS.md section 16 (100 steps, the first 20 RealSR pairs), split over the two
 cores of a CPU by ``--only-seeds`` (the final call, without it, only prints the table)::
 
-    OMP_NUM_THREADS=1 python benchmarks/study.py --variants lora mor-no-zero mor --seeds 3 \\
-        --only-seeds 0 1 --steps 100 --eval-limit 20 --analysis-limit 4 --out runs/study_v2 --quiet
+    OMP_NUM_THREADS=1 python benchmarks/study.py --config configs/realesrgan_mor_routed.yaml \\
+        --variants lora mor-no-zero mor --seeds 3 --only-seeds 0 1 --steps 100 --eval-limit 20 \\
+        --analysis-limit 4 --out runs/study_v2 --quiet
 """
 
 from __future__ import annotations

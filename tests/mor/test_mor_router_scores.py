@@ -46,8 +46,8 @@ def test_centred_and_log_odds_routers_reorder_experts_when_only_the_severity_cha
     assert reordered == 20
 
 
-def test_the_default_recipe_router_reorders_experts_and_keeps_gates_summing_to_top_k() -> None:
-    """configs/realesrgan_mor.yaml: centred scores, a bias, renormalised gates x gate_scale."""
+def test_the_routed_recipe_router_reorders_experts_and_keeps_gates_summing_to_top_k() -> None:
+    """configs/realesrgan_mor_routed.yaml: centred scores, a bias, renormalised gates x 8."""
     reordered = 0
     for seed in range(20):
         torch.manual_seed(seed)

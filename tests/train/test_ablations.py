@@ -218,18 +218,15 @@ ROUTER_RECIPE = (
 )
 
 
-def test_paper_router_config_differs_from_mor_full_only_in_the_routing_recipe() -> None:
-    paper, full = _ablation("mor_paper_router"), _ablation("mor_full")
-    paper_mor, _ = adapter_layout(paper.model)
-    full_mor, _ = adapter_layout(full.model)
-    assert (paper_mor.router_bias, paper_mor.router_scores, paper_mor.gate_scale) == (
-        False,
-        "raw",
-        1.0,
-    )
-    assert replace(paper_mor, **{f: getattr(full_mor, f) for f in ROUTER_RECIPE}) == full_mor
-    assert paper.model.estimator_weights is None
-    assert (paper.optim.router_lr_scale, paper.losses.balance) == (1.0, 0.01)
+def test_routed_recipe_differs_from_the_default_only_in_the_routing_recipe() -> None:
+    routed = TrainConfig.from_yaml(CONFIGS / "realesrgan_mor_routed.yaml")
+    default = TrainConfig.from_yaml(CONFIGS / "realesrgan_mor.yaml")
+    mor, default_mor = routed.model.mor, default.model.mor
+    assert (mor.router_bias, mor.router_scores, mor.gate_scale) == (True, "centred", 8.0)
+    assert replace(mor, **{f: getattr(default_mor, f) for f in ROUTER_RECIPE}) == default_mor
+    assert Path(routed.model.estimator_weights).name == "learned_estimator_v2.safetensors"
+    assert (routed.optim.router_lr_scale, routed.losses.balance) == (100.0, 0.3)
+    assert (routed.data, routed.total_steps) == (default.data, default.total_steps)
 
 
 @pytest.mark.parametrize(
@@ -240,13 +237,13 @@ def test_paper_router_config_differs_from_mor_full_only_in_the_routing_recipe() 
         ("router_log_odds", "router_scores", "log-odds"),
     ],
 )
-def test_router_switch_configs_change_one_switch_of_the_paper_router(
+def test_router_switch_configs_change_one_switch_of_the_paper_router_of_mor_full(
     name: str, field: str, value: object
 ) -> None:
     mor, aware = adapter_layout(_ablation(name).model)
-    paper, paper_aware = adapter_layout(_ablation("mor_paper_router").model)
-    assert getattr(mor, field) == value != getattr(paper, field)
-    assert (replace(mor, **{field: getattr(paper, field)}), aware) == (paper, paper_aware)
+    full, full_aware = adapter_layout(_ablation("mor_full").model)
+    assert getattr(mor, field) == value != getattr(full, field)
+    assert (replace(mor, **{field: getattr(full, field)}), aware) == (full, full_aware)
 
 
 def test_default_recipe_still_builds_the_shipped_default_layout() -> None:
@@ -254,7 +251,7 @@ def test_default_recipe_still_builds_the_shipped_default_layout() -> None:
     mor, degradation_aware = adapter_layout(config.model)
     assert mor == config.model.mor
     assert degradation_aware
-    assert (mor.expert_rank, mor.router_bias, mor.router_scores) == (1, True, "centred")
+    assert (mor.expert_rank, mor.router_bias, mor.router_scores) == (1, False, "raw")
     assert config.model.router_input == "scores"
     shipped = MoRConfig.from_dict(json.loads((SHIPPED / "mor_config.json").read_text()))
     fields = ("num_shared", "num_routed", "num_zero", "top_k", "score_dim", "conv_variant")
