@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from scipy.stats import wilcoxon
 
 from mordasr.eval import analysis
@@ -374,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         pin_settings(args.out, settings)
     except ValueError as error:
         print(f"study: {error}", file=sys.stderr)
+        return 2
+    except (OSError, yaml.YAMLError) as error:
+        reason = str(error).replace("\n", " ")
+        print(f"study: cannot read {args.config}: {reason}", file=sys.stderr)
         return 2
     results: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:

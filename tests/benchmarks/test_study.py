@@ -141,6 +141,17 @@ def test_a_study_folder_refuses_a_config_edited_since_its_first_call(
         study.pin_settings(out, edited)
 
 
+def test_a_missing_config_is_a_one_line_error_and_creates_no_study_folder(
+    study: ModuleType, assets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _argv(assets, tmp_path / "study", steps=1)
+    argv[argv.index("--config") + 1] = str(tmp_path / "missing.yaml")
+    assert study.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("study: cannot read") and "missing.yaml" in error
+    assert "\n" not in error and not (tmp_path / "study").exists()
+
+
 def test_paired_lpips_test_detects_a_consistent_improvement(study: ModuleType) -> None:
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.4, 30)

@@ -237,7 +237,7 @@ def test_routed_recipe_differs_from_the_default_only_in_the_routing_recipe() -> 
         ("router_log_odds", "router_scores", "log-odds"),
     ],
 )
-def test_router_switch_configs_change_one_switch_of_the_paper_router_of_mor_full(
+def test_router_switch_configs_change_one_router_switch_of_mor_full(
     name: str, field: str, value: object
 ) -> None:
     mor, aware = adapter_layout(_ablation(name).model)
