@@ -6,8 +6,8 @@ module turns routing decisions into those tables, for any MoR model.
 
 A router sees only the image's degradation scores (``p = softmax(s W_g)``), never the image, so
 routing an image needs its scores and the routers, not a forward pass of the network:
-:func:`route_scores` asks every router directly and gives exactly what ``routing_stats`` reports
-after a forward. Models whose routing needs more than that can be analysed through any
+:func:`route_scores` makes the network's routing plan (:func:`mordasr.mor.route`), exactly what
+a forward pass runs. Models whose routing needs more than that can be analysed through any
 :data:`RouteFn`, a callable from an LR batch to its :class:`RoutedBatch`.
 """
 
@@ -29,7 +29,7 @@ from mordasr.degrade import (
     jpeg,
     resize,
 )
-from mordasr.mor import LayerRouting, mor_config, mor_layers, severity_from_scores
+from mordasr.mor import LayerRouting, mor_config, route, severity_from_scores
 
 
 @dataclass(frozen=True)
@@ -65,19 +65,9 @@ class Rerouting(Estimating, Protocol):
 
 @torch.no_grad()
 def route_scores(network: nn.Module, scores: Tensor) -> dict[str, LayerRouting]:
-    """Every routed layer's decision for (B, D) ``scores``, without running ``network``."""
-    stats: dict[str, LayerRouting] = {}
-    for name, layer in mor_layers(network):
-        if layer.router is None:
-            continue
-        r = layer.router(scores.to(layer.router.gate.weight.device))
-        stats[name] = LayerRouting(
-            indices=r.indices.cpu(),
-            gates=r.gates.cpu(),
-            probs=r.probs.cpu(),
-            num_zero=r.num_zero_active.cpu(),
-            num_real=r.num_real,
-        )
+    """Every routed layer's decision for (B, D) ``scores`` (its routing plan), without running
+    ``network``."""
+    stats = route(network, scores).stats()
     if not stats:
         raise ValueError("the model has no routed MoR layers to analyse")
     return stats

@@ -2,9 +2,9 @@
 
 Routing stays per image on both. The ONNX graph of a network is exported once (cached per
 process and on disk, keyed by a hash of the weights it holds); every MoR layer's weight is a
-graph *input*, and :meth:`OnnxRuntimeBackend.bind` feeds each image's folded weights
-(:meth:`~mordasr.mor.MoRLayer.folded_weight`, the same merged weight eager torch convolves
-with), so a new image costs one fold per layer and no re-export.
+graph *input*, and :meth:`OnnxRuntimeBackend.bind` feeds each image's folded weights (from its
+:class:`~mordasr.mor.RoutingPlan`, the same weights eager torch convolves with), so a new image
+costs one fold per layer and no re-export.
 
 ``auto`` follows a measured rule (BENCHMARKS section 15): ONNX Runtime for feed-forward models
 (MoR or plain backbones) in float32 on the CPU when it is installed, eager torch otherwise
@@ -18,7 +18,8 @@ import hashlib
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -28,10 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mordasr.infer.memory import release_freed_memory
-from mordasr.mor import MoRLayer, mor_layers, mor_parameters
+from mordasr.mor import MoRLayer, RoutingPlan, mor_layers, mor_parameters
 from mordasr.nets.loaders import cache_dir
-from mordasr.sr.baselines import PlainSR
-from mordasr.sr.mor_sr import MoRSuperResolver
+from mordasr.sr.protocol import ImageWork, SRModel
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 """Names accepted by :func:`select_backend` (and ``mordasr upscale --backend``)."""
@@ -56,8 +56,8 @@ class Backend(Protocol):
 
     name: str
 
-    def bind(self, network: nn.Module) -> Network:
-        """A callable running ``network`` with the routing its MoR layers hold now."""
+    def bind(self, work: ImageWork) -> AbstractContextManager[Network]:
+        """A callable running ``work``'s network under its plan, for the block's tiles."""
         ...
 
 
@@ -80,12 +80,16 @@ def onnxruntime_available() -> bool:
 
 
 class TorchBackend:
-    """Eager PyTorch: the network itself."""
+    """Eager PyTorch: the network itself, running the plan cast to the network's dtype."""
 
     name = "torch"
 
-    def bind(self, network: nn.Module) -> Network:
-        return network
+    @contextmanager
+    def bind(self, work: ImageWork) -> Iterator[Network]:
+        parameter = next(work.network.parameters(), None)
+        plan = work.plan if parameter is None else work.plan.to(parameter.dtype)
+        with plan.applied(work.network) as network:
+            yield network
 
 
 class OnnxRuntimeBackend:
@@ -145,11 +149,12 @@ class OnnxRuntimeBackend:
             export_fed_graph(network, path)
             return self._ort.InferenceSession(str(path), options, providers=providers)
 
-    def bind(self, network: nn.Module) -> Network:
-        session = self.session(network)
+    @contextmanager
+    def bind(self, work: ImageWork) -> Iterator[Network]:
+        session = self.session(work.network)
         weights = {
             WEIGHT_INPUT_PREFIX + name: weight.detach().float().cpu().numpy()
-            for name, weight in folded_weights(network).items()
+            for name, weight in folded_weights(work.plan).items()
         }
 
         def run(image: Tensor) -> Tensor:
@@ -163,26 +168,20 @@ class OnnxRuntimeBackend:
                 release_freed_memory()
             return torch.cat(outputs).to(device=image.device, dtype=image.dtype)
 
-        return run
+        yield run
 
 
 _SESSIONS: dict[tuple[str, int], Any] = {}
 """Sessions of this process by (graph key, threads), shared by every Upscaler."""
 
 
-def fast_path_supported(model: nn.Module, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether ONNX Runtime can run ``model``: a MoR or plain feed-forward backbone, float32,
-    on the CPU."""
-    return (
-        isinstance(model, MoRSuperResolver | PlainSR)
-        and device.type == "cpu"
-        and dtype == torch.float32
-    )
+def fast_path_supported(model: SRModel, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ONNX Runtime can run ``model``: a feed-forward network (MoR or plain backbone),
+    float32, on the CPU."""
+    return model.feed_forward and device.type == "cpu" and dtype == torch.float32
 
 
-def select_backend(
-    name: str, model: nn.Module, device: torch.device, dtype: torch.dtype
-) -> Backend:
+def select_backend(name: str, model: SRModel, device: torch.device, dtype: torch.dtype) -> Backend:
     """The backend ``name`` (one of :data:`BACKENDS`) for ``model`` on ``device``/``dtype``."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
@@ -278,9 +277,13 @@ def export_fed_graph(network: nn.Module, path: str | Path) -> None:
     export_onnx_module(graph, (sample, *weights), path, names)
 
 
-def folded_weights(network: nn.Module) -> dict[str, Tensor]:
-    """Every MoR layer's folded weight (U, out, in, ...) for the scores routing it now."""
-    return {name: layer.folded_weight() for name, layer in mor_layers(network)}
+def folded_weights(plan: RoutingPlan) -> dict[str, Tensor]:
+    """Every MoR layer's folded weight (U, out, in, ...) in a folded ``plan``."""
+    weights = {name: entry.weight for name, entry in plan.layers.items()}
+    unfolded = [name for name, weight in weights.items() if weight is None]
+    if unfolded:
+        raise ValueError(f"the routing plan was made without fold=True ({unfolded[0]})")
+    return {name: weight for name, weight in weights.items() if weight is not None}
 
 
 def graph_key(network: nn.Module) -> str:

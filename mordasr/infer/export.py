@@ -17,9 +17,8 @@ from torch import Tensor, nn
 
 from mordasr.infer.backends import INPUT_NAME, export_onnx_module, folded_weights, weight_fed_copy
 from mordasr.io.image import read_image
-from mordasr.mor import mor_config, mor_layers, routing
-from mordasr.sr.baselines import PlainSR
-from mordasr.sr.mor_sr import MoRSuperResolver
+from mordasr.mor import mor_layers
+from mordasr.sr.protocol import ImageWork, SRModel
 
 MID_SEVERITY = 0.5
 """Every score of ``--scores auto``: a moderately degraded photo (scores lie in [0, 1])."""
@@ -34,21 +33,19 @@ class _Clamped(nn.Module):
         return self.network(image).clamp(0.0, 1.0)
 
 
-def score_dim(model: MoRSuperResolver) -> int:
-    """How many numbers route ``model``'s layers."""
-    return mor_config(model.backbone).score_dim
-
-
-def parse_scores(model: MoRSuperResolver, spec: Sequence[str]) -> Tensor:
-    """(1, score_dim) routing scores from ``auto``, an image path (the estimator's view of it,
-    as ``mordasr upscale`` computes it) or ``score_dim`` numbers."""
-    dim = score_dim(model)
+def parse_scores(model: SRModel, spec: Sequence[str]) -> Tensor | None:
+    """(1, score_dim) routing scores from ``auto``, an image path (what the model's routers
+    see for it, as ``mordasr upscale`` computes it) or ``score_dim`` numbers; None for a model
+    that is not routed."""
+    dim = model.score_dim
+    if dim is None:
+        return None
     if list(spec) == ["auto"]:
         return torch.full((1, dim), MID_SEVERITY)
     if len(spec) == 1 and not _is_number(spec[0]):
         decoded = read_image(spec[0])
         rgb = decoded.tensor.expand(3, -1, -1) if decoded.is_gray else decoded.tensor
-        return model.route_input(rgb[None].float())
+        return _work(model, rgb[None].float()).plan.scores
     if len(spec) != dim or not all(_is_number(s) for s in spec):
         raise ValueError(f"--scores takes 'auto', an image, or {dim} numbers; got {' '.join(spec)}")
     return torch.tensor([[float(s) for s in spec]])
@@ -62,29 +59,32 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def fixed_network(
-    model: nn.Module, scores: Tensor | None = None, strength: float = 1.0
-) -> nn.Module:
+def fixed_network(model: SRModel, scores: Tensor | None = None, strength: float = 1.0) -> nn.Module:
     """``model`` as a plain network: a MoR model's layers hold the weights folded for
     ``scores`` (1, score_dim), their adapter delta scaled by ``strength``; the output is
     clamped to [0, 1]."""
-    if isinstance(model, MoRSuperResolver):
-        if scores is None:
-            raise ValueError("a MoR model needs routing scores to be exported")
-        network = model.backbone
-        with routing(network, scores.float()):
-            folded = {name: weight[0] for name, weight in folded_weights(network).items()}
-        for name, layer in mor_layers(network):
-            base = layer.base_layer.weight
-            folded[name] = base + strength * (folded[name] - base)
-        return _Clamped(weight_fed_copy(network, folded)[0]).eval()
-    if isinstance(model, PlainSR):
-        return _Clamped(model.backbone).eval()
-    raise ValueError("export supports feed-forward models (a MoR model or a plain backbone)")
+    if not model.feed_forward:
+        raise ValueError("export supports feed-forward models (a MoR model or a plain backbone)")
+    if model.score_dim is not None and scores is None:
+        raise ValueError("a MoR model needs routing scores to be exported")
+    side = model.multiple_of
+    work = _work(model, torch.zeros(1, 3, side, side), scores)
+    folded = {name: weight[0] for name, weight in folded_weights(work.plan).items()}
+    for name, layer in mor_layers(work.network):
+        base = layer.base_layer.weight
+        folded[name] = base + strength * (folded[name].to(base.dtype) - base)
+    return _Clamped(weight_fed_copy(work.network, folded)[0]).eval()
+
+
+def _work(model: SRModel, lr: Tensor, scores: Tensor | None = None) -> ImageWork:
+    work = model.prepare(lr, None if scores is None else scores.float())
+    if not isinstance(work, ImageWork):
+        raise ValueError("export supports feed-forward models (a MoR model or a plain backbone)")
+    return work
 
 
 def export_model(
-    model: nn.Module, path: str | Path, scores: Tensor | None = None, strength: float = 1.0
+    model: SRModel, path: str | Path, scores: Tensor | None = None, strength: float = 1.0
 ) -> Path:
     """Write ``model`` (routed by ``scores``, see :func:`fixed_network`) as an ONNX file."""
     path = Path(path)

@@ -8,7 +8,6 @@ import sys
 from mordasr.infer.export import export_model, parse_scores
 from mordasr.io.cliargs import add_subcommand
 from mordasr.io.image import ImageReadError
-from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.sr.zoo import load_sr_model
 
 # The sub-command's help line and description.
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``mordasr export``; exit status 2 on a bad model, scores or file."""
     try:
         model = load_sr_model(args.model)
-        scores = parse_scores(model, args.scores) if isinstance(model, MoRSuperResolver) else None
+        scores = parse_scores(model, args.scores)
         path = export_model(model, args.output, scores, args.strength)
     except (FileNotFoundError, ValueError, ImageReadError, OSError) as error:
         print(f"mordasr export: {error}", file=sys.stderr)

@@ -4,18 +4,18 @@ Routing is per image, so the degradation scores are computed once on the whole L
 same routing serves every tile; MoR layers fold the routed ranks into their weights once per
 image (merged path, cached), so the adapted model costs what the backbone costs.
 
-The one-step SD model (:class:`~mordasr.sr.sd.OneStepSR`) runs in stages: bicubic
-enlargement, VAE encoding (tiled for large images), the routed UNet over latent tiles, VAE
-decoding (tiled), and a colour fix that restores the LR image's low frequencies (wavelet or
-AdaIN). Scores and prompt embeddings are computed once per image, before any tile.
+Each model owns its per-image work (:meth:`~mordasr.sr.protocol.SRModel.prepare`): scores, the
+routing plan with its folded weights, prompts. A feed-forward model gives one network and its
+plan, run over image tiles by a backend; the one-step SD model gives its stages (bicubic
+enlargement, VAE encoding, the routed UNet, VAE decoding), each tiled here, then a colour fix
+restores the LR image's low frequencies (wavelet or AdaIN).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,8 +33,8 @@ from mordasr.infer.memory import auto_tile, available_memory, bytes_per_pixel, i
 from mordasr.infer.progress import ProgressCallback, ProgressEvent, Stage, progress_callback
 from mordasr.infer.tiling import TileProgress, tiled_forward
 from mordasr.io.image import DecodedImage, read_image, save_like
-from mordasr.mor import mor_layers, prefold_routed, routing, set_scores, set_strength
-from mordasr.sr.protocol import SRModel
+from mordasr.mor import mor_layers, set_strength
+from mordasr.sr.protocol import ImageWork, LatentWork, SRModel
 from mordasr.sr.sd.prompts import FixedPrompt
 from mordasr.sr.zoo import as_sr_model, load_sr_model
 
@@ -200,18 +200,21 @@ class Upscaler:
         else:
             height, width = batch.shape[-2:]
             padded = pad_to_multiple(batch.to(self.dtype), self.model.multiple_of)
-            with self.model.routed(batch.float()) as network:
-                out = self._tiled(self.backend.bind(network), padded)
+            work = self.model.prepare(batch.float())
+            assert isinstance(work, ImageWork)
+            with self.backend.bind(work) as network:
+                out = self._tiled(network, padded, work)
             out = out[..., : height * self.scale, : width * self.scale]
         out = resize_to(out.float(), size).clamp_(0.0, 1.0)
         return out[0] if single else out
 
-    def _tiled(self, network: Callable[[Tensor], Tensor], image: Tensor) -> Tensor:
-        """``network`` over tiles of ``image`` whose sides and starts are multiples of the
-        model's ``multiple_of``, halving the tile after an out-of-memory error."""
+    def _tiled(self, network: Callable[[Tensor], Tensor], image: Tensor, work: ImageWork) -> Tensor:
+        """``network`` (``work`` as a backend runs it) over tiles of ``image`` whose sides and
+        starts are multiples of the model's ``multiple_of``, halving the tile after an
+        out-of-memory error."""
         multiple = self.model.multiple_of
         tile = self._tile_for(image)
-        fn = self._guarded(network)
+        fn = self._guarded(network, work)
         while True:
             aligned = tile and max(multiple, tile - tile % multiple)
             try:
@@ -261,9 +264,12 @@ class Upscaler:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _guarded(self, network: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-        """``network`` as a tile function that redoes a broken half-precision tile in float32."""
-        if self.dtype not in HALF_DTYPES or not isinstance(network, nn.Module):
+    def _guarded(
+        self, network: Callable[[Tensor], Tensor], work: ImageWork
+    ) -> Callable[[Tensor], Tensor]:
+        """``network`` as a tile function that redoes a broken half-precision tile in float32:
+        ``work``'s network cast to float32, running its float32 plan."""
+        if self.dtype not in HALF_DTYPES:
             return network
 
         def run(tile: Tensor) -> Tensor:
@@ -271,66 +277,48 @@ class Upscaler:
             if not _is_broken(out, tile):
                 return out
             self._warn(f"{self.dtype} gave a non-finite or black tile; it was redone in float32")
-            with self._in_float32(network):
-                return network(tile.float()).to(out.dtype)
+            work.network.float()
+            try:
+                with work.plan.applied(work.network) as exact:
+                    return exact(tile.float()).to(out.dtype)
+            finally:
+                work.network.to(self.dtype)
 
         return run
 
-    @contextlib.contextmanager
-    def _in_float32(self, network: nn.Module) -> Iterator[None]:
-        """Run ``network`` (and the scores routing its MoR layers) in float32 inside the block."""
-        layer = next((module for _, module in mor_layers(network)), None)
-        scores = None if layer is None else layer.scores
-        network.float()
-        if scores is not None:
-            set_scores(network, scores.float())
-        try:
-            yield
-        finally:
-            network.to(self.dtype)
-            if scores is not None:
-                set_scores(network, scores)
-
     def _one_step(self, lr: Tensor) -> Tensor:
-        """The one-step SD model on float32 LR images: SR in [0, 1] (float32).
-
-        Every routed UNet layer folds its kept ranks into its weight once per image (all routers
-        batched, :func:`~mordasr.mor.prefold_routed`); every latent tile reuses the folded
-        weights, because the same scores tensor routes them all.
-        """
-        model = self.model
-        generator = model.generator
-        scores = model.estimate(lr).to(self.dtype)
-        embeds = model.prompt_embeds(lr).to(self.dtype)
+        """The one-step SD model on float32 LR images: SR in [0, 1] (float32). The model
+        conditions its stages once per image (scores, prompts, the UNet's folded plan); each
+        stage runs here over the tiles its memory allows."""
+        work = self.model.prepare(lr)
+        assert isinstance(work, LatentWork)
         height, width = lr.shape[-2:]
-        up = generator.upsample(pad_to_multiple(lr, model.multiple_of))
-        factor = generator.vae_scale_factor
+        up = work.upsample(pad_to_multiple(lr, self.model.multiple_of))
+        factor = work.latent_factor
         overlap = self.vae_tile // 8
         latents = tiled_vae_encode(
-            generator.encode,
+            work.encode,
             up.to(self.dtype),
             self.vae_tile,
             overlap,
             factor,
-            norm_module=generator.vae.encoder,
+            norm_module=work.encoder_norm,
             progress=self._bars,
         )
-        with routing(generator.unet, scores):
-            prefold_routed(generator.unet)
-            x0 = tiled_latent_forward(
-                lambda z: generator.denoise(z, embeds, scores),
-                latents,
-                self.latent_tile,
-                self.latent_overlap,
-                progress=self._tile_events(self.latent_tile) if self.progress else False,
-            )
+        x0 = tiled_latent_forward(
+            work.denoise,
+            latents,
+            self.latent_tile,
+            self.latent_overlap,
+            progress=self._tile_events(self.latent_tile) if self.progress else False,
+        )
         sr = tiled_vae_decode(
-            lambda z: (generator.decode(z) + 1.0) / 2.0,
+            work.decode,
             x0,
             self.vae_tile // factor,
             overlap // factor,
             factor,
-            norm_module=generator.vae.decoder,
+            norm_module=work.decoder_norm,
             progress=self._bars,
         ).float()
         fix = COLOR_FIXES[self.color_fix]

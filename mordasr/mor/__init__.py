@@ -2,9 +2,10 @@
 
 - :mod:`~mordasr.mor.config` — :class:`MoRConfig`, what to adapt and how big.
 - :mod:`~mordasr.mor.router` — :class:`Router`, scores -> top-k gates (eq. 9).
-- :mod:`~mordasr.mor.layer` — :class:`MoRLinear`, :class:`MoRConv2d` (eq. 10), two compute paths.
+- :mod:`~mordasr.mor.layer` — :class:`MoRLinear`, :class:`MoRConv2d` (eq. 10): folded or low-rank.
+- :mod:`~mordasr.mor.plan` — :func:`route` -> :class:`RoutingPlan`, the routing as one value.
 - :mod:`~mordasr.mor.balance` — standard and degradation-aware balance losses (eq. 13-17).
-- :mod:`~mordasr.mor.model` — inject, route, merge, save/load, routing statistics.
+- :mod:`~mordasr.mor.model` — inject, merge, save/load.
 - :mod:`~mordasr.mor.allocate` — gradient-importance rank allocation under a budget (AdaptSR).
 - :mod:`~mordasr.mor.variants` — the paper's Table 2 ablations (LoRA, LoRA-MoE, MoR-v1/v2).
 """
@@ -14,8 +15,6 @@ from mordasr.mor.balance import load_balance_loss, severity_from_scores
 from mordasr.mor.config import MoRConfig
 from mordasr.mor.layer import MoRConv2d, MoRLayer, MoRLinear
 from mordasr.mor.model import (
-    LayerRouting,
-    balance_loss,
     inject_mor,
     load_mor_adapter,
     load_mor_state_dict,
@@ -26,20 +25,18 @@ from mordasr.mor.model import (
     mor_named_parameters,
     mor_parameters,
     mor_state_dict,
-    prefold_routed,
-    routing,
-    routing_stats,
     save_mor_adapter,
-    set_scores,
     set_strength,
     unmerge_shared,
 )
+from mordasr.mor.plan import LayerPlan, LayerRouting, RoutingPlan, applied_plan, route
 from mordasr.mor.router import SCORE_TRANSFORMS, Router, Routing, transform_scores
 from mordasr.mor.variants import VARIANTS, Variant, degradation_aware_balance, variant_config
 
 __all__ = [
     "SCORE_TRANSFORMS",
     "VARIANTS",
+    "LayerPlan",
     "LayerRouting",
     "MoRConfig",
     "MoRConv2d",
@@ -47,9 +44,10 @@ __all__ = [
     "MoRLinear",
     "Router",
     "Routing",
+    "RoutingPlan",
     "Variant",
     "allocate_ranks",
-    "balance_loss",
+    "applied_plan",
     "degradation_aware_balance",
     "gradient_importance",
     "inject_mor",
@@ -64,11 +62,8 @@ __all__ = [
     "mor_parameters",
     "mor_state_dict",
     "params_per_rank",
-    "prefold_routed",
-    "routing",
-    "routing_stats",
+    "route",
     "save_mor_adapter",
-    "set_scores",
     "set_strength",
     "severity_from_scores",
     "transform_scores",

@@ -6,23 +6,23 @@ zero experts exist only as router slots, so they have no parameters and are neve
 With ``expert_rank = r > 1`` (LoRA-MoE) routed slot ``i`` owns rows ``i r .. i r + r - 1`` of the
 routed factors and its gate multiplies all of them.
 
-Because routing depends on the image only (not on the position), each image ``b`` has one fixed
-update ``delta_b = scaling * B diag(c_b) A`` where ``c_b`` holds 1 for shared ranks and the gate
-for routed ranks. It can be applied in two ways with the same result:
+A layer runs the :class:`~mordasr.mor.plan.LayerPlan` it is given by
+``RoutingPlan.applied`` (:mod:`mordasr.mor.plan`). Because routing depends on the image only,
+image ``b`` has one fixed update ``delta_b = scaling * B diag(c_b) A`` (``c_b`` holds 1 for
+shared ranks and the gate for routed ranks), applied in one of two ways:
 
-- low-rank path: ``W0 x + scaling * B (c_b * (A x))`` — costs ``tokens * r * (d_in + d_out)``;
-- merged path: ``(W0 + delta_b) x``, one matmul/convolution per image — costs ``r * d_in * d_out``
-  to build ``delta_b`` and nothing more at inference (plus a full weight gradient in training).
-
-``compute_path="auto"`` picks the cheaper from the shapes of each call. Only the ranks that some
-image in the batch actually uses are gathered, so zero experts and unused experts cost no FLOPs.
+- folded (inference): the plan carries ``W0 + delta_b``, made once per image by :meth:`fold`;
+  the layer costs what the frozen layer costs;
+- from the routing (training, or a plan made without ``fold``): ``W0 x + scaling * B (c_b *
+  (A x))`` (low-rank, ``tokens * r * (d_in + d_out)``) or ``(W0 + delta_b) x`` (merged,
+  ``r * d_in * d_out`` to build), whichever is cheaper for the call (``compute_path="auto"``).
+  Only the ranks that some image keeps are gathered: zero and unused experts cost nothing.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,10 @@ from torch import Tensor, nn
 from mordasr.mor.config import MoRConfig
 from mordasr.mor.router import Router, Routing
 
-Path = Literal["lowrank", "merged"]
+if TYPE_CHECKING:
+    from mordasr.mor.plan import LayerPlan, RoutingPlan
+
+ComputePath = Literal["lowrank", "merged"]
 
 
 def choose_path(
@@ -43,7 +46,7 @@ def choose_path(
     input_batch: int,
     update_batch: int,
     training: bool,
-) -> Path:
+) -> ComputePath:
     """Pick the cheaper compute path by counting multiply-adds beyond the frozen layer's own.
 
     ``update_batch`` is 1 when every image shares the same update (plain LoRA, one score row).
@@ -85,43 +88,10 @@ def _slot_ranks(slots: Tensor, gates: Tensor, expert_rank: int) -> tuple[Tensor,
     return rows, gates.repeat_interleave(expert_rank, dim=-1)
 
 
-@dataclass
-class InferenceState:
-    """What a MoR layer keeps between inference calls for the scores it is routed by.
-
-    A call is an inference call when no gradient can reach the adapter (grad mode off, or every
-    adapter tensor frozen): then the routing and the folded weight of the first call are reused
-    by the next ones, as long as :attr:`key` holds. Everything here, folded weight copies
-    included, is dropped with the scores: ``set_scores(None)``, or leaving ``routing(...)``.
-    """
-
-    key: tuple[Any, ...] | None = None
-    """Versions of the scores, the adapter and the base weight, and the device and dtype, that
-    the entries below were built for; any change rebuilds them."""
-    factors: tuple[Tensor, Tensor, Tensor] | None = None
-    """``(A, B, coeff)`` of the ranks in use (the low-rank path), coeff (1 or B, r)."""
-    weight: Tensor | None = None
-    """(1 or B, *weight.shape) frozen weight with the image's update folded in (merged path)."""
-    pending: tuple[Tensor, Tensor] | None = None
-    """Rows of the routed factors and their gates from :meth:`MoRLayer.prefold`, whose compute
-    path the next call decides from its token count."""
-    shared: Tensor | None = None
-    """(d_out, d_in_flat) frozen weight with the always-on ranks folded in."""
-    buffer: Tensor | None = None
-    """Storage the folded weight is written into, kept across score changes: a fresh allocation
-    per image costs more than the fold itself (large blocks are mapped and faulted in anew)."""
-
-    def reset(self, key: tuple[Any, ...]) -> None:
-        """Forget everything built for another key (the buffer is kept)."""
-        self.key, self.factors, self.weight, self.pending, self.shared = key, None, None, None, None
-
-
 class MoRLayer(nn.Module):
     """Shared logic of :class:`MoRLinear` and :class:`MoRConv2d`; the base layer stays frozen."""
 
     base_layer: nn.Module
-    _supports_flat_fold = False
-    """Whether the update is ``B @ A.flatten(1)`` in the weight's flat layout (one matmul)."""
 
     def __init__(self, base_layer: nn.Module, config: MoRConfig) -> None:
         super().__init__()
@@ -131,7 +101,7 @@ class MoRLayer(nn.Module):
         self.source_config = config
         self.scaling = config.scaling
         self.strength = 1.0
-        """Multiplies the adapter delta at inference (see :meth:`set_strength`)."""
+        """Multiplies the adapter delta (see :meth:`set_strength`)."""
         weight = base_layer.weight
         self.shared_A, self.shared_B = self._new_factors(config.num_shared, weight)
         self.routed_A, self.routed_B = self._new_factors(config.num_real_ranks, weight)
@@ -144,13 +114,14 @@ class MoRLayer(nn.Module):
                 config.top_k,
                 renormalize=config.renormalize_gates,
                 bias=config.router_bias,
-                scores=config.router_scores,
+                score_transform=config.router_scores,
                 gate_scale=config.gate_scale,
             ).to(device=weight.device, dtype=weight.dtype)
         self.shared_merged = False
-        self._scores: Tensor | None = None
-        self.last_routing: Routing | None = None
-        self._state: InferenceState | None = None
+        self.plan: LayerPlan | None = None
+        """What this layer runs now; set only by ``RoutingPlan.applied``."""
+        self.routing_plan: RoutingPlan | None = None
+        """The whole plan :attr:`plan` belongs to (for model-level readers)."""
 
     @property
     def delta_scaling(self) -> float:
@@ -159,14 +130,14 @@ class MoRLayer(nn.Module):
 
     def set_strength(self, strength: float) -> None:
         """Scale the adapter delta by ``strength``: 0 gives the frozen layer exactly, 1 the
-        trained adapter; values in between (or beyond) move along the delta linearly.
+        trained adapter; values in between (or beyond) move along the delta linearly. Plans
+        folded before keep the strength they were folded with.
 
         Refused while the shared ranks are merged into the frozen weight (they could not be
         scaled there)."""
         if self.shared_merged and strength != 1.0:
             raise RuntimeError("unmerge the shared ranks before setting a strength other than 1")
         self.strength = float(strength)
-        self._state = None
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -213,105 +184,20 @@ class MoRLayer(nn.Module):
             params.extend(self.router.parameters())
         return params
 
-    # Routing -----------------------------------------------------------------------------------
-    @property
-    def scores(self) -> Tensor | None:
-        """The degradation scores currently routing this layer."""
-        return self._scores
-
-    def set_scores(self, scores: Tensor | None) -> None:
-        """Degradation scores (B, score_dim) that route the next forward calls; ``None`` also
-        frees the :attr:`inference_state` (folded weights included)."""
-        self._scores = scores
-        if scores is None or self._state is None:
-            self._state = None
-        else:
-            self._state = InferenceState(buffer=self._state.buffer)
-
-    @property
-    def inference_state(self) -> InferenceState | None:
-        """What inference calls reuse for the current scores (None before the first one)."""
-        return self._state
-
-    def _receives_gradients(self) -> bool:
-        """Whether a call now can send gradients into the adapter (training); when it cannot,
-        the call is an inference call and may reuse :attr:`inference_state`."""
-        return torch.is_grad_enabled() and any(p.requires_grad for p in self.adapter_parameters)
-
-    def _inference_state(self, key: tuple[Any, ...]) -> InferenceState:
-        """The inference state, rebuilt empty when it was made for another key."""
-        if self._state is None:
-            self._state = InferenceState()
-        if self._state.key != key:
-            self._state.reset(key)
-        return self._state
-
-    def _active_factors(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Factors of the ranks in use and their per-image coefficients (U, r), U in {1, B}."""
-        parts_a: list[Tensor] = []
-        parts_b: list[Tensor] = []
-        parts_c: list[Tensor] = []
-        if self.config.num_shared and not self.shared_merged:
-            parts_a.append(self.shared_A)
-            parts_b.append(self.shared_B)
-            parts_c.append(x.new_ones(1, self.config.num_shared))
-        if self.router is not None:
-            if self._scores is None:
-                raise RuntimeError(
-                    "this MoR layer routes by degradation scores: call "
-                    "mordasr.set_scores(model, scores) or use `with mordasr.routing(model, scores)`"
-                )
-            scores = self._scores.to(device=x.device)
-            routing = self.router(scores)
-            self.last_routing = routing
-            used, gates = _slot_ranks(*_used_experts(routing), self.config.expert_rank)
-            if used.numel():
-                parts_a.append(self.routed_A[used])
-                parts_b.append(self.routed_B[:, used])
-                parts_c.append(gates.to(x.dtype))
-        if not parts_a:
-            empty = x.new_zeros(0)
-            return empty, empty, empty
-        batch = max(c.shape[0] for c in parts_c)
-        coeff = torch.cat([c.expand(batch, -1) for c in parts_c], dim=1)
-        return torch.cat(parts_a, dim=0), torch.cat(parts_b, dim=1), coeff
-
-    def _state_key(self, like: Tensor) -> tuple[Any, ...]:
-        scores = self._scores
-        versions = tuple(p._version for p in self.adapter_parameters)
-        return (
-            None if scores is None else (id(scores), scores._version),
-            versions,
-            self.base_layer.weight._version,
-            self.shared_merged,
-            self.strength,
-            like.device,
-            like.dtype,
-        )
-
+    # The two paths -------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         """Frozen layer plus the routed and shared experts of each image (eq. 10)."""
         if self.strength == 0.0:
             return self.base_layer(x)
-        if self._receives_gradients():
-            return self._adapted(x, *self._active_factors(x), None)
-        state = self._inference_state(self._state_key(x))
-        if state.pending is not None:
-            self._resolve_pending(x, state)
-        if state.weight is not None and state.factors is None:
-            return self._with_weight(x, state.weight)
-        if state.factors is None:
-            if self._folds_in_one_step(x):
-                state.weight = self._fold_one_image(x, state)
-                return self._with_weight(x, state.weight)
-            state.factors = self._active_factors(x)
-        return self._adapted(x, *state.factors, state)
-
-    def _adapted(
-        self, x: Tensor, a: Tensor, b: Tensor, coeff: Tensor, state: InferenceState | None
-    ) -> Tensor:
-        """The layer with the update ``B diag(coeff) A``, on the cheaper path; with ``state``
-        (inference) a merged weight is kept there for the next calls."""
+        plan = self.plan
+        if plan is not None and plan.weight is not None:
+            return self._with_weight(x, plan.weight.to(x.dtype))
+        if self.router is not None and plan is None:
+            raise RuntimeError(
+                "this MoR layer routes by degradation scores: run the model inside "
+                "`with mordasr.route(model, scores).applied(model):`"
+            )
+        a, b, coeff = self._active_factors(None if plan is None else plan.routing, x.dtype)
         rank = coeff.shape[1] if coeff.numel() else 0
         if rank == 0:
             return self.base_layer(x)
@@ -321,135 +207,47 @@ class MoRLayer(nn.Module):
             )
         if self._path(x, rank, coeff.shape[0]) == "lowrank":
             return self.base_layer(x) + self.delta_scaling * self._lowrank(x, a, b, coeff)
-        weight = state.weight if state is not None else None
-        if weight is None:
-            delta = self._delta(a, b, coeff)
-            out = self._weight_buffer(state, delta) if state is not None else None
-            weight = torch.add(self.base_layer.weight, delta, alpha=self.delta_scaling, out=out)
-            if state is not None:
-                state.weight = weight
-        return self._with_weight(x, weight)
+        delta = self._delta(a, b, coeff)
+        return self._with_weight(x, self.base_layer.weight + self.delta_scaling * delta)
 
-    def _folds_in_one_step(self, x: Tensor) -> bool:
-        """Inference with one score row on the merged path: fold with two fused matmuls."""
-        if not self._supports_flat_fold or self.config.compute_path == "lowrank":
-            return False
-        if self.router is not None and (self._scores is None or self._scores.shape[0] != 1):
-            return False
-        if self.config.compute_path == "merged":
-            return True
-        routed = self.config.top_k * self.config.expert_rank if self.router is not None else 0
-        rank = self.config.num_shared + routed
-        return self._path(x, max(rank, 1), 1) == "merged"
-
-    def _fold_one_image(self, x: Tensor, state: InferenceState) -> Tensor:
-        """``W0 + scaling * (B_s A_s + B_r diag(g) A_r)`` for the real experts the image keeps.
-
-        The shared part is folded once per weight version and reused; zero experts and experts
-        the image does not keep are never gathered.
-        """
-        if self.router is None:
-            return self._shared_folded(state).view(1, *self.base_layer.weight.shape)
-        routing = self.router(self._scores.to(device=x.device))
-        self.last_routing = routing
-        keep = routing.indices[0] < routing.num_real
-        rows, gates = _slot_ranks(
-            routing.indices[0][keep], routing.gates[0][keep], self.config.expert_rank
-        )
-        return self._fold_rows(rows, gates, state)
-
-    @torch.no_grad()
-    def folded_weight(self) -> Tensor:
-        """(U, *weight.shape): the frozen weight plus this layer's update for each of its U score
-        rows (U = 1 without a router): what the merged path convolves with, for runtimes that
-        take weights rather than modules (an ONNX Runtime session fed per image)."""
-        weight = self.base_layer.weight
-        a, b, coeff = self._active_factors(weight)
-        if not coeff.numel():
-            return weight[None].clone()
-        return weight + self.delta_scaling * self._delta(a, b, coeff.to(weight.dtype))
-
-    @torch.no_grad()
-    def prefold(self, indices: Tensor, gates: Tensor, routing: Routing | None = None) -> None:
-        """Take one image's routing now, for the next inference calls.
-
-        ``indices`` (k,) and ``gates`` (k,) are the kept slots, zero experts among them with gate
-        0 and any real index, so no host sync is needed to drop them (they add exact zeros).
-        With ``compute_path="merged"`` the kept ranks are folded into the weight at once; with
-        ``"auto"`` the first forward call chooses, from its token count, between folding them
-        (then cached) and applying them as low-rank products on every call, which is cheaper
-        where a layer sees few tokens (the deep levels of a UNet). ``routing`` becomes
-        :attr:`last_routing`. Layers that cannot fold flat, or are set to the low-rank path, are
-        left alone.
-        """
-        if not self._supports_flat_fold or self.config.compute_path == "lowrank":
-            return
-        if self._scores is None or self._scores.shape[0] != 1:
-            return
-        rows, row_gates = _slot_ranks(indices, gates, self.config.expert_rank)
-        state = self._inference_state(self._state_key(self.base_layer.weight))
-        state.factors = state.weight = state.pending = None
-        if self.config.compute_path == "auto":
-            state.pending = (rows, row_gates)
-        else:
-            state.weight = self._fold_rows(rows, row_gates, state)
+    def _active_factors(
+        self, routing: Routing | None, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Factors of the ranks in use and their per-image coefficients (U, r), U in {1, B}."""
+        parts_a: list[Tensor] = []
+        parts_b: list[Tensor] = []
+        parts_c: list[Tensor] = []
+        if self.config.num_shared and not self.shared_merged:
+            parts_a.append(self.shared_A)
+            parts_b.append(self.shared_B)
+            parts_c.append(self.shared_A.new_ones(1, self.config.num_shared, dtype=dtype))
         if routing is not None:
-            self.last_routing = routing
+            used, gates = _slot_ranks(*_used_experts(routing), self.config.expert_rank)
+            if used.numel():
+                parts_a.append(self.routed_A[used])
+                parts_b.append(self.routed_B[:, used])
+                parts_c.append(gates.to(dtype))
+        if not parts_a:
+            empty = self.shared_A.new_zeros(0)
+            return empty, empty, empty
+        batch = max(c.shape[0] for c in parts_c)
+        coeff = torch.cat([c.expand(batch, -1) for c in parts_c], dim=1)
+        return torch.cat(parts_a, dim=0), torch.cat(parts_b, dim=1), coeff
 
-    def _fold_rows(self, rows: Tensor, gates: Tensor, state: InferenceState) -> Tensor:
-        """(1, *weight.shape): the shared-folded weight plus ``routed_B[:, rows] diag(gates)
-        routed_A[rows]``, one fused matmul into the state's reused buffer."""
-        weight = self._shared_folded(state)
-        if rows.numel():
-            b = self.routed_B[:, rows] * gates.to(weight.dtype)
-            weight = torch.addmm(
-                weight,
-                b,
-                self.routed_A[rows].flatten(1),
-                alpha=self.delta_scaling,
-                out=self._weight_buffer(state, weight),
-            )
-        return weight.view(1, *self.base_layer.weight.shape)
+    @torch.no_grad()
+    def fold(self, routing: Routing | None) -> Tensor:
+        """(U, *weight.shape) in float32: the frozen weight plus this layer's update for each of
+        the U rows of ``routing`` (U = 1 without a router), scaled by the strength. Zero experts
+        and experts no image keeps are never gathered."""
+        weight = self.base_layer.weight.float()
+        if self.router is not None and routing is None:
+            raise ValueError("a routed MoR layer folds for a routing decision")
+        a, b, coeff = self._active_factors(routing, torch.float32)
+        if not coeff.numel() or self.strength == 0.0:
+            return weight[None].clone()
+        return weight + self.delta_scaling * self._delta(a.float(), b.float(), coeff)
 
-    def _resolve_pending(self, x: Tensor, state: InferenceState) -> None:
-        """Settle a :meth:`prefold` left to the first call: fold (``state.weight``), or gather
-        the low-rank factors (``state.factors``), whichever is cheaper for ``x``."""
-        assert state.pending is not None
-        rows, gates = state.pending
-        state.pending = None
-        shared = self.config.num_shared if not self.shared_merged else 0
-        if self._path(x, max(shared + rows.numel(), 1), 1) == "merged":
-            state.weight = self._fold_rows(rows, gates, state)
-            return
-        parts_a, parts_b, parts_c = [self.routed_A[rows]], [self.routed_B[:, rows]], [gates[None]]
-        if shared:
-            parts_a.insert(0, self.shared_A)
-            parts_b.insert(0, self.shared_B)
-            parts_c.insert(0, x.new_ones(1, shared))
-        coeff = torch.cat([c.to(x.dtype) for c in parts_c], dim=1)
-        state.factors = (torch.cat(parts_a), torch.cat(parts_b, dim=1), coeff)
-
-    def _shared_folded(self, state: InferenceState) -> Tensor:
-        """(d_out, d_in_flat) frozen weight with the always-on ranks folded in, kept in the
-        state (its key covers the tensors it is made of)."""
-        if state.shared is None:
-            flat = self.base_layer.weight.flatten(1)
-            if self.config.num_shared and not self.shared_merged:
-                flat = torch.addmm(
-                    flat, self.shared_B, self.shared_A.flatten(1), alpha=self.delta_scaling
-                )
-            state.shared = flat
-        return state.shared
-
-    def _weight_buffer(self, state: InferenceState, like: Tensor) -> Tensor:
-        """The state's storage for folded weights shaped like ``like`` (allocated once)."""
-        buffer = state.buffer
-        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
-            buffer = torch.empty_like(like)
-            state.buffer = buffer
-        return buffer
-
-    def _path(self, x: Tensor, rank: int, update_batch: int) -> Path:
+    def _path(self, x: Tensor, rank: int, update_batch: int) -> ComputePath:
         if self.config.compute_path != "auto":
             return self.config.compute_path
         tokens, per_token = self._tokens_and_cost(x, rank)
@@ -460,7 +258,8 @@ class MoRLayer(nn.Module):
             weight_numel=self.base_layer.weight.numel(),
             input_batch=x.shape[0],
             update_batch=update_batch,
-            training=self._receives_gradients(),
+            training=torch.is_grad_enabled()
+            and any(p.requires_grad for p in self.adapter_parameters),
         )
 
     # Shared-expert merging -------------------------------------------------------------------
@@ -480,7 +279,6 @@ class MoRLayer(nn.Module):
                 "or an overflow of the weight dtype); the weight was left unchanged"
             )
         self.base_layer.weight.copy_(value)
-        self._state = None
 
     @torch.no_grad()
     def merge_shared(self) -> None:
@@ -518,7 +316,6 @@ class MoRLinear(MoRLayer):
     """MoR adapter around an ``nn.Linear``: A is (r, d_in), B is (d_out, r)."""
 
     base_layer: nn.Linear
-    _supports_flat_fold = True
 
     def __init__(self, base_layer: nn.Linear, config: MoRConfig) -> None:
         super().__init__(base_layer, config)
@@ -559,10 +356,6 @@ class MoRConv2d(MoRLayer):
     """
 
     base_layer: nn.Conv2d
-
-    @property
-    def _supports_flat_fold(self) -> bool:
-        return self._kernel_in_a
 
     def __init__(self, base_layer: nn.Conv2d, config: MoRConfig) -> None:
         if base_layer.groups != 1:

@@ -1,22 +1,17 @@
-"""Model-level MoR operations: inject, route, merge, save/load, inspect, balance."""
+"""Model-level MoR operations: inject, merge, save/load (routing: :mod:`mordasr.mor.plan`)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from mordasr.mor.balance import calibrate_severity, load_balance_loss, severity_from_scores
 from mordasr.mor.config import MoRConfig
 from mordasr.mor.layer import MoRConv2d, MoRLayer, MoRLinear
-from mordasr.mor.router import Routing, keep_top_k, transform_scores
 
 CONFIG_NAME = "mor_config.json"
 WEIGHTS_NAME = "mor_adapter.safetensors"
@@ -64,71 +59,6 @@ def mor_config(model: nn.Module) -> MoRConfig:
     for _, layer in mor_layers(model):
         return layer.source_config
     raise ValueError("model has no MoR layers")
-
-
-def set_scores(model: nn.Module, scores: Tensor | None) -> None:
-    """Hand (B, score_dim) degradation scores to every MoR layer for the next forward passes."""
-    for _, layer in mor_layers(model):
-        layer.set_scores(scores)
-
-
-@contextmanager
-def routing(model: nn.Module, scores: Tensor) -> Iterator[nn.Module]:
-    """Route ``model`` by ``scores`` inside the block; the scores are cleared on exit."""
-    set_scores(model, scores)
-    try:
-        yield model
-    finally:
-        set_scores(model, None)
-
-
-@torch.no_grad()
-def prefold_routed(model: nn.Module) -> None:
-    """Route every layer of ``model`` for its (one-image) scores at once and fold the kept ranks.
-
-    Inference helper: the layers must be routed by one score row (``set_scores``/``routing``).
-    Routers with the same shape are evaluated as one batched matmul, softmax and top-k, and each
-    layer then folds with a handful of tensor ops and no host sync, instead of routing and
-    dropping zero experts one layer at a time; the forward passes that follow with the same
-    scores reuse the folded weights (exactly what :meth:`MoRLayer.forward` would compute).
-    """
-    groups: dict[tuple[Any, ...], list[MoRLayer]] = {}
-    for _, layer in mor_layers(model):
-        router, scores = layer.router, layer.scores
-        if router is None or scores is None or scores.shape[0] != 1:
-            continue
-        shape = (
-            router.gate.weight.shape,
-            router.gate.bias is not None,
-            router.top_k,
-            router.num_real,
-            router.renormalize,
-            router.gate_scale,
-            router.score_transform,
-        )
-        groups.setdefault((id(scores), *shape), []).append(layer)
-    for layers in groups.values():
-        first = layers[0].router
-        scores = transform_scores(
-            layers[0].scores.to(first.gate.weight.device), first.score_transform
-        )
-        weights = torch.stack([layer.router.gate.weight.float() for layer in layers])
-        logits = weights @ scores[0]
-        if first.gate.bias is not None:
-            logits = logits + torch.stack([layer.router.gate.bias.float() for layer in layers])
-        probs = torch.softmax(logits, dim=-1)
-        gates, indices = keep_top_k(probs, first.top_k, first.renormalize, first.gate_scale)
-        real = indices < first.num_real
-        fold_gates = torch.where(real, gates, torch.zeros_like(gates))
-        fold_indices = torch.where(real, indices, torch.zeros_like(indices))
-        for i, layer in enumerate(layers):
-            routing = Routing(
-                probs=probs[i : i + 1],
-                indices=indices[i : i + 1],
-                gates=gates[i : i + 1],
-                num_real=first.num_real,
-            )
-            layer.prefold(fold_indices[i], fold_gates[i], routing)
 
 
 def set_strength(model: nn.Module, strength: float) -> None:
@@ -223,70 +153,6 @@ def load_mor_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
     inject_mor(model, config)
     load_mor_state_dict(model, load_file(str(directory / WEIGHTS_NAME)))
     return model
-
-
-@dataclass(frozen=True)
-class LayerRouting:
-    """What one MoR layer's router did in the last forward pass (detached, on CPU)."""
-
-    indices: Tensor
-    """(B, k) kept slots."""
-    gates: Tensor
-    """(B, k) their gate values."""
-    probs: Tensor
-    """(B, N) the full softmax."""
-    num_zero: Tensor
-    """(B,) how many kept slots were zero experts."""
-    num_real: int
-    """Real experts in this layer (slots ``>= num_real`` are zero experts)."""
-
-
-def routing_stats(model: nn.Module) -> dict[str, LayerRouting]:
-    """Per routed layer: the chosen slots and zero-expert counts of the last forward pass."""
-    stats: dict[str, LayerRouting] = {}
-    for name, layer in mor_layers(model):
-        r = layer.last_routing
-        if r is None:
-            continue
-        stats[name] = LayerRouting(
-            indices=r.indices.detach().cpu(),
-            gates=r.gates.detach().cpu(),
-            probs=r.probs.detach().cpu(),
-            num_zero=r.num_zero_active.detach().cpu(),
-            num_real=r.num_real,
-        )
-    return stats
-
-
-def balance_loss(
-    model: nn.Module,
-    alpha: float = 1.0,
-    degradation_aware: bool = True,
-    severity_scores: Tensor | None = None,
-) -> Tensor:
-    """Mean balance loss over the routed layers of the last forward pass.
-
-    Degradation-aware by default: each image's severity comes from ``severity_scores`` (B, D)
-    degradation scores in [0, 1] (default: the scores the layers were routed with), reduced as
-    the config's ``severity_reduce`` says. Pass them when the routers see something else, such
-    as LR features. Returns 0 for a model without routed layers (plain LoRA).
-    """
-    losses = []
-    for _, layer in mor_layers(model):
-        r = layer.last_routing
-        if r is None or layer.scores is None:
-            continue
-        severity = None
-        if degradation_aware:
-            scores = layer.scores if severity_scores is None else severity_scores
-            severity = calibrate_severity(
-                severity_from_scores(scores.float(), layer.config.severity_reduce),
-                layer.config.severity_range,
-            )
-        losses.append(load_balance_loss(r.probs, r.indices, r.num_real, alpha, severity))
-    if not losses:
-        return torch.zeros(())
-    return torch.stack(losses).mean()
 
 
 def _inside_mor_layer(model: nn.Module, name: str) -> bool:

@@ -99,8 +99,9 @@ class Router(nn.Module):
     With ``bias`` the logits get a learnable per-slot offset, ``softmax(s W_g + b)``, starting at
     zero: without it, score vectors that point the same way (mild and severe images whose
     dimensions all rise together) can only scale the logits, never reorder a slot past its
-    threshold. ``scores`` picks what ``W_g`` multiplies (:func:`transform_scores`): ``raw`` is
-    eq. 9 exactly; ``centred`` and ``log-odds`` let severity reorder slots without a bias.
+    threshold. ``score_transform`` picks what ``W_g`` multiplies (:func:`transform_scores`):
+    ``raw`` is eq. 9 exactly; ``centred`` and ``log-odds`` let severity reorder slots without a
+    bias.
     """
 
     def __init__(
@@ -111,7 +112,7 @@ class Router(nn.Module):
         top_k: int,
         renormalize: bool = False,
         bias: bool = False,
-        scores: ScoreTransform = "raw",
+        score_transform: ScoreTransform = "raw",
         gate_scale: float = 1.0,
     ) -> None:
         super().__init__()
@@ -119,11 +120,11 @@ class Router(nn.Module):
             raise ValueError("top_k must lie in [1, num_slots]")
         if not gate_scale > 0:
             raise ValueError("gate_scale must be > 0")
-        if scores not in SCORE_TRANSFORMS:
+        if score_transform not in SCORE_TRANSFORMS:
             raise ValueError(
-                f"unknown score transform {scores!r}; choose one of {SCORE_TRANSFORMS}"
+                f"unknown score transform {score_transform!r}; choose one of {SCORE_TRANSFORMS}"
             )
-        self.score_transform = scores
+        self.score_transform = score_transform
         self.gate = nn.Linear(score_dim, num_slots, bias=bias)
         nn.init.kaiming_uniform_(self.gate.weight, a=math.sqrt(5))
         if bias:

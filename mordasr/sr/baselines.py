@@ -7,8 +7,6 @@ bicubic folder the manifest (type ``bicubic``) and ``bicubic.json`` (the scale).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -18,9 +16,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from mordasr.mor import RoutingPlan
 from mordasr.nets.loaders import PRETRAINED, load_realesrgan
 from mordasr.sr.manifest import loading, read_json_dataclass, write_manifest
-from mordasr.sr.protocol import Tiling
+from mordasr.sr.protocol import ImageWork, Tiling
 from mordasr.sr.registry import check_model_type, register_model_type
 
 BACKBONE_FILE = "backbone.safetensors"
@@ -32,6 +31,8 @@ class _FixedScaleSR(nn.Module):
     and whole-image tiling."""
 
     tiling: ClassVar[Tiling] = "image"
+    score_dim: ClassVar[None] = None
+    """Nothing routes these models."""
 
     def __init__(self, scale: int, multiple_of: int) -> None:
         super().__init__()
@@ -58,6 +59,7 @@ class PlainSR(_FixedScaleSR):
     """
 
     model_type: ClassVar[str] = "plain"
+    feed_forward: ClassVar[bool] = True
 
     def __init__(self, backbone: nn.Module, scale: int, multiple_of: int = 1) -> None:
         super().__init__(scale, multiple_of)
@@ -66,10 +68,9 @@ class PlainSR(_FixedScaleSR):
     def describe(self) -> str:
         return "plain backbone"
 
-    @contextmanager
-    def routed(self, lr: Tensor) -> Iterator[nn.Module]:
-        """The backbone itself: nothing is routed."""
-        yield self.backbone
+    def prepare(self, lr: Tensor, scores: Tensor | None = None) -> ImageWork:
+        """The backbone itself, with an empty plan: nothing is routed."""
+        return ImageWork(self.backbone, RoutingPlan(None))
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.backbone(lr)
@@ -117,6 +118,7 @@ class BicubicSR(_FixedScaleSR):
     """Bicubic interpolation by ``scale`` (antialias off, as MATLAB-free baselines do)."""
 
     model_type: ClassVar[str] = "bicubic"
+    feed_forward: ClassVar[bool] = False
 
     def __init__(self, scale: int = 4) -> None:
         super().__init__(scale, 1)
@@ -124,10 +126,9 @@ class BicubicSR(_FixedScaleSR):
     def describe(self) -> str:
         return "bicubic"
 
-    @contextmanager
-    def routed(self, lr: Tensor) -> Iterator[nn.Module]:
-        """The interpolation itself: nothing is routed."""
-        yield self
+    def prepare(self, lr: Tensor, scores: Tensor | None = None) -> ImageWork:
+        """The interpolation itself, with an empty plan: nothing is routed."""
+        return ImageWork(self, RoutingPlan(None))
 
     def forward(self, lr: Tensor) -> Tensor:
         out = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -29,16 +27,18 @@ from mordasr.estimate import DegradationEstimator, LearnedEstimator, load_estima
 from mordasr.estimate.learned import MIN_SIDE
 from mordasr.mor import (
     MoRConfig,
+    RoutingPlan,
     inject_mor,
     load_mor_state_dict,
-    routing,
+    mor_config,
+    route,
     save_mor_adapter,
 )
 from mordasr.mor.model import CONFIG_NAME as MOR_CONFIG_FILE
 from mordasr.mor.model import WEIGHTS_NAME as MOR_WEIGHTS_FILE
 from mordasr.nets.loaders import load_realesrgan
 from mordasr.sr.manifest import loading, read_json_dataclass, write_manifest
-from mordasr.sr.protocol import Tiling
+from mordasr.sr.protocol import ImageWork, Tiling
 from mordasr.sr.registry import check_model_type, register_model_type
 from mordasr.sr.router_input import RouterInput, router_input
 
@@ -74,6 +74,7 @@ class MoRSuperResolver(nn.Module):
 
     model_type: ClassVar[str] = "mor"
     tiling: ClassVar[Tiling] = "image"
+    feed_forward: ClassVar[bool] = True
 
     def __init__(
         self, backbone: nn.Module, estimator: DegradationEstimator, spec: SRModelSpec
@@ -92,6 +93,11 @@ class MoRSuperResolver(nn.Module):
     def multiple_of(self) -> int:
         """Side multiple the backbone needs: x2 and x1 RRDBNets pixel-unshuffle by 2 and 4."""
         return int(getattr(self.backbone, "unshuffle", 1))
+
+    @property
+    def score_dim(self) -> int:
+        """How many numbers route the adapters (what :meth:`route_input` gives per image)."""
+        return mor_config(self.backbone).score_dim
 
     def describe(self) -> str:
         return f"MoR on {self.spec.backbone} (estimator: {self.spec.estimator})"
@@ -138,20 +144,22 @@ class MoRSuperResolver(nn.Module):
         image = _estimator_view(lr)
         return router_input(self.spec.router_input, self.estimator, image).to(lr.dtype)
 
-    @contextmanager
-    def routed(self, lr: Tensor, scores: Tensor | None = None) -> Iterator[nn.Module]:
-        """The backbone routed by ``scores`` (default: :meth:`route_input` of ``lr``), in the
-        backbone's dtype, for any number of calls on ``lr`` or its tiles."""
+    def plan(self, lr: Tensor, scores: Tensor | None = None, *, fold: bool = False) -> RoutingPlan:
+        """The backbone's routing plan for ``lr`` (B, 3, h, w), routed by ``scores`` (default:
+        :meth:`route_input` of ``lr``); ``fold`` adds the folded weights (float32)."""
         if scores is None:
             scores = self.route_input(lr)
-        dtype = next(self.backbone.parameters()).dtype
-        with routing(self.backbone, scores.to(dtype)):
-            yield self.backbone
+        return route(self.backbone, scores.float(), fold=fold)
+
+    def prepare(self, lr: Tensor, scores: Tensor | None = None) -> ImageWork:
+        """The backbone and its folded plan for ``lr``: one fold per layer and image, however
+        many tiles then run."""
+        return ImageWork(self.backbone, self.plan(lr, scores, fold=True))
 
     def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
         """Super-resolve ``lr`` (B, 3, h, w) in [0, 1]; ``scores`` (the routers' input)
         default to :meth:`route_input`."""
-        with self.routed(lr, scores) as network:
+        with self.plan(lr, scores).applied(self.backbone) as network:
             return network(lr)
 
     def save_pretrained(self, directory: str | Path) -> Path:

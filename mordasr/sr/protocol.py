@@ -1,23 +1,67 @@
 """What every super-resolution model mordasr runs provides (:class:`SRModel`).
 
-The inference pipeline, the benchmark and the loaders talk to models only through this
-protocol, so a new model type needs no change there: it implements the protocol and registers
-its manifest type (:func:`mordasr.sr.registry.register_model_type`).
+The inference pipeline, the backends, export, the benchmark and the loaders talk to models only
+through this protocol, so a new model type needs no change there: it implements the protocol and
+registers its manifest type (:func:`mordasr.sr.registry.register_model_type`).
+
+A model owns how it is called: :meth:`SRModel.prepare` does an image's per-image work once
+(degradation scores, the routing plan with its folded weights, prompt embeddings) and returns
+what the pipeline runs over the tiles: an :class:`ImageWork` (one feed-forward network and the
+plan it runs, for ``image`` tiling) or a :class:`LatentWork` (the one-step SD stages, for
+``latent`` tiling).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from mordasr.mor import RoutingPlan
 
 Tiling = Literal["image", "latent"]
 """How large inputs are split: ``image`` tiles of one feed-forward network, or ``latent``
 tiles of the one-step SD stages (VAE encoder, UNet, VAE decoder)."""
+
+
+@dataclass(frozen=True)
+class ImageWork:
+    """A feed-forward model's work for one image: run ``network`` under ``plan`` on every tile.
+
+    ``plan`` is float32 (folded weights included); a backend casts it to its compute dtype.
+    """
+
+    network: nn.Module
+    """Maps (B, 3, h, w) tiles in [0, 1] to (B, 3, scale*h, scale*w)."""
+    plan: RoutingPlan
+    """The routing (and folded weights) of ``network``'s MoR layers for this image; empty for a
+    network without adapters."""
+
+
+@dataclass(frozen=True)
+class LatentWork:
+    """The one-step SD model's stages for one image, conditioned once (scores, routing plan,
+    prompt): the pipeline tiles each stage as its memory needs."""
+
+    upsample: Callable[[Tensor], Tensor]
+    """Padded LR (B, 3, h, w) in [0, 1] -> the enlarged image the VAE encodes (float32, the
+    reference of the colour fix)."""
+    encode: Callable[[Tensor], Tensor]
+    """Image tile in [0, 1] -> latent tile."""
+    encoder_norm: nn.Module
+    """The VAE encoder, whose group norms tiled encoding keeps consistent across tiles."""
+    denoise: Callable[[Tensor], Tensor]
+    """Latent tile -> clean latent tile: the routed UNet step (folded once per image)."""
+    decode: Callable[[Tensor], Tensor]
+    """Latent tile -> image tile in [0, 1]."""
+    decoder_norm: nn.Module
+    """The VAE decoder (its group norms, as for the encoder)."""
+    latent_factor: int
+    """Image pixels per latent pixel."""
 
 
 @runtime_checkable
@@ -30,6 +74,9 @@ class SRModel(Protocol):
 
     model_type: ClassVar[str]
     tiling: ClassVar[Tiling]
+    feed_forward: ClassVar[bool]
+    """Whether :meth:`prepare` gives one plain network that other runtimes can run (ONNX
+    Runtime, export): MoR and plain backbones, not bicubic or the one-step SD model."""
 
     @property
     def scale(self) -> int:
@@ -43,9 +90,16 @@ class SRModel(Protocol):
 
     def __call__(self, lr: Tensor) -> Tensor: ...
 
-    def routed(self, lr: Tensor) -> AbstractContextManager[Callable[[Tensor], Tensor]]:
-        """The network for ``lr`` (or tiles of it), routed by the whole of ``lr``: degradation
-        scores and prompts are computed once, on entry, whatever the network is then run on."""
+    @property
+    def score_dim(self) -> int | None:
+        """How many numbers route the model (None: it is not routed)."""
+        ...
+
+    def prepare(self, lr: Tensor, scores: Tensor | None = None) -> ImageWork | LatentWork:
+        """The per-image work for ``lr`` (B, 3, h, w) in [0, 1], done once whatever tiles of it
+        then run: scores (``scores`` replace the model's own estimate of ``lr``), the routing
+        plan, prompts. :class:`ImageWork` for ``image`` tiling, :class:`LatentWork` for
+        ``latent``."""
         ...
 
     def to_inference(

@@ -40,7 +40,7 @@ def test_centred_and_log_odds_routers_reorder_experts_when_only_the_severity_cha
     reordered = 0
     for seed in range(20):
         torch.manual_seed(seed)
-        router = Router(7, 8, 6, 3, scores=kind)
+        router = Router(7, 8, 6, 3, score_transform=kind)
         severe, mild = _severe_and_mild(seed)
         reordered += not torch.equal(router(severe).indices, router(mild).indices)
     assert reordered == 20
@@ -51,7 +51,7 @@ def test_the_routed_recipe_router_reorders_experts_and_keeps_gates_summing_to_to
     reordered = 0
     for seed in range(20):
         torch.manual_seed(seed)
-        router = Router(7, 32, 28, 8, renormalize=True, bias=True, scores="centred", gate_scale=8)
+        router = Router(7, 32, 28, 8, renormalize=True, bias=True, score_transform="centred", gate_scale=8)
         severe, mild = _severe_and_mild(seed)
         kept_severe, kept_mild = router(severe), router(mild)
         reordered += not torch.equal(kept_severe.indices, kept_mild.indices)

@@ -9,7 +9,7 @@ from mordasr.sr.sd.config import (
     OneStepConfig,
     paper_unet_mor,
 )
-from mordasr.sr.sd.generator import OneStepGenerator, read_config, routed
+from mordasr.sr.sd.generator import OneStepGenerator, read_config
 from mordasr.sr.sd.prompts import FixedPrompt, PromptSource
 from mordasr.sr.sd.sr_model import OneStepSR
 
@@ -28,5 +28,4 @@ __all__ = [
     "load_sd_components",
     "paper_unet_mor",
     "read_config",
-    "routed",
 ]

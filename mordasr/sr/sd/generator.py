@@ -10,8 +10,7 @@ VAE decoder turns it into the SR image. The text encoder and the decoder stay fr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,12 +19,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mordasr.mor import (
+    RoutingPlan,
     inject_mor,
     load_mor_state_dict,
     mor_layers,
     mor_named_parameters,
     mor_state_dict,
-    routing,
+    route,
 )
 from mordasr.sr.sd.components import SDComponents, load_sd_components
 from mordasr.sr.sd.config import OneStepConfig
@@ -123,15 +123,21 @@ class OneStepGenerator(nn.Module):
         """LR (B, 3, h, w) in [0, 1] -> latent (B, 4, scale*h/f, scale*w/f), f the VAE factor."""
         return self.encode(self.upsample(lr))
 
-    def denoise(self, latents: Tensor, prompt_embeds: Tensor, scores: Tensor) -> Tensor:
-        """One UNet step at ``timestep`` routed by ``scores`` (B or 1, score_dim): x0 latents."""
+    def route(self, scores: Tensor, *, fold: bool = False) -> RoutingPlan:
+        """The UNet's routing plan for (B, score_dim) ``scores`` (``fold``: with the folded
+        weights, cast to the UNet's dtype, for any number of latent tiles)."""
+        plan = route(self.unet, scores.float(), fold=fold)
+        return plan.to(self.unet.dtype) if fold else plan
+
+    def denoise(self, latents: Tensor, prompt_embeds: Tensor, plan: RoutingPlan) -> Tensor:
+        """One UNet step at ``timestep`` running ``plan`` (see :meth:`route`): x0 latents."""
         timestep = torch.full(
             (latents.shape[0],), self.config.timestep, device=latents.device, dtype=torch.long
         )
         embeds = prompt_embeds.to(device=latents.device, dtype=latents.dtype)
         if embeds.shape[0] == 1 and latents.shape[0] > 1:
             embeds = embeds.expand(latents.shape[0], -1, -1)
-        with routed(self.unet, scores.to(device=latents.device, dtype=latents.dtype)):
+        with plan.applied(self.unet):
             pred = self.unet(latents, timestep, encoder_hidden_states=embeds).sample
         return self.x0_from_prediction(latents, pred)
 
@@ -156,7 +162,7 @@ class OneStepGenerator(nn.Module):
         """
         if prompt_embeds is None:
             prompt_embeds = self.encode_prompt([self.config.prompt] * lr.shape[0])
-        x0 = self.denoise(self.encode_lr(lr), prompt_embeds, scores)
+        x0 = self.denoise(self.encode_lr(lr), prompt_embeds, self.route(scores))
         return (self.decode(x0) + 1.0) / 2.0
 
     # Adapters ----------------------------------------------------------------------------------
@@ -201,20 +207,6 @@ class OneStepGenerator(nn.Module):
         generator = cls(components, config)
         generator.load_adapter_state_dict(load_file(str(Path(directory) / ADAPTERS_NAME)))
         return generator.to(device=device, dtype=dtype).eval()
-
-
-@contextmanager
-def routed(model: nn.Module, scores: Tensor) -> Iterator[nn.Module]:
-    """Route ``model`` by ``scores`` in the block, unless it is already routed by this very
-    tensor: then nothing is reset, so the routed weights the MoR layers folded for it stay cached
-    (one fold per image however many tiles and calls use it)."""
-    routers = (layer for _, layer in mor_layers(model) if layer.router is not None)
-    first = next(routers, None)
-    if first is None or first.scores is scores:
-        yield model
-        return
-    with routing(model, scores):
-        yield model
 
 
 def read_config(directory: str | Path) -> OneStepConfig:

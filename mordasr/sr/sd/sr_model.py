@@ -12,8 +12,6 @@ recognised by their ``onestep_config.json``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,7 +23,7 @@ from mordasr.estimate import DegradationEstimator, LearnedEstimator, load_estima
 from mordasr.mor import merge_shared
 from mordasr.sr.manifest import loading, write_manifest
 from mordasr.sr.mor_sr import ESTIMATOR_FILE, estimate_scores
-from mordasr.sr.protocol import Tiling
+from mordasr.sr.protocol import LatentWork, Tiling
 from mordasr.sr.registry import check_model_type, register_model_type
 from mordasr.sr.sd.config import OneStepConfig
 from mordasr.sr.sd.generator import ADAPTERS_NAME, CONFIG_NAME, OneStepGenerator, read_config
@@ -56,6 +54,7 @@ class OneStepSR(nn.Module):
 
     model_type: ClassVar[str] = "onestep-sd"
     tiling: ClassVar[Tiling] = "latent"
+    feed_forward: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -106,21 +105,33 @@ class OneStepSR(nn.Module):
         """(B, T, D) text conditioning of each LR image from the prompt source."""
         return self.generator.encode_prompt(self.prompt_source(lr))
 
-    @contextmanager
-    def routed(
-        self, lr: Tensor, scores: Tensor | None = None
-    ) -> Iterator[Callable[[Tensor], Tensor]]:
-        """The untiled generator conditioned on ``lr``'s scores (default: the estimate) and
-        prompt embeddings, both computed once on entry."""
-        if scores is None:
-            scores = self.estimate(lr)
-        embeds = self.prompt_embeds(lr)
-        yield lambda image: self.generator(image, scores, embeds)
+    @property
+    def score_dim(self) -> int:
+        """How many numbers route the UNet's adapters."""
+        return self.config.unet_mor.score_dim
+
+    def prepare(self, lr: Tensor, scores: Tensor | None = None) -> LatentWork:
+        """The stages for ``lr``, conditioned once: scores (default: the estimate), prompt
+        embeddings, and the UNet's plan folded once for every latent tile."""
+        generator = self.generator
+        dtype = generator.unet.dtype
+        plan = generator.route(self.estimate(lr) if scores is None else scores, fold=True)
+        embeds = self.prompt_embeds(lr).to(dtype)
+        return LatentWork(
+            upsample=generator.upsample,
+            encode=generator.encode,
+            encoder_norm=generator.vae.encoder,
+            denoise=lambda z: generator.denoise(z, embeds, plan),
+            decode=lambda z: (generator.decode(z) + 1.0) / 2.0,
+            decoder_norm=generator.vae.decoder,
+            latent_factor=generator.vae_scale_factor,
+        )
 
     def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
         """LR (B, 3, h, w) in [0, 1] -> SR in [0, 1]; ``scores`` default to the estimate."""
-        with self.routed(lr, scores) as network:
-            return network(lr)
+        if scores is None:
+            scores = self.estimate(lr)
+        return self.generator(lr, scores, self.prompt_embeds(lr))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the generator (``onestep_config.json``, ``adapters.safetensors``) and, for the

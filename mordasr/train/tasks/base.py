@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mordasr.degrade import degrade, resolve_config
-from mordasr.mor import mor_layers, routing
+from mordasr.mor import RoutingPlan, route
 from mordasr.train.config import ConfigError, TrainConfig
 from mordasr.train.data import PatchSampler, find_images, step_generator
 from mordasr.train.dataset import DegradeCollate, HRCropDataset, PairStream, find_training_images
@@ -56,6 +56,8 @@ class MoRTask(TrainTask):
     ema: EMA | None = None
     net_d: nn.Module | None = None
     optimizer_d: torch.optim.Optimizer | None = None
+    last_plan: RoutingPlan | None = None
+    """The routing plan of the last generator micro-batch (for the balance loss and logs)."""
 
     def __init__(self, config: TrainConfig, accelerator: Any) -> None:
         super().__init__(config, accelerator)
@@ -301,12 +303,18 @@ class MoRTask(TrainTask):
             batches,
             losses_of,
             logs,
-            scope=lambda batch: routing(self.routed_model, batch.get("route", batch["scores"])),
+            scope=self._routed,
             clip=list(self.generator_params.values()),
         )
         if self.ema is not None:
             self.ema.update()
         return kept
+
+    def _routed(self, batch: dict[str, Tensor]) -> AbstractContextManager[nn.Module]:
+        """The routed model running the plan of ``batch``'s ``route`` input (or its
+        ``scores``), kept as :attr:`last_plan` for the logs."""
+        self.last_plan = route(self.routed_model, batch.get("route", batch["scores"]))
+        return self.last_plan.applied(self.routed_model)
 
     def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
         rate = self._set_lr(step)
@@ -314,7 +322,7 @@ class MoRTask(TrainTask):
         batches = [self._draw(generator, step * count + micro) for micro in range(count)]
         logs: dict[str, float] = {}
         self._updates(batches, generator, logs)
-        logs["zero_experts"] = self._mean_zero_experts()
+        logs["zero_experts"] = 0.0 if self.last_plan is None else self.last_plan.mean_zero_experts()
         logs["lr"] = rate
         logs["processes"] = float(self.accelerator.num_processes)
         if self.stream is not None:
@@ -336,15 +344,6 @@ class MoRTask(TrainTask):
     @abstractmethod
     def routed_model(self) -> nn.Module:
         """The network whose MoR layers the degradation scores route."""
-
-    def _mean_zero_experts(self) -> float:
-        """Mean number of zero experts an image kept per routed layer in the last pass."""
-        counts = [
-            layer.last_routing.num_zero_active.float().mean()
-            for _, layer in mor_layers(self.routed_model)
-            if layer.last_routing is not None
-        ]
-        return float(torch.stack(counts).mean()) if counts else 0.0
 
     def require(self, condition: bool, message: str) -> None:
         """Refuse a config whose sections contradict each other (one line, like a typo)."""

@@ -31,7 +31,7 @@ from mordasr.losses.vsd import VSDLoss
 from mordasr.metrics.lpips import LPIPS
 from mordasr.mor import (
     MoRConfig,
-    balance_loss,
+    applied_plan,
     inject_mor,
     load_mor_state_dict,
     mor_named_parameters,
@@ -69,7 +69,9 @@ class GeneratorStep(nn.Module):
         )
         prediction = g.unet(latents, timestep, encoder_hidden_states=prompt_embeds).sample
         x0 = g.x0_from_prediction(latents, prediction)
-        return x0, g.decode(x0), balance_loss(g.unet).to(x0.device)
+        plan = applied_plan(g.unet)
+        balance = torch.zeros(()) if plan is None else plan.balance_loss()
+        return x0, g.decode(x0), balance.to(x0.device)
 
 
 @register_task("sd21-mor")

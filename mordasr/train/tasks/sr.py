@@ -26,7 +26,6 @@ from mordasr.metrics.lpips import LPIPS
 from mordasr.mor import (
     MoRConfig,
     allocate_ranks,
-    balance_loss,
     degradation_aware_balance,
     gradient_importance,
     inject_mor,
@@ -197,8 +196,8 @@ class RealESRGANMoRTask(MoRTask):
             with _frozen(self.net_d):
                 losses["gan_g"] = w["gan"] * gan_loss(self.net_d(sr), True, for_discriminator=False)
         if "balance" in w:
-            balance = balance_loss(
-                self.net_g,
+            assert self.last_plan is not None
+            balance = self.last_plan.balance_loss(
                 alpha=w["balance"],
                 degradation_aware=self.degradation_aware,
                 severity_scores=scores,
