@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from PIL import Image, UnidentifiedImageError
 
-from mordasr.infer.cli import output_path
+from mordasr.infer.batch import output_path
 from mordasr.infer.pipeline import Upscaler, output_size
 from mordasr.infer.progress import ProgressEvent
 from mordasr.io.image import ImageReadError, read_image, save_image, save_like

@@ -12,7 +12,7 @@ from launch_helpers import accelerate_launch
 from PIL import Image
 
 from mordasr.cli import main
-from mordasr.infer.cli import launch_device, launch_process, process_shard, shard_files
+from mordasr.infer.launch import launch_device, launch_process, process_shard, shard_files
 
 
 @pytest.fixture()
