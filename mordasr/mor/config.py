@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from mordasr.mor.router import SCORE_TRANSFORMS, ScoreTransform
+from mordasr.schema import from_mapping
 
 ConvVariant = Literal["kxk_1x1", "1x1_kxk"]
 ComputePath = Literal["auto", "lowrank", "merged"]
@@ -186,18 +187,10 @@ class MoRConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MoRConfig:
-        """Rebuild a config from :meth:`to_dict` output; unknown keys are an error."""
-        reject_unknown_fields(cls, data)
-        return cls(**data)
-
-
-def reject_unknown_fields(cls: type, data: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` naming the keys of ``data`` that are no field of dataclass ``cls``
-    (what ``cls(**data)`` would fail on with a less helpful message)."""
-    unknown = set(data) - {f.name for f in fields(cls)}
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    def from_dict(cls, data: Mapping[str, Any]) -> MoRConfig:
+        """Rebuild a config from :meth:`to_dict` output; an unknown key or a value of the wrong
+        type is a one-line :class:`~mordasr.schema.SchemaError` (a ``ValueError``)."""
+        return from_mapping(cls, data)
 
 
 def _name_matches(name: str, pattern: str) -> bool:

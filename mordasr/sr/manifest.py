@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import types
-import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from safetensors import SafetensorError
+
+from mordasr.schema import from_mapping
 
 MANIFEST_FILE = "mordasr_model.json"
 FORMAT_VERSION = 1
@@ -67,30 +67,11 @@ def read_manifest(directory: str | Path) -> Manifest | None:
 
 def read_json_dataclass(path: Path, cls: type[Spec]) -> Spec:
     """Build the dataclass ``cls`` from the JSON object in ``path``: unknown keys, missing
-    required keys and values of the wrong type are one-line :class:`ModelLoadError` s."""
+    required keys and values of the wrong type are one-line :class:`ModelLoadError` s
+    (:func:`mordasr.schema.from_mapping`)."""
     with loading(path):
         data = json.loads(path.read_text())
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    spec_fields = fields(cls)  # type: ignore[arg-type]
-    known = {f.name for f in spec_fields}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ModelLoadError(
-            f"{path}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(known))})"
-        )
-    hints = typing.get_type_hints(cls)
-    for field in spec_fields:
-        if field.name not in data:
-            if field.default is MISSING and field.default_factory is MISSING:
-                raise ModelLoadError(f"{path}: missing key {field.name!r}")
-            continue
-        value = data[field.name]
-        if not _matches(value, hints[field.name]):
-            raise ModelLoadError(
-                f"{path}: {field.name!r} must be {_type_name(hints[field.name])}, got {value!r}"
-            )
-    return cls(**data)
+    return from_mapping(cls, data, source=path, error=ModelLoadError)
 
 
 @contextmanager
@@ -122,36 +103,3 @@ def loading(path: str | Path) -> Iterator[None]:
 def _one_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " ".join(lines) if len(lines) <= 3 else lines[0]
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a field's type (str, int, float, bool, None, unions,
-    Literals, lists and dicts of those)."""
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return True
-    if hint is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if origin in (list, tuple):
-        return isinstance(value, list)
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
-    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))

@@ -1,7 +1,8 @@
 """Training options, read from YAML into typed dataclasses.
 
 Every section is a dataclass and every value is checked against its field's type when the config
-is loaded, so a typo or a wrong type is one line naming the file, the key and what was expected
+is loaded (:func:`mordasr.schema.from_mapping`), so a typo or a wrong type is one line naming the
+file, the key and what was expected
 (``configs/x.yaml: model.mor.rnak: unknown key (did you mean 'rank'?)``), not a traceback later.
 The task-specific sections (``model``, ``losses``, ``degradation``) have one dataclass per task
 (:data:`TASK_SECTIONS`), picked by the config's ``task``.
@@ -10,13 +11,10 @@ The task-specific sections (``model``, ``losses``, ``degradation``) have one dat
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -25,15 +23,18 @@ from mordasr.losses.latent_gan import LatentGANConfig
 from mordasr.losses.vsd import VSDConfig
 from mordasr.mor import MoRConfig
 from mordasr.mor.variants import Variant
+from mordasr.schema import SchemaError, describe, from_mapping, suggest
 from mordasr.sr.mor_sr import SRModelSpec
 from mordasr.sr.sd import OneStepConfig
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
+T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(SchemaError):
     """A config value that does not fit its section: the message is one line that names the key
-    (and, once read from a file, the file)."""
+    (and, once read from a file, the file). Raised by a section's ``__post_init__``, it names the
+    field, and loading puts the section's place in front of it."""
 
 
 @dataclass
@@ -117,7 +118,7 @@ class DegradationSection:
     def __post_init__(self) -> None:
         for name in [self.preset] if isinstance(self.preset, str) else self.preset:
             if name not in PRESETS:
-                raise ConfigError(f"preset: unknown preset {name!r}{_suggest(name, PRESETS)}")
+                raise ConfigError(f"preset: unknown preset {name!r}{suggest(name, PRESETS)}")
 
     @property
     def presets(self) -> list[str]:
@@ -243,13 +244,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.task not in TASK_SECTIONS:
-            close = _suggest(self.task, TASK_SECTIONS)
+            close = suggest(self.task, TASK_SECTIONS)
             raise ConfigError(f"task: unknown task {self.task!r}{close}")
         sections = TASK_SECTIONS[self.task]
         for name in ("model", "losses", "degradation"):
             kind, value = getattr(sections, name), getattr(self, name)
             if not isinstance(value, kind):
-                setattr(self, name, _convert(kind, {} if value is None else value, name))
+                value = {} if value is None else value
+                setattr(self, name, from_mapping(kind, value, key=name, error=ConfigError))
         for name in ("total_steps", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -264,11 +266,7 @@ class TrainConfig:
         value raises :class:`ConfigError` naming the file.
         """
         path = Path(path)
-        data = read_yaml(path)
-        try:
-            return from_dict(cls, data)
-        except ConfigError as error:
-            raise ConfigError(f"{path}: {error}") from None
+        return from_mapping(cls, read_yaml(path), source=path, error=ConfigError)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for saving beside checkpoints."""
@@ -279,7 +277,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     """A config file's data with its ``base`` merged in and its paths made absolute."""
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {_describe(data)}")
+        raise ConfigError(f"{path}: expected a mapping, got {describe(data)}")
     folder = path.resolve().parent
     if isinstance(data.get("output_dir"), str):
         data["output_dir"] = str(_resolve(folder, data["output_dir"]))
@@ -315,130 +313,8 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def from_dict(cls: type, data: Any, key: str = "") -> Any:
-    """Build dataclass ``cls`` from nested mappings, checking every value against its field's
-    type (nested dataclasses, ``list``/``tuple``/``dict`` items, unions, literals).
-
-    ``key`` is the dotted place of ``data`` in the whole config, for error messages; every
-    problem raises :class:`ConfigError` with one line naming the key.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError(f"{key or cls.__name__}: expected a mapping, got {_describe(data)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls) if f.init]
-    kwargs = {}
-    for name, value in data.items():
-        place = f"{key}.{name}" if key else str(name)
-        if name not in names:
-            raise ConfigError(f"{place}: unknown key{_suggest(str(name), names)}")
-        kwargs[name] = _convert(hints[name], value, place)
-    missing = [
-        f.name
-        for f in fields(cls)
-        if f.init
-        and f.name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{key + '.' if key else ''}{missing[0]}: required key is missing")
-    try:
-        return cls(**kwargs)
-    except ConfigError as error:
-        raise ConfigError(f"{key}.{error}" if key else str(error)) from None
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"{key or cls.__name__}: {error}") from None
-
-
-def _convert(hint: Any, value: Any, key: str) -> Any:
-    """``value`` as type ``hint`` (containers converted item by item), or a ConfigError."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if dataclasses.is_dataclass(hint):
-        return value if isinstance(value, hint) else from_dict(hint, value, key)
-    if origin is Literal:
-        if value is False and "no" in args:  # YAML 1.1 reads a bare `no` as false
-            value = "no"
-        if value in args and not isinstance(value, bool):
-            return value
-        raise _mismatch(hint, value, key)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        candidates = [arg for arg in args if arg is not type(None)]
-        if len(candidates) == 1:  # an optional value: say what is wrong inside it
-            try:
-                return _convert(candidates[0], value, key)
-            except ConfigError as error:
-                if str(error).startswith(f"{key}: expected "):
-                    raise _mismatch(hint, value, key) from None
-                raise
-        for arg in candidates:
-            try:
-                return _convert(arg, value, key)
-            except ConfigError:
-                continue
-        raise _mismatch(hint, value, key)
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise _mismatch(hint, value, key)
-        return [_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        variadic = len(args) == 2 and args[1] is Ellipsis
-        if not isinstance(value, list | tuple) or (not variadic and len(value) != len(args)):
-            raise _mismatch(hint, value, key)
-        items = args[:1] * len(value) if variadic else args
-        pairs = enumerate(zip(items, value, strict=True))
-        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in pairs)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _mismatch(hint, value, key)
-        return {k: _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, bool):
-        raise _mismatch(hint, value, key)
-    if hint is type(None):
-        if value is None:
-            return None
-        raise _mismatch(hint, value, key)
-    if isinstance(hint, type) and isinstance(value, hint):
-        return value
-    raise _mismatch(hint, value, key)
-
-
-def _mismatch(hint: Any, value: Any, key: str) -> ConfigError:
-    hint_text = f"{key}: expected {_type_name(hint)}, got {_describe(value)}"
-    if _type_name(hint).startswith("float") and isinstance(value, str):
-        hint_text += " (YAML reads 1e-4 as a string: write 1.0e-4)"
-    return ConfigError(hint_text)
-
-
-def _type_name(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    if origin is list:
-        return f"a list of {_type_name(args[0])}"
-    if origin is tuple:
-        return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
-    if origin is dict:
-        return f"a mapping of {_type_name(args[1])}"
-    if hint is type(None):
-        return "null"
-    if dataclasses.is_dataclass(hint):
-        return f"a mapping ({hint.__name__})"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
-
-
-def _suggest(name: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def from_dict(cls: type[T], data: Any) -> T:
+    """Build dataclass ``cls`` (e.g. :class:`TrainConfig`) from nested mappings, checking every
+    value against its field's type (:func:`mordasr.schema.from_mapping`); every problem raises
+    :class:`ConfigError` with one line naming the key."""
+    return from_mapping(cls, data, error=ConfigError)

@@ -147,7 +147,7 @@ BAD_FOLDERS = {
     "manifest key misspelled": (
         _rewrite_json(MANIFEST_FILE, lambda d: d.update(tpye=d.pop("type"))),
         MANIFEST_FILE,
-        "unknown key 'tpye'",
+        "tpye: unknown key (did you mean 'type'?)",
     ),
     "manifest type unknown": (
         _rewrite_json(MANIFEST_FILE, lambda d: d.update(type="esrgan")),
@@ -162,17 +162,17 @@ BAD_FOLDERS = {
     "model.json key misspelled": (
         _rewrite_json("model.json", lambda d: d.update(estimater="learned")),
         "model.json",
-        "unknown key 'estimater'",
+        "estimater: unknown key (did you mean 'estimator'?)",
     ),
     "model.json value of the wrong type": (
         _rewrite_json("model.json", lambda d: d.update(scale="four")),
         "model.json",
-        "'scale' must be int",
+        "scale: expected int, got str 'four'",
     ),
     "adapter config key misspelled": (
         _rewrite_json("mor_config.json", lambda d: d.update(top_kk=2)),
         "mor_config.json",
-        "top_kk",
+        "top_kk: unknown key (did you mean 'top_k'?)",
     ),
     "adapter safetensors truncated": (
         _truncate("mor_adapter.safetensors"),

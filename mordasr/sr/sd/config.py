@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mordasr.mor import MoRConfig
-from mordasr.mor.config import reject_unknown_fields
+from mordasr.schema import from_mapping
 from mordasr.sr.sd.components import SD21_BASE
 
 DEFAULT_PROMPT = "clean, high-resolution, 8k, best quality, masterpiece"
@@ -108,10 +109,8 @@ class OneStepConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OneStepConfig:
-        """Rebuild a config from :meth:`to_dict` output; unknown keys are an error."""
-        reject_unknown_fields(cls, data)
-        values = dict(data)
-        if isinstance(values.get("unet_mor"), dict):
-            values["unet_mor"] = MoRConfig.from_dict(values["unet_mor"])
-        return cls(**values)
+    def from_dict(cls, data: Mapping[str, Any]) -> OneStepConfig:
+        """Rebuild a config from :meth:`to_dict` output (the MoR config nested as a mapping); an
+        unknown key or a value of the wrong type is a one-line
+        :class:`~mordasr.schema.SchemaError` (a ``ValueError``)."""
+        return from_mapping(cls, data)
