@@ -25,6 +25,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import tifffile
@@ -188,7 +189,7 @@ def _deep_tiff_page(data: bytes) -> tifffile.TiffPage | None:
         tiff = tifffile.TiffFile(io.BytesIO(data))
     except (tifffile.TiffFileError, ValueError, OSError):
         return None
-    page = tiff.pages[0]
+    page = cast(tifffile.TiffPage, tiff.pages[0])  # the first page is never a TiffFrame
     deep = page.dtype is not None and (
         page.dtype.kind == "f" or (page.dtype.itemsize == 2 and page.samplesperpixel > 1)
     )
@@ -230,7 +231,7 @@ def _decode(data: bytes) -> DecodedImage:
         try:
             return _decode_deep_tiff(page)
         except (KeyError, NotImplementedError, RuntimeError) as error:  # e.g. codec missing
-            if page.dtype.kind == "f":
+            if page.dtype is not None and page.dtype.kind == "f":
                 raise ValueError(f"float TIFF cannot be decoded: {error}") from error
             _dropped("16-bit depth", f"read with 8 bits per sample ({error})")
         finally:

@@ -15,13 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from mordasr.losses.vsd import RenoiseRange, add_noise, sample_noise, sample_timesteps
+from mordasr.losses.vsd import (
+    NoiseScheduler,
+    RenoiseRange,
+    add_noise,
+    sample_noise,
+    sample_timesteps,
+)
 
 
 @dataclass
@@ -37,34 +44,36 @@ def encoder_features(
 ) -> tuple[list[Tensor], Tensor]:
     """The outputs of every down block and of the mid block of a diffusers
     ``UNet2DConditionModel`` (the up blocks are never run), and its timestep embedding."""
-    if getattr(unet, "class_embedding", None) is not None or unet.config.addition_embed_type:
+    # Duck-typed: torch's stubs type a module's config and blocks as Tensor | Module.
+    net = cast(Any, unet)
+    if getattr(unet, "class_embedding", None) is not None or net.config.addition_embed_type:
         raise ValueError("encoder_features supports text-conditioned UNets only (SD 1.x/2.x)")
     dtype = next(unet.parameters()).dtype
     sample, embeds = sample.to(dtype), embeds.to(dtype)
-    emb = unet.time_embedding(unet.time_proj(timesteps).to(dtype))
-    if unet.time_embed_act is not None:
-        emb = unet.time_embed_act(emb)
-    hidden = unet.conv_in(sample)
+    emb = net.time_embedding(net.time_proj(timesteps).to(dtype))
+    if net.time_embed_act is not None:
+        emb = net.time_embed_act(emb)
+    hidden = net.conv_in(sample)
     features = []
-    for block in unet.down_blocks:
+    for block in net.down_blocks:
         if getattr(block, "has_cross_attention", False):
             hidden, _ = block(hidden_states=hidden, temb=emb, encoder_hidden_states=embeds)
         else:
             hidden, _ = block(hidden_states=hidden, temb=emb)
         features.append(hidden)
-    features.append(unet.mid_block(hidden, emb, encoder_hidden_states=embeds))
+    features.append(net.mid_block(hidden, emb, encoder_hidden_states=embeds))
     return features, emb
 
 
 def feature_channels(unet: nn.Module) -> list[int]:
     """Channels of :func:`encoder_features`' maps: one per down block, then the mid block."""
-    channels = list(unet.config.block_out_channels)
+    channels = list(cast(Any, unet).config.block_out_channels)
     return [*channels, channels[-1]]
 
 
 def embedding_dim(unet: nn.Module) -> int:
     """Width of the UNet's timestep embedding."""
-    return int(unet.time_embedding.linear_2.out_features)
+    return int(cast(Any, unet).time_embedding.linear_2.out_features)
 
 
 class TimeAwareHead(nn.Module):
@@ -100,7 +109,7 @@ class LatentDiscriminator(nn.Module):
         """Logit maps, one per scale, in float32."""
         if len(features) != len(self.heads):
             raise ValueError(f"expected {len(self.heads)} feature maps, got {len(features)}")
-        dtype = self.heads[0].conv.weight.dtype
+        dtype = next(self.heads.parameters()).dtype
         return [
             head(f.to(dtype), emb.to(dtype)).float()
             for head, f in zip(self.heads, features, strict=True)
@@ -123,7 +132,7 @@ def hinge_generator_loss(fake: Sequence[Tensor]) -> Tensor:
 class LatentGAN:
     """Re-noise latents, extract frozen UNet features and score them with the heads."""
 
-    def __init__(self, unet: nn.Module, scheduler: object, config: LatentGANConfig) -> None:
+    def __init__(self, unet: nn.Module, scheduler: NoiseScheduler, config: LatentGANConfig) -> None:
         self.unet = unet
         self.scheduler = scheduler
         self.low, self.high = config.step_bounds(int(scheduler.config.num_train_timesteps))

@@ -16,10 +16,30 @@ which makes the step size independent of the noise level). The surrogate
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+class SchedulerConfig(Protocol):
+    """The fields of a diffusers scheduler's config that the SD losses read."""
+
+    @property
+    def prediction_type(self) -> str: ...
+
+    @property
+    def num_train_timesteps(self) -> int: ...
+
+
+class NoiseScheduler(Protocol):
+    """What the SD losses need of a diffusers DDPM-style scheduler (e.g. ``DDPMScheduler``)."""
+
+    alphas_cumprod: Tensor
+
+    @property
+    def config(self) -> SchedulerConfig: ...
 
 
 @dataclass
@@ -50,19 +70,21 @@ class VSDConfig(RenoiseRange):
     """Rank of the variational score network's LoRA (paper 4.1: 4)."""
 
 
-def _alpha_bar(scheduler: object, timesteps: Tensor, like: Tensor) -> Tensor:
+def _alpha_bar(scheduler: NoiseScheduler, timesteps: Tensor, like: Tensor) -> Tensor:
     """``alphas_cumprod[t]`` shaped to broadcast over (B, C, H, W) latents, in float32."""
     table = scheduler.alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)
     return table[timesteps].view(-1, *([1] * (like.ndim - 1)))
 
 
-def add_noise(scheduler: object, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+def add_noise(scheduler: NoiseScheduler, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
     """Forward diffusion ``sqrt(a) x0 + sqrt(1 - a) noise`` at ``timesteps`` (B,), float32."""
     a = _alpha_bar(scheduler, timesteps, x0)
     return a.sqrt() * x0.float() + (1.0 - a).sqrt() * noise.float()
 
 
-def predict_x0(scheduler: object, output: Tensor, noisy: Tensor, timesteps: Tensor) -> Tensor:
+def predict_x0(
+    scheduler: NoiseScheduler, output: Tensor, noisy: Tensor, timesteps: Tensor
+) -> Tensor:
     """The clean-latent estimate implied by a UNet output (epsilon or v prediction)."""
     a = _alpha_bar(scheduler, timesteps, noisy)
     output, noisy = output.float(), noisy.float()
@@ -74,7 +96,9 @@ def predict_x0(scheduler: object, output: Tensor, noisy: Tensor, timesteps: Tens
     raise ValueError(f"unsupported prediction_type {kind!r}")
 
 
-def diffusion_target(scheduler: object, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+def diffusion_target(
+    scheduler: NoiseScheduler, x0: Tensor, noise: Tensor, timesteps: Tensor
+) -> Tensor:
     """What the UNet should output for ``add_noise(x0, noise, t)``: noise or velocity."""
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
@@ -113,7 +137,11 @@ class VSDLoss:
     """
 
     def __init__(
-        self, real_unet: nn.Module, fake_unet: nn.Module, scheduler: object, config: VSDConfig
+        self,
+        real_unet: nn.Module,
+        fake_unet: nn.Module,
+        scheduler: NoiseScheduler,
+        config: VSDConfig,
     ) -> None:
         self.real_unet = real_unet
         self.fake_unet = fake_unet

@@ -23,6 +23,8 @@ _C2 = 1e-6
 class L2Pool(nn.Module):
     """Stride-2 depthwise pooling of squared activations with a 3x3 Hanning window."""
 
+    window: torch.Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         taps = torch.tensor([0.5, 1.0, 0.5])
@@ -51,6 +53,9 @@ def _l2pooled_vgg16() -> nn.Sequential:
 class DISTS(nn.Module):
     """DISTS distance between (B, 3, H, W) images in [0, 1]; returns shape (B,)."""
 
+    alpha: torch.Tensor
+    beta: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.features = _l2pooled_vgg16()
@@ -70,8 +75,8 @@ class DISTS(nn.Module):
             raise ValueError(f"shape mismatch: {tuple(x.shape)} vs {tuple(y.shape)}")
         batch = x.shape[0]
         total_weight = self.alpha.sum() + self.beta.sum()
-        alphas = torch.split(self.alpha / total_weight, _STAGE_CHANNELS, dim=1)
-        betas = torch.split(self.beta / total_weight, _STAGE_CHANNELS, dim=1)
+        alphas = torch.split(self.alpha / total_weight, list(_STAGE_CHANNELS), dim=1)
+        betas = torch.split(self.beta / total_weight, list(_STAGE_CHANNELS), dim=1)
         similarity = x.new_zeros(batch)
         stages = self._stages(torch.cat([x, y]))
         for both, alpha, beta in zip(stages, alphas, betas, strict=True):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mordasr.metrics.color import rgb_to_y
 from mordasr.metrics.dists import DISTS
-from mordasr.metrics.lpips import LPIPS
+from mordasr.metrics.lpips import LPIPS, LpipsNetName
 from mordasr.metrics.niqe import niqe
 
 
@@ -99,13 +99,13 @@ def ssim(
         raise ValueError(f"images must be at least {window_size}px on each side for SSIM")
     batch, channels = a.shape[:2]
     taps = _gaussian_taps(window_size, sigma).to(a.device)
-    flat = (t.reshape(batch * channels, 1, *t.shape[-2:]) for t in (a, b))
-    ssim_map = _ssim_map(*flat, taps)
+    flat_a, flat_b = (t.reshape(batch * channels, 1, *t.shape[-2:]) for t in (a, b))
+    ssim_map = _ssim_map(flat_a, flat_b, taps)
     return ssim_map.reshape(batch, channels, -1).mean(dim=(1, 2)).float()
 
 
 @lru_cache(maxsize=2)
-def _lpips_model(net: str) -> LPIPS:
+def _lpips_model(net: LpipsNetName) -> LPIPS:
     return LPIPS(net=net)
 
 
@@ -114,7 +114,7 @@ def _dists_model() -> DISTS:
     return DISTS()
 
 
-def lpips(sr: torch.Tensor, hr: torch.Tensor, net: str = "alex") -> torch.Tensor:
+def lpips(sr: torch.Tensor, hr: torch.Tensor, net: LpipsNetName = "alex") -> torch.Tensor:
     """LPIPS v0.1 distance (lower is more similar); the model is built once and cached."""
     _check_pair(sr, hr)
     model = _lpips_model(net).to(sr.device)

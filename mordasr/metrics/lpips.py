@@ -36,6 +36,9 @@ class LPIPS(nn.Module):
     as a training loss.
     """
 
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, net: LpipsNetName = "alex") -> None:
         super().__init__()
         if net == "alex":

@@ -42,6 +42,12 @@ class RRDBNetConfig:
 class ResidualDenseBlock(nn.Module):
     """Five densely connected 3x3 convolutions with a scaled residual connection."""
 
+    # Registered by ``add_module`` in ``__init__``; declared here for the type checker.
+    conv1: nn.Conv2d
+    conv2: nn.Conv2d
+    conv3: nn.Conv2d
+    conv4: nn.Conv2d
+
     def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
         super().__init__()
         for index in range(1, 5):
@@ -127,7 +133,7 @@ class RRDBNet(nn.Module):
     def run_body(self, feat: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """RRDB blocks ``start`` to ``stop`` (exclusive); split runs let a trainer cache the
         output of frozen leading blocks."""
-        for block in self.body[start:stop]:
+        for block in list(self.body)[start:stop]:
             feat = block(feat)
         return feat
 

