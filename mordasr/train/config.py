@@ -232,7 +232,9 @@ class TrainConfig:
     tensorboard: bool = False
     """Also log to TensorBoard (needs the `tensorboard` package); CSV is always written."""
     ema_decay: float = 0.999
-    """Exponential moving average of the trainable weights; 0 disables it."""
+    """Decay of the exponential moving average of the trainable weights that the export holds
+    (bias-corrected: the initial weights get no share, see :class:`~mordasr.train.ema.EMA`); 0
+    disables it."""
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     model: Any = None

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from mordasr.train.checkpoint import latest_verified_checkpoint, load_checkpoint, save_checkpoint
 from mordasr.train.config import TrainConfig
 from mordasr.train.data import step_generator
+from mordasr.train.ema import EMA
 from mordasr.train.task import TASKS, TrainTask
 from mordasr.train.tasks import OneStepSDTask, RealESRGANMoRTask
 
@@ -160,7 +161,7 @@ def _run(
         bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:4]})
         if log is not None and (done % config.log_every == 0 or done == end):
             elapsed = time.perf_counter() - tic
-            log.log(done, {**values, "seconds": elapsed})
+            log.log(done, {**values, **_ema_gap(task), "seconds": elapsed})
         if done % config.checkpoint_every == 0 or done == end:
             _save(task, output_dir, done, config.keep_checkpoints, is_main)
             accelerator.wait_for_everyone()
@@ -170,6 +171,13 @@ def _run(
     if end == config.total_steps and is_main:
         task.export(output_dir / "final")
     accelerator.wait_for_everyone()
+
+
+def _ema_gap(task: TrainTask) -> dict[str, float]:
+    """``ema_gap``: how far the weights an export would hold (the EMA) are from the live ones,
+    relative L2 (:meth:`EMA.relative_distance`); nothing for a task without an EMA."""
+    ema = getattr(task, "ema", None)
+    return {"ema_gap": ema.relative_distance()} if isinstance(ema, EMA) else {}
 
 
 def _resume_path(output_dir: Path, resume: bool | str | Path, report: bool) -> Path | None:
