@@ -15,11 +15,9 @@ from mordasr.eval.analysis import SetRouting
 from mordasr.mor import (
     LayerRouting,
     MoRConfig,
-    balance_loss,
     inject_mor,
     mor_layers,
-    routing,
-    routing_stats,
+    route,
 )
 
 
@@ -57,9 +55,10 @@ def train_routers_on_mild_and_severe(net: nn.Module, steps: int = 150) -> None:
     for _ in range(steps):
         mild = 0.05 + 0.15 * torch.rand(4, generator=gen)
         severe = 0.8 + 0.2 * torch.rand(4, generator=gen)
-        with routing(net, scores_from_brightness(torch.cat([mild, severe]))):
+        plan = route(net, scores_from_brightness(torch.cat([mild, severe])))
+        with plan.applied(net):
             net(x)
-            loss = balance_loss(net, alpha=1.0, degradation_aware=True)
+            loss = plan.balance_loss(alpha=1.0, degradation_aware=True)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -99,17 +98,16 @@ def hand_made_set(name: str, indices: dict[str, list[list[int]]], num_real: int 
     )
 
 
-def test_routing_scores_directly_matches_the_stats_of_a_forward_pass() -> None:
+def test_routing_scores_matches_what_every_router_decides_on_its_own() -> None:
     net = routed_net()
     scores = torch.rand(3, 7, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad(), routing(net, scores):
-        net(torch.rand(3, 3, 8, 8))
-    after_forward = routing_stats(net)
     direct = analysis.route_scores(net, scores)
-    assert direct.keys() == after_forward.keys()
-    for name, stats in after_forward.items():
-        assert torch.equal(direct[name].indices, stats.indices)
-        assert torch.equal(direct[name].num_zero, stats.num_zero)
+    routed = {name: layer for name, layer in mor_layers(net) if layer.router is not None}
+    assert direct.keys() == routed.keys()
+    for name, layer in routed.items():
+        decision = layer.router(scores)
+        assert torch.equal(direct[name].indices, decision.indices)
+        assert torch.equal(direct[name].num_zero, decision.num_zero_active)
 
 
 def test_a_model_without_routed_layers_cannot_be_analysed() -> None:
@@ -189,7 +187,8 @@ class _Rerouted(BrightnessScored):
     """``BrightnessScored`` that upscales with given scores (here: returns the routed output)."""
 
     def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
-        with routing(self.net, self.estimate(lr) if scores is None else scores):
+        plan = route(self.net, self.estimate(lr) if scores is None else scores)
+        with plan.applied(self.net):
             return self.net(lr)
 
 

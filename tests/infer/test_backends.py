@@ -22,7 +22,6 @@ from mordasr.infer.backends import (
     select_backend,
 )
 from mordasr.infer.pipeline import Upscaler
-from mordasr.mor import routing
 
 pytest.importorskip("onnxruntime")
 
@@ -80,10 +79,11 @@ def test_images_with_different_scores_get_different_folded_weights_on_the_fast_p
     mild, severe = torch.full((1, 7), 0.05), torch.full((1, 7), 0.95)
     outputs = []
     for scores in (mild, severe):
-        with routing(model.backbone, scores):
-            outputs.append(upscaler.backend.bind(model.backbone)(lr[None]))
-            with torch.no_grad():
-                eager = model.backbone(lr[None])
+        work = model.prepare(lr[None], scores)
+        with upscaler.backend.bind(work) as run:
+            outputs.append(run(lr[None]))
+        with torch.no_grad():
+            eager = model(lr[None], scores)
         assert (outputs[-1] - eager).abs().max() < ONE_LEVEL
     assert fed[0].keys() == fed[1].keys() and fed[0]
     assert any(not np.array_equal(fed[0][k], fed[1][k]) for k in fed[0])
@@ -93,16 +93,17 @@ def test_images_with_different_scores_get_different_folded_weights_on_the_fast_p
 @pytest.mark.slow
 def test_the_default_model_keeps_per_image_routing_on_the_fast_path() -> None:
     upscaler = Upscaler("default", device="cpu", backend="onnxruntime")
-    backbone = upscaler.model.backbone
     torch.manual_seed(0)
     lr = torch.rand(1, 3, 24, 24)
     folded, outputs = [], []
     for value in (0.05, 0.95):
-        with routing(backbone, torch.full((1, 7), value)):
-            folded.append(backends.folded_weights(backbone))
-            outputs.append(upscaler.backend.bind(backbone)(lr))
-            with torch.no_grad():
-                eager = backbone(lr)
+        scores = torch.full((1, 7), value)
+        work = upscaler.model.prepare(lr, scores)
+        folded.append(backends.folded_weights(work.plan))
+        with upscaler.backend.bind(work) as run:
+            outputs.append(run(lr))
+        with torch.no_grad():
+            eager = upscaler.model(lr, scores)
         assert (outputs[-1] - eager).abs().max() < ONE_LEVEL
     assert any(not torch.equal(folded[0][k], folded[1][k]) for k in folded[0])
     assert (outputs[0] - outputs[1]).abs().max() > 1e-3

@@ -38,8 +38,9 @@ def test_every_model_type_implements_the_protocol() -> None:
     assert set(MODEL_TYPES) >= {"mor", "onestep-sd", "plain", "bicubic"}
     for model_type, cls in MODEL_TYPES.items():
         assert cls.model_type == model_type
-        for member in ("routed", "to_inference", "describe", "save_pretrained"):
+        for member in ("prepare", "to_inference", "describe", "save_pretrained"):
             assert callable(getattr(cls, member)), (model_type, member)
+        assert isinstance(cls.feed_forward, bool), model_type
 
 
 def test_a_saved_mor_folder_names_its_type_and_loads_through_the_zoo(model_dir: Path) -> None:

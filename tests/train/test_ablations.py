@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from tiny_models import photo, tiny_backbone
 
-from mordasr.mor import MoRConfig, MoRLayer, balance_loss, mor_layers, routing
+from mordasr.mor import MoRConfig, MoRLayer, mor_layers, route
 from mordasr.nets.rrdbnet import RRDBNet
 from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.train.config import TrainConfig, from_dict
@@ -104,10 +104,11 @@ def test_the_task_trains_with_the_balance_loss_of_its_variant(
 ) -> None:
     task = _task(assets, tmp_path, variant=variant)
     batch = task._draw(step_generator(0, 0))
-    with torch.no_grad(), routing(task.net_g, batch["scores"]):
+    with torch.no_grad(), task._routed(batch):
         losses = task._generator_losses(task._generate(batch), batch["gt"], batch["scores"])
-        wanted = balance_loss(task.net_g, alpha=0.01, degradation_aware=aware)
-        other = balance_loss(task.net_g, alpha=0.01, degradation_aware=not aware)
+    assert task.last_plan is not None
+    wanted = task.last_plan.balance_loss(alpha=0.01, degradation_aware=aware)
+    other = task.last_plan.balance_loss(alpha=0.01, degradation_aware=not aware)
     torch.testing.assert_close(losses["balance"], wanted)
     assert not torch.allclose(losses["balance"], other)
 
@@ -133,11 +134,11 @@ def test_blur_noise_routing_keeps_the_blur_and_noise_scores(assets: Path, tmp_pa
 def test_yaml_zero_experts_and_top_k_reach_every_layer(assets: Path, tmp_path: Path) -> None:
     task = _task(assets, tmp_path, mor={"num_zero": 5, "top_k": 3})
     batch = task._draw(step_generator(0, 0))
-    with torch.no_grad(), routing(task.net_g, batch["scores"]):
-        task._generate(batch)
-    for layer in _layers(task):
+    plan = route(task.net_g, batch["scores"])
+    for name, layer in mor_layers(task.net_g):
         assert layer.config.num_real == 3
-        assert layer.last_routing.indices.shape == (2, 3)
+        decision = plan.layers[name].routing
+        assert decision is not None and decision.indices.shape == (2, 3)
 
 
 @pytest.mark.parametrize(

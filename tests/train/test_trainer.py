@@ -18,7 +18,7 @@ from launch_helpers import free_port
 from PIL import Image
 
 from mordasr.degrade import PRESETS
-from mordasr.mor import routing
+from mordasr.mor import route
 from mordasr.nets.rrdbnet import RRDBNet
 from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.train.checkpoint import list_checkpoints, load_checkpoint
@@ -174,7 +174,7 @@ def test_cached_trunk_features_give_the_same_output_as_the_full_network(
     task = build_task(cfg, make_accelerator(cfg, cpu=True))
     assert task.trunk_start == 1
     batch = task._draw(step_generator(0, 0))
-    with torch.no_grad(), routing(task.net_g, batch["scores"]):
+    with torch.no_grad(), route(task.net_g, batch["scores"]).applied(task.net_g):
         torch.testing.assert_close(task._generate(batch), task.net_g(batch["lr"]))
 
 
