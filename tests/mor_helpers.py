@@ -1,12 +1,11 @@
-"""Helpers for the MoR tests: adapters that actually change the output, routed comparisons."""
+"""Helpers for the MoR tests: adapters that actually change the output, planned forwards."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
-from mordasr.mor import MoRLayer, Router, mor_layers, routing
+from mordasr.mor import MoRLayer, RoutingPlan, mor_layers, route
 
 
 def randomise(target: nn.Module, seed: int = 0, std: float = 0.1) -> nn.Module:
@@ -21,22 +20,19 @@ def randomise(target: nn.Module, seed: int = 0, std: float = 0.1) -> nn.Module:
     return target
 
 
+def run(target: nn.Module, x: torch.Tensor, plan: RoutingPlan) -> torch.Tensor:
+    """``target`` (a MoR layer or a model) applied to ``x`` while running ``plan``."""
+    with plan.applied(target):
+        return target(x)
+
+
 def assert_routed_outputs_equal(
     model: nn.Module, other: nn.Module, x: torch.Tensor, scores: torch.Tensor
 ) -> None:
     """Both models routed by ``scores`` give exactly the same output for ``x``."""
-    with torch.no_grad(), routing(model, scores):
-        expected = model(x)
-    with torch.no_grad(), routing(other, scores):
-        torch.testing.assert_close(other(x), expected, atol=0, rtol=0)
-
-
-def count_router_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A list that grows by one entry on every router call from now on."""
-    calls: list[int] = []
-    original = Router.forward
-    monkeypatch.setattr(Router, "forward", lambda self, s: calls.append(1) or original(self, s))
-    return calls
+    with torch.no_grad():
+        expected = run(model, x, route(model, scores))
+        torch.testing.assert_close(run(other, x, route(other, scores)), expected, atol=0, rtol=0)
 
 
 def input_for(layer: MoRLayer, batch: int) -> torch.Tensor:
@@ -49,17 +45,18 @@ def input_for(layer: MoRLayer, batch: int) -> torch.Tensor:
 def assert_paths_agree(layer: MoRLayer, batch: int) -> None:
     """The low-rank and the merged compute paths give the same output for ``batch`` images."""
     x = input_for(layer, batch)
-    layer.set_scores(torch.rand(batch, 7))
+    plan = route(layer, torch.rand(batch, 7))
     outputs = {}
     for path in ("lowrank", "merged"):
         layer.config.compute_path = path
-        outputs[path] = layer(x)
+        outputs[path] = run(layer, x, plan)
     torch.testing.assert_close(outputs["lowrank"], outputs["merged"], atol=1e-5, rtol=0)
 
 
-def routed_input(layer: MoRLayer, path: str, score_rows: int, batch: int = 2) -> torch.Tensor:
-    """Set ``layer`` to compute ``path`` routed by ``score_rows`` random score rows; return an
-    input batch for it."""
+def routed_input(
+    layer: MoRLayer, path: str, score_rows: int, batch: int = 2
+) -> tuple[torch.Tensor, RoutingPlan]:
+    """Set ``layer`` to compute ``path``; return an input batch for it and the plan of
+    ``score_rows`` random score rows."""
     layer.config.compute_path = path
-    layer.set_scores(torch.rand(score_rows, 7))
-    return input_for(layer, batch)
+    return input_for(layer, batch), route(layer, torch.rand(score_rows, 7))

@@ -88,6 +88,13 @@ def _slot_ranks(slots: Tensor, gates: Tensor, expert_rank: int) -> tuple[Tensor,
     return rows, gates.repeat_interleave(expert_rank, dim=-1)
 
 
+def _check_batch(rows: int, x: Tensor) -> None:
+    """Refuse an input batch that the plan's ``rows`` score rows do not cover (1 row covers any
+    batch): the folded path would otherwise drop or mismatch images silently."""
+    if rows not in (1, x.shape[0]):
+        raise ValueError(f"scores hold {rows} images but the input batch is {x.shape[0]}")
+
+
 class MoRLayer(nn.Module):
     """Shared logic of :class:`MoRLinear` and :class:`MoRConv2d`; the base layer stays frozen."""
 
@@ -191,6 +198,7 @@ class MoRLayer(nn.Module):
             return self.base_layer(x)
         plan = self.plan
         if plan is not None and plan.weight is not None:
+            _check_batch(plan.weight.shape[0], x)
             return self._with_weight(x, plan.weight.to(x.dtype))
         if self.router is not None and plan is None:
             raise RuntimeError(
@@ -201,10 +209,7 @@ class MoRLayer(nn.Module):
         rank = coeff.shape[1] if coeff.numel() else 0
         if rank == 0:
             return self.base_layer(x)
-        if coeff.shape[0] not in (1, x.shape[0]):
-            raise ValueError(
-                f"scores hold {coeff.shape[0]} images but the input batch is {x.shape[0]}"
-            )
+        _check_batch(coeff.shape[0], x)
         if self._path(x, rank, coeff.shape[0]) == "lowrank":
             return self.base_layer(x) + self.delta_scaling * self._lowrank(x, a, b, coeff)
         delta = self._delta(a, b, coeff)

@@ -6,15 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mordasr.mor import (
-    MoRConfig,
-    balance_loss,
-    inject_mor,
-    load_balance_loss,
-    mor_layers,
-    routing,
-    severity_from_scores,
-)
+from mordasr.mor import MoRConfig, inject_mor, load_balance_loss, route, severity_from_scores
 from mordasr.mor.balance import calibrate_severity, dispatch_fraction
 
 PROBS = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.4, 0.3, 0.2, 0.1]])
@@ -122,12 +114,9 @@ def test_the_balance_loss_uses_the_configured_severity_range() -> None:
         config = MoRConfig(
             target_modules="0", num_shared=1, num_routed=4, num_zero=2, top_k=4, severity_range=band
         )
-        model = inject_mor(nn.Sequential(nn.Linear(4, 4)), config)
-        with routing(model, scores):
-            model(torch.randn(2, 4))
-            losses[band] = balance_loss(model).item()
-        ((_, layer),) = mor_layers(model)
-        probs = layer.last_routing.probs
+        plan = route(inject_mor(nn.Sequential(nn.Linear(4, 4)), config), scores)
+        losses[band] = plan.balance_loss().item()
+        probs = plan.layers["0"].routing.probs
         zero_mass = probs[:, 2:].sum(-1)
         weights = (0.40, 0.48) if band == (0.0, 1.0) else (0.0, 1.0)
         expected = 4 * 0.25 * (probs[:, :2].sum() + (zero_mass * torch.tensor(weights)).sum()) / 2

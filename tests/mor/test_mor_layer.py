@@ -1,14 +1,12 @@
-"""Single MoR layers: identity at init, eq. 10, zero experts, compute paths, merging."""
+"""Single MoR layers running a routing plan: identity at init, eq. 10, zero experts, compute
+paths, merging."""
 
 from __future__ import annotations
-
-import gc
-import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
-from mor_helpers import assert_paths_agree, input_for, randomise, routed_input
+from mor_helpers import assert_paths_agree, input_for, randomise, routed_input, run
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -20,7 +18,7 @@ from mordasr.mor import (
     inject_mor,
     merge_shared,
     mor_layers,
-    routing,
+    route,
 )
 
 SMALL = {"num_shared": 2, "num_routed": 8, "num_zero": 2, "top_k": 3, "score_dim": 7}
@@ -56,15 +54,15 @@ def test_freshly_injected_layer_equals_its_base_layer_exactly_on_the_low_rank_pa
     index: int,
 ) -> None:
     layer = _layers()[index]
-    x = routed_input(layer, "lowrank", 2)
-    assert torch.equal(layer(x), layer.base_layer(x))
+    x, plan = routed_input(layer, "lowrank", 2)
+    assert torch.equal(run(layer, x, plan), layer.base_layer(x))
 
 
 @pytest.mark.parametrize("index", range(4))
 def test_freshly_injected_layer_equals_its_base_layer_on_the_merged_path(index: int) -> None:
     layer = _layers()[index]
-    x = routed_input(layer, "merged", 2)
-    torch.testing.assert_close(layer(x), layer.base_layer(x), atol=1e-6, rtol=0)
+    x, plan = routed_input(layer, "merged", 2)
+    torch.testing.assert_close(run(layer, x, plan), layer.base_layer(x), atol=1e-6, rtol=0)
 
 
 def test_linear_with_forced_gates_is_plain_lora_of_the_chosen_ranks() -> None:
@@ -72,7 +70,6 @@ def test_linear_with_forced_gates_is_plain_lora_of_the_chosen_ranks() -> None:
     chosen = [1, 4, 5]
     _force_router(layer, chosen)
     scores = _first_axis_scores(1)
-    layer.set_scores(scores)
     x = torch.randn(1, 4, 12)
 
     gates = torch.softmax(scores @ layer.router.gate.weight.t(), -1)[0, chosen]
@@ -83,7 +80,7 @@ def test_linear_with_forced_gates_is_plain_lora_of_the_chosen_ranks() -> None:
     expected = F.linear(x, base.weight, base.bias) + layer.scaling * F.linear(
         F.linear(x, a) * coeff, b
     )
-    torch.testing.assert_close(layer(x), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(run(layer, x, route(layer, scores)), expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("variant", ["kxk_1x1", "1x1_kxk"])
@@ -93,7 +90,6 @@ def test_conv_with_forced_gates_is_plain_conv_lora_of_the_chosen_ranks(variant: 
     chosen = [0, 2, 3]
     _force_router(layer, chosen)
     scores = _first_axis_scores(1)
-    layer.set_scores(scores)
     x = torch.randn(1, 5, 8, 8)
 
     gates = torch.softmax(scores @ layer.router.gate.weight.t(), -1)[0, chosen]
@@ -106,7 +102,7 @@ def test_conv_with_forced_gates_is_plain_conv_lora_of_the_chosen_ranks(variant: 
     else:
         update = F.conv2d(F.conv2d(x, a[:, :, None, None]) * coeff, b, padding=1)
     expected = base(x) + layer.scaling * update
-    torch.testing.assert_close(layer(x), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(run(layer, x, route(layer, scores)), expected, atol=1e-6, rtol=0)
 
 
 def test_plain_lora_mode_has_no_router_and_applies_every_rank() -> None:
@@ -120,9 +116,7 @@ def test_plain_lora_mode_has_no_router_and_applies_every_rank() -> None:
 
 def test_router_keeps_exactly_top_k_distinct_slots_per_image() -> None:
     layer = MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL))
-    layer.set_scores(torch.rand(5, 7))
-    layer(torch.randn(5, 12))
-    routing = layer.last_routing
+    routing = route(layer, torch.rand(5, 7)).layers[""].routing
     assert routing is not None
     assert routing.indices.shape == (5, 3)
     assert all(len(set(row.tolist())) == 3 for row in routing.indices)
@@ -133,22 +127,18 @@ def test_router_keeps_exactly_top_k_distinct_slots_per_image() -> None:
 def test_gates_are_raw_softmax_values_unless_renormalised() -> None:
     raw = MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL))
     scores = torch.rand(4, 7)
-    raw.set_scores(scores)
-    raw(torch.randn(4, 12))
-    assert torch.all(raw.last_routing.gates.sum(-1) < 1)
+    assert torch.all(route(raw, scores).layers[""].routing.gates.sum(-1) < 1)
 
     renorm = MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL, renormalize_gates=True))
-    renorm.set_scores(scores)
-    renorm(torch.randn(4, 12))
-    torch.testing.assert_close(renorm.last_routing.gates.sum(-1), torch.ones(4))
+    gates = route(renorm, scores).layers[""].routing.gates
+    torch.testing.assert_close(gates.sum(-1), torch.ones(4))
 
 
 def test_gate_scale_multiplies_the_renormalised_gates() -> None:
     config = MoRConfig(**SMALL, renormalize_gates=True, gate_scale=3.0)
     layer = MoRLinear(nn.Linear(12, 10), config)
-    layer.set_scores(torch.rand(4, 7))
-    layer(torch.randn(4, 12))
-    torch.testing.assert_close(layer.last_routing.gates.sum(-1), torch.full((4,), 3.0))
+    gates = route(layer, torch.rand(4, 7)).layers[""].routing.gates
+    torch.testing.assert_close(gates.sum(-1), torch.full((4,), 3.0))
 
 
 @pytest.mark.parametrize("index", range(4))
@@ -156,14 +146,14 @@ def test_zero_experts_add_nothing(index: int) -> None:
     layer = randomise(_layers()[index])
     assert layer.config.num_real == 6
     _force_router(layer, [0, 6, 7])
-    scores = _first_axis_scores(2)
-    layer.set_scores(scores)
+    plan = route(layer, _first_axis_scores(2))
+    routing = plan.layers[""].routing
     layer.config.compute_path = "lowrank"
     x = input_for(layer, 2)
-    out = layer(x)
-    assert torch.equal(layer.last_routing.indices.sort(-1).values, torch.tensor([[0, 6, 7]] * 2))
+    out = run(layer, x, plan)
+    assert torch.equal(routing.indices.sort(-1).values, torch.tensor([[0, 6, 7]] * 2))
 
-    gate = layer.last_routing.gates[0, 0]
+    gate = routing.gates[0, 0]
     a = torch.cat([layer.shared_A, layer.routed_A[:1]])
     b = torch.cat([layer.shared_B, layer.routed_B[:, :1]], dim=1)
     coeff = torch.stack([torch.tensor(1.0), torch.tensor(1.0), gate]).reshape(1, 3)
@@ -175,28 +165,26 @@ def test_zero_experts_cost_no_flops() -> None:
     config = MoRConfig(num_shared=0, num_routed=6, num_zero=3, top_k=3, score_dim=7)
     layer = randomise(MoRConv2d(nn.Conv2d(8, 8, 3, padding=1), config))
     _force_router(layer, [3, 4, 5])
-    scores = _first_axis_scores(1)
-    layer.set_scores(scores)
+    plan = route(layer, _first_axis_scores(1))
     x = torch.randn(1, 8, 32, 32)
     with FlopCounterMode(display=False) as base_counter:
         layer.base_layer(x)
     with FlopCounterMode(display=False) as mor_counter:
-        out = layer(x)
-    router_flops = 2 * 7 * 6
-    assert mor_counter.get_total_flops() == base_counter.get_total_flops() + router_flops
+        out = run(layer, x, plan)
+    assert mor_counter.get_total_flops() == base_counter.get_total_flops()
     assert torch.equal(out, layer.base_layer(x))
 
 
 def test_low_rank_path_computes_only_the_ranks_in_use() -> None:
     config = MoRConfig(num_shared=2, num_routed=16, num_zero=4, top_k=4, compute_path="lowrank")
     layer = randomise(MoRLinear(nn.Linear(64, 64, bias=False), config))
-    layer.set_scores(torch.rand(1, 7))
+    plan = route(layer, torch.rand(1, 7))
     x = torch.randn(1, 100, 64)
     with FlopCounterMode(display=False) as counter:
-        layer(x)
-    active = 2 + int((layer.last_routing.indices < 12).sum())
-    base, router = 2 * 100 * 64 * 64, 2 * 7 * 16
-    assert counter.get_total_flops() == base + router + 2 * 100 * active * (64 + 64)
+        run(layer, x, plan)
+    active = 2 + int((plan.layers[""].routing.indices < 12).sum())
+    base = 2 * 100 * 64 * 64
+    assert counter.get_total_flops() == base + 2 * 100 * active * (64 + 64)
 
 
 @pytest.mark.parametrize("index", range(4))
@@ -221,9 +209,9 @@ def test_auto_path_in_training_avoids_full_weight_gradients() -> None:
 def test_one_score_row_routes_a_whole_batch() -> None:
     layer = randomise(MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL)))
     x = torch.randn(3, 5, 12)
-    layer.set_scores(torch.rand(1, 7))
-    together = layer(x)
-    separate = torch.cat([layer(x[i : i + 1]) for i in range(3)])
+    with route(layer, torch.rand(1, 7)).applied(layer):
+        together = layer(x)
+        separate = torch.cat([layer(x[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(together, separate, atol=1e-6, rtol=0)
 
 
@@ -231,23 +219,22 @@ def test_one_score_row_routes_a_whole_batch() -> None:
 def test_merge_shared_keeps_outputs_and_unmerge_restores_the_weight(index: int) -> None:
     layer = randomise(_layers()[index])
     x = input_for(layer, 2)
-    layer.set_scores(torch.rand(2, 7))
-    before = layer(x)
+    plan = route(layer, torch.rand(2, 7))
+    before = run(layer, x, plan)
     weight = layer.base_layer.weight.clone()
     layer.merge_shared()
     assert not torch.equal(layer.base_layer.weight, weight)
-    torch.testing.assert_close(layer(x), before, atol=1e-5, rtol=0)
+    torch.testing.assert_close(run(layer, x, plan), before, atol=1e-5, rtol=0)
     layer.unmerge_shared()
     torch.testing.assert_close(layer.base_layer.weight, weight, atol=1e-6, rtol=0)
-    torch.testing.assert_close(layer(x), before, atol=1e-5, rtol=0)
+    torch.testing.assert_close(run(layer, x, plan), before, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("path", ["lowrank", "merged"])
 def test_gradients_reach_factors_and_router_but_not_the_base(path: str) -> None:
     layer = randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), MoRConfig(**SMALL)))
     layer.config.compute_path = path
-    layer.set_scores(torch.rand(2, 7))
-    layer(torch.randn(2, 4, 6, 6)).square().mean().backward()
+    run(layer, torch.randn(2, 4, 6, 6), route(layer, torch.rand(2, 7))).square().mean().backward()
     for name in ("shared_A", "shared_B", "routed_A", "routed_B"):
         grad = getattr(layer, name).grad
         assert grad is not None and grad.abs().sum() > 0, name
@@ -256,31 +243,12 @@ def test_gradients_reach_factors_and_router_but_not_the_base(path: str) -> None:
     assert layer.base_layer.bias.grad is None
 
 
-def test_routing_without_scores_is_an_error() -> None:
+@pytest.mark.parametrize("fold", [False, True])
+def test_scores_for_a_different_batch_size_are_an_error(fold: bool) -> None:
     layer = MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL))
-    with pytest.raises(RuntimeError, match="set_scores"):
-        layer(torch.randn(2, 12))
-
-
-def test_scores_for_a_different_batch_size_are_an_error() -> None:
-    layer = MoRLinear(nn.Linear(12, 10), MoRConfig(**SMALL))
-    layer.set_scores(torch.rand(2, 7))
+    plan = route(layer, torch.rand(2, 7), fold=fold)
     with pytest.raises(ValueError, match="batch"):
-        layer(torch.randn(3, 12))
-
-
-def test_inference_reuses_the_routing_until_scores_or_weights_change() -> None:
-    layer = randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), MoRConfig(**SMALL)))
-    x = torch.randn(1, 4, 8, 8)
-    layer.set_scores(torch.rand(1, 7))
-    with torch.no_grad():
-        first = layer(x)
-        cached = layer.inference_state.weight
-        assert torch.equal(layer(x), first)
-        assert layer.inference_state.weight is cached
-        layer.routed_B.add_(1.0)
-        changed = layer(x)
-    assert not torch.equal(changed, first)
+        run(layer, torch.randn(3, 12), plan)
 
 
 def test_grouped_convolution_is_rejected() -> None:
@@ -295,74 +263,16 @@ def test_wrapped_layer_exposes_base_attributes() -> None:
 
 
 @pytest.mark.parametrize("index", range(4))
-@pytest.mark.parametrize("merge", [False, True])
-def test_inference_fold_matches_the_training_computation(index: int, merge: bool) -> None:
+def test_a_plan_folded_after_merging_the_shared_ranks_matches_the_training_computation(
+    index: int,
+) -> None:
     layer = randomise(_layers()[index])
-    x = routed_input(layer, "merged", 1)
-    if merge:
-        layer.merge_shared()
-    expected = layer(x).detach()
+    x, plan = routed_input(layer, "merged", 1)
+    expected = run(layer, x, plan).detach()
+    layer.merge_shared()
     with torch.no_grad():
-        folded = layer(x)
-        assert layer.inference_state.weight is not None
+        folded = run(layer, x, route(layer, plan.scores, fold=True))
     torch.testing.assert_close(folded, expected, atol=1e-5, rtol=0)
-
-
-def test_inference_fold_gathers_only_kept_real_experts() -> None:
-    config = MoRConfig(num_shared=0, num_routed=6, num_zero=3, top_k=3, compute_path="merged")
-    layer = randomise(MoRConv2d(nn.Conv2d(8, 8, 3, padding=1), config))
-    _force_router(layer, [3, 4, 5])
-    scores = _first_axis_scores(1)
-    layer.set_scores(scores)
-    x = torch.randn(1, 8, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(layer(x), layer.base_layer(x))
-
-
-def _folded_layer() -> tuple[MoRLayer, torch.Tensor]:
-    """A merged-path layer and an input, after one inference call has folded its weight."""
-    config = MoRConfig(**{**SMALL, "compute_path": "merged"})
-    return randomise(MoRConv2d(nn.Conv2d(4, 4, 3, padding=1), config)), torch.randn(1, 4, 8, 8)
-
-
-def test_clearing_the_scores_frees_the_folded_weight() -> None:
-    layer, x = _folded_layer()
-    layer.set_scores(torch.rand(1, 7))
-    with torch.no_grad():
-        layer(x)
-    folded = weakref.ref(layer.inference_state.weight)
-    layer.set_scores(None)
-    gc.collect()
-    assert layer.inference_state is None
-    assert folded() is None
-
-
-def test_leaving_routing_frees_the_folded_weight() -> None:
-    layer, x = _folded_layer()
-    model = nn.Sequential(layer)
-    with torch.no_grad(), routing(model, torch.rand(1, 7)):
-        model(x)
-        folded = weakref.ref(layer.inference_state.weight)
-    gc.collect()
-    assert folded() is None
-
-
-def test_frozen_adapters_count_as_inference_even_with_grad_on() -> None:
-    layer, x = _folded_layer()
-    layer.set_scores(torch.rand(1, 7))
-    for p in layer.adapter_parameters:
-        p.requires_grad_(False)
-    out = layer(x.requires_grad_())
-    assert layer.inference_state is not None and layer.inference_state.weight is not None
-    out.sum().backward()
-    assert x.grad is not None
-
-
-def test_training_calls_keep_no_inference_state() -> None:
-    layer, x = _folded_layer()
-    layer.set_scores(torch.rand(1, 7))
-    layer(x).sum().backward()
-    assert layer.inference_state is None
 
 
 @pytest.mark.parametrize("index", range(4))

@@ -14,6 +14,7 @@ from mor_helpers import (
     input_for,
     randomise,
     routed_input,
+    run,
 )
 from torch import nn
 from toy_nets import small_conv_net
@@ -25,6 +26,7 @@ from mordasr.mor import (
     MoRLinear,
     inject_mor,
     load_mor_adapter,
+    route,
     save_mor_adapter,
 )
 from mordasr.mor.allocate import allocate_ranks
@@ -62,7 +64,6 @@ def test_a_kept_expert_applies_its_whole_lora_under_one_gate() -> None:
         layer.router.gate.weight[[1, 3], 0] = 30.0
     scores = torch.zeros(1, 7)
     scores[0, 0] = 1.0
-    layer.set_scores(scores)
     x = torch.randn(1, 4, 12)
 
     gate = torch.softmax(scores @ layer.router.gate.weight.t(), -1)[0, 1]
@@ -71,7 +72,7 @@ def test_a_kept_expert_applies_its_whole_lora_under_one_gate() -> None:
     b = torch.cat([layer.shared_B, layer.routed_B[:, rows]], dim=1)
     coeff = torch.cat([torch.ones(2), gate.expand(3)])
     expected = layer.base_layer(x) + layer.scaling * F.linear(F.linear(x, a) * coeff, b)
-    torch.testing.assert_close(layer(x), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(run(layer, x, route(layer, scores)), expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("index", range(4))
@@ -81,23 +82,24 @@ def test_low_rank_and_merged_paths_agree(index: int, batch: int) -> None:
 
 
 @pytest.mark.parametrize("index", range(4))
-def test_inference_fold_matches_the_training_computation(index: int) -> None:
+def test_a_folded_plan_matches_the_training_computation(index: int) -> None:
     layer = _layers()[index]
-    x = routed_input(layer, "merged", 1)
-    expected = layer(x).detach()
+    x, plan = routed_input(layer, "merged", 1)
+    expected = run(layer, x, plan).detach()
     with torch.no_grad():
-        torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=0)
+        folded = run(layer, x, route(layer, plan.scores, fold=True))
+    torch.testing.assert_close(folded, expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("index", range(4))
 def test_merge_shared_keeps_outputs_and_unmerge_restores_the_weight(index: int) -> None:
     layer = _layers()[index]
     x = input_for(layer, 2)
-    layer.set_scores(torch.rand(2, 7))
-    before = layer(x)
+    plan = route(layer, torch.rand(2, 7))
+    before = run(layer, x, plan)
     weight = layer.base_layer.weight.clone()
     layer.merge_shared()
-    torch.testing.assert_close(layer(x), before, atol=1e-5, rtol=0)
+    torch.testing.assert_close(run(layer, x, plan), before, atol=1e-5, rtol=0)
     layer.unmerge_shared()
     torch.testing.assert_close(layer.base_layer.weight, weight, atol=1e-6, rtol=0)
 

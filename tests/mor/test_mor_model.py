@@ -1,4 +1,4 @@
-"""Model-level MoR API: injection, routing, merging, saving and statistics."""
+"""Model-level MoR API: injection, routing plans on a model, merging, saving and statistics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mor_helpers import assert_routed_outputs_equal, randomise
+from mor_helpers import assert_routed_outputs_equal, randomise, run
 from safetensors.torch import load_file
 from torch import nn
 from toy_nets import TinyUNetBlock, small_conv_net
@@ -17,7 +17,6 @@ from mordasr.mor import (
     MoRConfig,
     MoRConv2d,
     MoRLinear,
-    balance_loss,
     inject_mor,
     load_balance_loss,
     load_mor_adapter,
@@ -26,10 +25,8 @@ from mordasr.mor import (
     merge_shared,
     mor_layers,
     mor_state_dict,
-    routing,
-    routing_stats,
+    route,
     save_mor_adapter,
-    set_scores,
     unmerge_shared,
 )
 from mordasr.mor.config import DEFAULT_TARGETS
@@ -66,8 +63,8 @@ def test_injected_diffusers_block_computes_what_it_did_before() -> None:
     x = torch.randn(2, 4, 8, 8)
     before = model(x)
     inject_mor(model, MoRConfig(target_modules=UNET_TARGETS, compute_path="lowrank", **SMALL))
-    with routing(model, torch.rand(2, 7)):
-        torch.testing.assert_close(model(x), before, atol=1e-6, rtol=0)
+    after = run(model, x, route(model, torch.rand(2, 7)))
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
 
 
 def test_trained_adapters_change_the_output_per_image_scores() -> None:
@@ -76,8 +73,7 @@ def test_trained_adapters_change_the_output_per_image_scores() -> None:
     randomise(model, seed=1, std=0.05)
     x = torch.randn(1, 4, 8, 8).expand(2, -1, -1, -1)
     scores = torch.stack([torch.full((7,), 0.05), torch.linspace(0.2, 1.0, 7)])
-    with routing(model, scores):
-        out = model(x)
+    out = run(model, x, route(model, scores))
     assert not torch.allclose(out[0], out[1])
 
 
@@ -97,11 +93,10 @@ def test_injecting_with_no_matching_module_is_an_error() -> None:
         inject_mor(small_conv_net(), MoRConfig(target_modules=["to_q"]))
 
 
-def test_routing_context_clears_the_scores_on_exit() -> None:
+def test_a_model_left_by_its_plan_refuses_to_run_unrouted() -> None:
     model = inject_mor(small_conv_net(), MoRConfig(target_modules=["0"], **SMALL))
-    with routing(model, torch.rand(1, 7)):
-        model(torch.randn(1, 3, 8, 8))
-    with pytest.raises(RuntimeError, match="set_scores"):
+    run(model, torch.randn(1, 3, 8, 8), route(model, torch.rand(1, 7)))
+    with pytest.raises(RuntimeError, match="applied"):
         model(torch.randn(1, 3, 8, 8))
 
 
@@ -109,8 +104,8 @@ def test_mark_only_mor_trainable_leaves_gradients_to_adapters_only() -> None:
     model = inject_mor(TinyUNetBlock(), MoRConfig(target_modules=UNET_TARGETS, **SMALL))
     randomise(model, seed=1, std=0.05)
     mark_only_mor_trainable(model)
-    set_scores(model, torch.rand(2, 7))
-    model(torch.randn(2, 4, 8, 8)).square().mean().backward()
+    out = run(model, torch.randn(2, 4, 8, 8), route(model, torch.rand(2, 7)))
+    out.square().mean().backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
     assert with_grad == set(mor_state_dict(model))
     assert all(
@@ -125,12 +120,12 @@ def test_merge_shared_on_a_model_keeps_its_outputs() -> None:
     model = inject_mor(TinyUNetBlock(), MoRConfig(target_modules=UNET_TARGETS, **SMALL))
     randomise(model, seed=1, std=0.05)
     x = torch.randn(2, 4, 8, 8)
-    set_scores(model, torch.rand(2, 7))
-    before = model(x)
-    merge_shared(model)
-    torch.testing.assert_close(model(x), before, atol=1e-5, rtol=0)
-    unmerge_shared(model)
-    torch.testing.assert_close(model(x), before, atol=1e-5, rtol=0)
+    with route(model, torch.rand(2, 7)).applied(model):
+        before = model(x)
+        merge_shared(model)
+        torch.testing.assert_close(model(x), before, atol=1e-5, rtol=0)
+        unmerge_shared(model)
+        torch.testing.assert_close(model(x), before, atol=1e-5, rtol=0)
 
 
 def test_plain_lora_fully_merged_is_the_base_model_with_new_weights() -> None:
@@ -166,11 +161,9 @@ def test_state_dict_with_missing_keys_is_refused() -> None:
         load_mor_state_dict(model, state)
 
 
-def test_routing_stats_report_chosen_slots_and_zero_expert_counts() -> None:
+def test_plan_stats_report_chosen_slots_and_zero_expert_counts() -> None:
     model = inject_mor(small_conv_net(), MoRConfig(target_modules=["0", "2"], **SMALL))
-    with routing(model, torch.rand(4, 7)):
-        model(torch.randn(4, 3, 8, 8))
-    stats = routing_stats(model)
+    stats = route(model, torch.rand(4, 7)).stats()
     assert set(stats) == {"0", "2"}
     layer = stats["2"]
     assert layer.indices.shape == (4, 3)
@@ -178,11 +171,9 @@ def test_routing_stats_report_chosen_slots_and_zero_expert_counts() -> None:
     assert layer.num_real == 6
 
 
-def test_model_balance_loss_is_differentiable_in_the_routers() -> None:
+def test_plan_balance_loss_is_differentiable_in_the_routers() -> None:
     model = inject_mor(small_conv_net(), MoRConfig(target_modules=["0", "2"], **SMALL))
-    with routing(model, torch.rand(4, 7)):
-        model(torch.randn(4, 3, 8, 8))
-        loss = balance_loss(model, alpha=0.1)
+    loss = route(model, torch.rand(4, 7)).balance_loss(alpha=0.1)
     loss.backward()
     assert torch.isfinite(loss)
     for _, layer in mor_layers(model):
@@ -191,8 +182,7 @@ def test_model_balance_loss_is_differentiable_in_the_routers() -> None:
 
 def test_plain_lora_has_no_balance_loss() -> None:
     model = inject_mor(small_conv_net(), MoRConfig.lora(4, target_modules=["0"]))
-    model(torch.randn(1, 3, 8, 8))
-    assert balance_loss(model).item() == 0.0
+    assert route(model, None).balance_loss().item() == 0.0
 
 
 def test_layer_overrides_give_matching_layers_their_own_sizes(tmp_path: Path) -> None:
@@ -208,11 +198,10 @@ def test_layer_overrides_give_matching_layers_their_own_sizes(tmp_path: Path) ->
 
 def test_balance_loss_takes_severities_from_the_given_scores() -> None:
     model = inject_mor(small_conv_net(), MoRConfig(target_modules=["2"], **SMALL))
-    with routing(model, torch.zeros(4, 7)):
-        model(torch.randn(4, 3, 8, 8))
-        loss = balance_loss(model, alpha=0.1, severity_scores=torch.ones(4, 3))
-        routed_by = balance_loss(model, alpha=0.1)
-    r = model[2].last_routing
+    plan = route(model, torch.zeros(4, 7))
+    loss = plan.balance_loss(alpha=0.1, severity_scores=torch.ones(4, 3))
+    routed_by = plan.balance_loss(alpha=0.1)
+    r = plan.layers["2"].routing
     expected = load_balance_loss(r.probs, r.indices, r.num_real, 0.1, torch.ones(4))
     torch.testing.assert_close(loss, expected)
     assert loss > routed_by

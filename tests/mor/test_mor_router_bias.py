@@ -12,11 +12,10 @@ from mordasr.mor import (
     MoRConfig,
     MoRLinear,
     Router,
-    balance_loss,
     inject_mor,
     load_mor_adapter,
     mor_state_dict,
-    routing,
+    route,
     save_mor_adapter,
 )
 
@@ -61,9 +60,7 @@ def test_the_bias_is_trained_and_saved_with_the_adapter(tmp_path: Path) -> None:
     config = MoRConfig(target_modules=["2"], router_bias=True, **SMALL)
     model = inject_mor(small_conv_net(), config)
     assert any(name.endswith("gate.bias") for name in mor_state_dict(model))
-    with routing(model, torch.rand(4, 7)):
-        model(torch.randn(4, 3, 8, 8))
-        balance_loss(model).backward()
+    route(model, torch.rand(4, 7)).balance_loss().backward()
     assert model[2].router.gate.bias.grad.abs().sum() > 0
     save_mor_adapter(model, tmp_path)
     restored = load_mor_adapter(small_conv_net(), tmp_path)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mordasr.mor import MoRConfig, MoRLinear, Router, prefold_routed, routing, transform_scores
+from mordasr.mor import MoRConfig, MoRLinear, Router, route, transform_scores
 
 SMALL = {"num_shared": 2, "num_routed": 8, "num_zero": 2, "top_k": 3}
 
@@ -51,7 +51,9 @@ def test_the_routed_recipe_router_reorders_experts_and_keeps_gates_summing_to_to
     reordered = 0
     for seed in range(20):
         torch.manual_seed(seed)
-        router = Router(7, 32, 28, 8, renormalize=True, bias=True, score_transform="centred", gate_scale=8)
+        router = Router(
+            7, 32, 28, 8, renormalize=True, bias=True, score_transform="centred", gate_scale=8
+        )
         severe, mild = _severe_and_mild(seed)
         kept_severe, kept_mild = router(severe), router(mild)
         reordered += not torch.equal(kept_severe.indices, kept_mild.indices)
@@ -67,17 +69,14 @@ def test_the_transforms_change_sign_at_one_half() -> None:
     assert torch.isfinite(transform_scores(torch.tensor([[0.0, 1.0]]), "log-odds")).all()
 
 
-def test_config_switch_reaches_the_layer_router_and_the_prefolded_path() -> None:
+def test_config_switch_reaches_the_layer_router_and_the_batched_routing() -> None:
     layer = MoRLinear(nn.Linear(6, 6), MoRConfig(router_scores="log-odds", **SMALL))
     assert layer.router.score_transform == "log-odds"
-    with torch.no_grad():
-        layer.routed_B.normal_()
-    x, scores = torch.randn(1, 6), torch.rand(1, 7)
-    with routing(layer, scores):
-        direct = layer(x)
-        prefold_routed(layer)
-        folded = layer(x)
-    assert torch.allclose(direct, folded, atol=1e-5)
+    scores = torch.rand(3, 7)
+    planned = route(layer, scores).layers[""].routing
+    direct = layer.router(scores)
+    assert torch.equal(planned.indices, direct.indices)
+    torch.testing.assert_close(planned.probs, direct.probs)
 
 
 def test_unknown_score_transform_is_rejected() -> None:
