@@ -210,11 +210,12 @@ class _WeightFed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.fed if self.fed is not None else self.weight
+        if weight is None:
+            raise RuntimeError("a weight-fed layer runs with a fed or a fixed weight")
         base = self.base
         if isinstance(base, nn.Conv2d):
-            return F.conv2d(
-                x, weight, base.bias, base.stride, base.padding, base.dilation, base.groups
-            )
+            padding = 0 if base.padding == "valid" else base.padding
+            return F.conv2d(x, weight, base.bias, base.stride, padding, base.dilation, base.groups)
         return F.linear(x, weight, base.bias)
 
 

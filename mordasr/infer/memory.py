@@ -63,14 +63,15 @@ def available_memory(device: torch.device) -> int:
     return 4 * 2**30
 
 
-def bytes_per_pixel(model: nn.Module, dtype: torch.dtype) -> int:
+def bytes_per_pixel(model: object, dtype: torch.dtype) -> int:
     """Working memory per input pixel of a feed-forward SR model at ``dtype``: from the
     measured RRDBNet figure for models built on one, small for models without parameters
     (interpolation), :data:`FALLBACK_BYTES_PER_PIXEL` otherwise."""
-    net = next((m for m in model.modules() if isinstance(m, RRDBNet)), None)
+    modules = list(model.modules()) if isinstance(model, nn.Module) else []
+    net = next((m for m in modules if isinstance(m, RRDBNet)), None)
     if net is not None:
         per_pixel = RRDBNET_BYTES_PER_PIXEL * net.config.num_feat * net.scale**2 // (64 * 16)
-    elif next(model.parameters(), None) is None:
+    elif not any(p.numel() for m in modules for p in m.parameters(recurse=False)):
         per_pixel = 64 * int(getattr(model, "scale", 4)) ** 2
     else:
         per_pixel = FALLBACK_BYTES_PER_PIXEL

@@ -115,9 +115,11 @@ class Upscaler:
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
-        loaded = isinstance(model, str | Path)
-        module = load_sr_model(model) if loaded else as_sr_model(model)
-        merge = loaded and strength == 1.0  # merged shared ranks could not be scaled
+        if isinstance(model, str | Path):
+            module = load_sr_model(model)
+            merge = strength == 1.0  # merged shared ranks could not be scaled
+        else:
+            module, merge = as_sr_model(model), False
         self.model: SRModel = module.to_inference(self.device, dtype, merge=merge)
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"unknown color_fix {color_fix!r}; choose from {sorted(COLOR_FIXES)}")

@@ -98,9 +98,9 @@ def _check_batch(rows: int, x: Tensor) -> None:
 class MoRLayer(nn.Module):
     """Shared logic of :class:`MoRLinear` and :class:`MoRConv2d`; the base layer stays frozen."""
 
-    base_layer: nn.Module
+    base_layer: nn.Linear | nn.Conv2d
 
-    def __init__(self, base_layer: nn.Module, config: MoRConfig) -> None:
+    def __init__(self, base_layer: nn.Linear | nn.Conv2d, config: MoRConfig) -> None:
         super().__init__()
         self.base_layer = base_layer
         base_layer.requires_grad_(False)
