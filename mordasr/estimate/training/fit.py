@@ -40,7 +40,7 @@ def targets_of(summaries: list[Degradation], scheme: str) -> torch.Tensor:
 @torch.no_grad()
 def extract_features(model: LearnedEstimator, samples: list[torch.Tensor]) -> torch.Tensor:
     """Frozen VGG statistics of every sample, batched by image size."""
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for index, sample in enumerate(samples):
         groups[tuple(sample.shape[-2:])].append(index)
     features = torch.zeros(len(samples), model.features.dim)
@@ -60,8 +60,8 @@ def train_heads(
 ) -> None:
     """Fit the heads with soft binary cross-entropy on every dimension (AdamW, minibatches)."""
     heads = model.heads
-    heads.feature_mean.copy_(features.mean(dim=0))
-    heads.feature_std.copy_(features.std(dim=0).clamp_min(1e-4))
+    heads.get_buffer("feature_mean").copy_(features.mean(dim=0))
+    heads.get_buffer("feature_std").copy_(features.std(dim=0).clamp_min(1e-4))
     optimiser = torch.optim.AdamW(
         [p for p in heads.parameters() if p.requires_grad], lr=2e-3, weight_decay=1e-2
     )
@@ -166,14 +166,14 @@ def train_estimator(
         if cached:
             log(f"features read from {cache}")
         else:
-            train_x, train_y, _ = build_dataset(train_paths, samples, generator)
-            val_x, val_y, _ = build_dataset(val_paths, val_count, generator)
+            train_x, train_s, _ = build_dataset(train_paths, samples, generator)
+            val_x, val_s, _ = build_dataset(val_paths, val_count, generator)
             elapsed = time.time() - started
             log(f"synthesised {len(train_x)} + {len(val_x)} samples in {elapsed:.0f}s")
             data = {
                 "key": key,
-                "train": (extract_features(model, train_x), train_y),
-                "validation": (extract_features(model, val_x), val_y),
+                "train": (extract_features(model, train_x), train_s),
+                "validation": (extract_features(model, val_x), val_s),
             }
             log(f"features done at {time.time() - started:.0f}s")
             if cache:

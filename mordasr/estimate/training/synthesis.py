@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ from mordasr.degrade import (
 )
 from mordasr.estimate.training.labels import Degradation, pipeline_degradation
 from mordasr.io.image import read_rgb
+
+T = TypeVar("T")
 
 PRESET_NAMES = ("realesrgan", "mordasr-mild", "mordasr-severe")
 CROP_SIZES = (96, 128, 160)
@@ -133,7 +136,7 @@ def _log_uniform(generator: torch.Generator, low: float, high: float) -> float:
     return math.exp(_uniform(generator, math.log(low), math.log(high)))
 
 
-def _choice(generator: torch.Generator, options: tuple) -> object:
+def _choice(generator: torch.Generator, options: tuple[T, ...]) -> T:
     return options[int(torch.randint(len(options), (), generator=generator))]
 
 
@@ -188,6 +191,7 @@ def synthetic_sample(
     size = int(_choice(generator, CROP_SIZES))
     x = clean_crop(image, size, _uniform(generator, 1.0, 2.0), generator)
     summary = Degradation()
+    factors: tuple[str, ...]
     if kind == "single":
         factors = (str(_choice(generator, FACTOR_ORDER)),)
     elif kind == "combo":
