@@ -16,72 +16,18 @@ every 0.1 s: what the machine spends on the pipeline, shared libraries and all.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import psutil
 import torch
-from PIL import Image
+from common import PeakMemory, generate_photos
 
 from mordasr.train.dataset import DegradeCollate, HRCropDataset, TrainingBatches
-
-
-def generate_photos(folder: Path, count: int, width: int, height: int) -> list[Path]:
-    """``count`` smooth-plus-texture JPEGs (quality 90) in ``folder``; existing ones are kept."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(count):
-        path = folder / f"photo_{index:05d}.jpg"
-        if not path.exists():
-            rng = np.random.default_rng(index)
-            coarse = Image.fromarray((255 * rng.random((12, 16, 3))).astype(np.uint8))
-            smooth = np.asarray(coarse.resize((width, height), Image.BICUBIC), dtype=np.int16)
-            texture = rng.integers(-12, 13, size=smooth.shape, dtype=np.int16)
-            pixels = np.clip(smooth + texture, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(path, quality=90)
-        paths.append(path)
-    return paths
-
-
-class PeakMemory:
-    """The largest PSS sum of a process (``pid``; default this one) and its descendants while
-    the block runs."""
-
-    def __init__(self, pid: int | None = None, interval: float = 0.1) -> None:
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _sample(self) -> int:
-        total = 0
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for process in [self.root, *self.root.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                    total += process.memory_full_info().pss
-        return total
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def measure(

@@ -22,43 +22,11 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
+from common import add_workload_options, load_patches
 
-from mordasr.degrade import PRESETS, degrade
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "SunHays80_HR"
-
-
-def load_patches(count: int, size: int, seed: int) -> tuple[torch.Tensor, str]:
-    """``count`` HR patches ``(count, 3, size, size)`` and a word on where they came from."""
-    rng = np.random.default_rng(seed)
-    files = sorted(DATA.glob("*")) if DATA.is_dir() else []
-    if not files:
-        gen = torch.Generator().manual_seed(seed)
-        coarse = torch.rand(count, 3, size // 16, size // 16, generator=gen)
-        return F.interpolate(coarse, size=(size, size), mode="bicubic").clamp(0, 1), "synthetic"
-    patches = []
-    for i in range(count):
-        with Image.open(files[i % len(files)]) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
-        top = rng.integers(0, arr.shape[0] - size + 1)
-        left = rng.integers(0, arr.shape[1] - size + 1)
-        patches.append(torch.from_numpy(arr[top : top + size, left : left + size].copy()))
-    return torch.stack(patches).permute(0, 3, 1, 2).contiguous(), f"{DATA.name} crops"
-
-
-def add_workload_options(parser: argparse.ArgumentParser, rounds: int) -> None:
-    """Add ``--preset``, ``--batch``, ``--size`` (of the HR patches) and ``--rounds`` (default
-    ``rounds``): the workload of this benchmark and of ``profile_degrade.py``."""
-    parser.add_argument("--preset", default="realesrgan", choices=sorted(PRESETS))
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=rounds)
+from mordasr.degrade import degrade
 
 
 def time_batched(hr: torch.Tensor, preset: str, seed: int) -> float:

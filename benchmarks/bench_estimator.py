@@ -39,20 +39,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from estimator_common import (
-    HELD_OUT_DIRS,
+from scipy.stats import spearmanr
+
+from mordasr.degrade import degrade
+from mordasr.estimate import DIMENSIONS, LearnedEstimator
+from mordasr.estimate.learned import shipped_weights_path
+from mordasr.estimate.training.synthesis import (
     down_up,
     gaussian_blur,
     gaussian_noise,
     image_paths,
     jpeg,
 )
-from scipy.stats import spearmanr
-
-from mordasr.degrade import degrade
-from mordasr.estimate import DIMENSIONS, LearnedEstimator
-from mordasr.estimate.learned import shipped_weights_path
 from mordasr.io.image import read_rgb
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HELD_OUT_DIRS = (DATA / "Set14" / "HR", DATA / "BSD100" / "HR")
 
 Degrader = Callable[[torch.Tensor, float], torch.Tensor]
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from common import summarise_rounds, time_rounds
 from torch import nn
 
 from mordasr.mor import MoRConfig, balance_loss, inject_mor, mor_layers, mor_parameters, set_scores
@@ -103,32 +102,6 @@ def _routed_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
 
 
-def _time(fns: dict[str, Callable], rounds: int) -> dict[str, list[float]]:
-    """Per-variant timings; every round runs each variant once, in a rotating order."""
-    for fn in fns.values():
-        fn()
-    names = list(fns)
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for index in range(rounds):
-        for name in names[index % len(names) :] + names[: index % len(names)]:
-            start = time.perf_counter()
-            fns[name]()
-            samples[name].append(time.perf_counter() - start)
-    return samples
-
-
-def _summarise(samples: dict[str, list[float]], reference: str) -> dict[str, tuple[float, float]]:
-    """Median time and median per-round ratio to ``reference`` of every variant."""
-    ref = samples[reference]
-    return {
-        name: (
-            statistics.median(values),
-            statistics.median(v / r for v, r in zip(values, ref, strict=True)),
-        )
-        for name, values in samples.items()
-    }
-
-
 def run_case(case: Case, batch: int, rounds: int) -> list[dict]:
     torch.manual_seed(0)
     base = case.make_base()
@@ -155,13 +128,13 @@ def run_case(case: Case, batch: int, rounds: int) -> list[dict]:
         routed=True,
         fresh=False,
     )
-    infer_times = _summarise(_time(inference, rounds), "frozen base")
+    infer_times = summarise_rounds(time_rounds(inference, rounds), "frozen base")
     training = {
         name: _train_fn(model, x, routed=name.startswith("MoR"))
         for name, model in variants.items()
         if name != "frozen base"
     }
-    train_times = _summarise(_time(training, max(3, rounds // 3)), "LoRA r40")
+    train_times = summarise_rounds(time_rounds(training, max(3, rounds // 3)), "LoRA r40")
     rows = []
     for mode, times, reference in (
         ("inference", infer_times, "frozen base"),

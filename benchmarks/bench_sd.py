@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import string
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,15 +33,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_mor import _summarise, _time
-from torch import Tensor, nn
+from common import (
+    GivenScores,
+    char_tokenizer,
+    clip_text_encoder,
+    frozen_components,
+    plain_and_routed,
+    summarise_rounds,
+    time_rounds,
+)
+from torch import Tensor
 
-from mordasr.estimate import DegradationEstimator, load_estimator
+from mordasr.estimate import load_estimator
 from mordasr.infer.pipeline import Upscaler
 from mordasr.mor import (
     MoRConfig,
     balance_loss,
-    merge_shared,
     mor_layers,
     prefold_routed,
     routing,
@@ -76,74 +82,6 @@ FULL = {
     "lr_side": 128,
 }
 """The SD 2.1-base architecture (``stabilityai/stable-diffusion-2-1-base``)."""
-
-
-class GivenScores(DegradationEstimator):
-    """A fixed score row for every image: no estimator cost (the scores are given)."""
-
-    def __init__(self, scores: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("scores", scores)
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.scores.expand(images.shape[0], -1).clone()
-
-
-def clip_text_encoder(
-    vocab: dict[str, int], width: int, ffn: int, layers: int, heads: int, rows: int
-) -> nn.Module:
-    """A random CLIP text tower (77 positions, GELU) whose special tokens are ``vocab``'s."""
-    import transformers
-
-    return transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            hidden_size=width,
-            intermediate_size=ffn,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            vocab_size=rows,
-            max_position_embeddings=77,
-            hidden_act="gelu",
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-        )
-    )
-
-
-def frozen_components(
-    unet: nn.Module, vae: nn.Module, text_encoder: nn.Module, tokenizer: Any
-) -> SDComponents:
-    """The models frozen in eval mode, with SD 2.1-base's DDPM scheduler."""
-    import diffusers
-
-    scheduler = diffusers.DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        clip_sample=False,
-    )
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False).eval()
-    return SDComponents(unet, vae, text_encoder, tokenizer, scheduler)
-
-
-def char_tokenizer(directory: Path, extra_chars: str = "") -> Any:
-    """A CLIP tokenizer spelling words letter by letter (no download; any prompt works), written
-    to ``directory`` (created if missing); ``extra_chars`` join the letters and digits."""
-    import transformers
-
-    directory.mkdir(parents=True, exist_ok=True)
-    chars = string.ascii_lowercase + string.digits + extra_chars
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({f"{c}</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
-    return transformers.CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
 
 
 def sd_components(sizes: dict[str, Any], directory: Path) -> SDComponents:
@@ -180,40 +118,6 @@ def sd_components(sizes: dict[str, Any], directory: Path) -> SDComponents:
         len(vocab),
     )
     return frozen_components(unet, vae, text_encoder, tokenizer)
-
-
-def randomize_adapters(generator: OneStepGenerator, seed: int = 0) -> None:
-    """Non-zero B factors (as after training), so merging and routing do real work."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in generator.trainable_parameters().values():
-            param.copy_(0.01 * torch.randn(param.shape, generator=gen, dtype=torch.float32))
-
-
-def strip_adapters(model: nn.Module) -> None:
-    """Replace every (fully merged) adapter layer by its base layer: the plain fine-tuned net."""
-    merge_shared(model)
-    for name, layer in list(mor_layers(model)):
-        if layer.router is not None:
-            raise ValueError(f"{name} is routed: only plain LoRA can be merged for good")
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, layer.base_layer)
-
-
-def plain_and_routed(
-    components: SDComponents, mor: MoRConfig
-) -> tuple[OneStepGenerator, OneStepGenerator, Tensor]:
-    """On copies of ``components``: a random rank-4 LoRA merged for good (adapters removed), a
-    random ``mor`` with its shared ranks merged, and fixed random scores to route it by."""
-    plain_config = OneStepConfig(unet_mor=MoRConfig.lora(4, target_modules=mor.target_modules))
-    plain = OneStepGenerator(copy.deepcopy(components), plain_config)
-    randomize_adapters(plain)
-    strip_adapters(plain)
-    routed = OneStepGenerator(copy.deepcopy(components), OneStepConfig(unet_mor=mor))
-    randomize_adapters(routed)
-    merge_shared(routed)
-    scores = torch.rand(1, mor.score_dim, generator=torch.Generator().manual_seed(1))
-    return plain, routed, scores
 
 
 def build_models(components: SDComponents, mor: MoRConfig) -> dict[str, OneStepSR]:
@@ -336,10 +240,12 @@ def main() -> None:
     lr = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(2))
     reference = "plain merged LoRA (OSEDiff)"
     start = time.perf_counter()
-    end_to_end = _summarise(
-        _time(inference_fns(models, lr, args.device, dtype), args.rounds), reference
+    end_to_end = summarise_rounds(
+        time_rounds(inference_fns(models, lr, args.device, dtype), args.rounds), reference
     )
-    unet = _summarise(_time(unet_fns(models, side, args.device, dtype), args.rounds), reference)
+    unet = summarise_rounds(
+        time_rounds(unet_fns(models, side, args.device, dtype), args.rounds), reference
+    )
     elapsed = time.perf_counter() - start
     size = "SD 2.1-base" if args.full else "reduced SD 2.1"
     print(

@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench_data import PeakMemory, generate_photos
+from common import PeakMemory, generate_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "realesrgan_mor.yaml"

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_sd import (
+from common import (
     GivenScores,
     char_tokenizer,
     clip_text_encoder,

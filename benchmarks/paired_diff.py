@@ -1,8 +1,8 @@
 """Paired per-image differences between two models of one ``mordasr benchmark -o`` run.
 
 For every metric of ``results.json``: the mean of ``A - B`` over the images both models were
-scored on, its seeded 95% bootstrap interval (``study.bootstrap_ci``) and on how many images
-``A`` is better. The RealSR comparison of BENCHMARKS.md section 16::
+scored on, its seeded 95% bootstrap interval (``common.bootstrap_ci``, as ``study.py``) and on
+how many images ``A`` is better. The RealSR comparison of BENCHMARKS.md section 16::
 
     python benchmarks/paired_diff.py runs/realsr_new/results.json runs/mor_v2b/final <default copy>
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from study import bootstrap_ci
+from common import bootstrap_ci
 
 from mordasr.metrics.functional import HIGHER_IS_BETTER
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from bench_degrade import add_workload_options, load_patches
+from common import add_workload_options, load_patches
 
 from mordasr.degrade import degrade
 from mordasr.degrade import pipeline as pl

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from common import bootstrap_ci
 from scipy.stats import wilcoxon
 
 from mordasr.eval import analysis
@@ -63,7 +64,6 @@ from mordasr.train.trainer import train
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 BASELINE = "lora"
-BOOTSTRAP_RESAMPLES = 10_000
 
 
 @dataclass(frozen=True)
@@ -209,17 +209,6 @@ def study_run(
         result["train_seconds"] = json.loads(train_record.read_text())["seconds_last_sitting"]
     results_path.write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def bootstrap_ci(
-    differences: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean of ``differences`` (resampled with
-    replacement, seeded)."""
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(differences), size=(resamples, len(differences)))
-    means = differences[draws].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def wilcoxon_p(differences: np.ndarray) -> float:

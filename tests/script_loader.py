@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def loaded_script(name: str) -> Iterator[ModuleType]:
     """``benchmarks/<name>.py`` imported as module ``name``: registered in ``sys.modules`` (its
     dataclasses look their module up) with the benchmarks folder on the path (scripts import
-    each other), both undone afterwards."""
+    ``benchmarks/common.py``), both undone afterwards."""
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -1,25 +1,26 @@
-"""A character-level CLIP BPE tokenizer small enough to write in a test (no download).
-
-It is the benchmarks' tokenizer (benchmarks/bench_sd.py), with '-' spelled too.
-"""
+"""A character-level CLIP BPE tokenizer small enough to write in a test (no download)."""
 
 from __future__ import annotations
 
-import sys
+import json
+import string
 from pathlib import Path
 
 import pytest
 
 transformers = pytest.importorskip("transformers")
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.append(str(BENCHMARKS))  # bench_sd imports bench_mor from its own folder
-
-from bench_sd import char_tokenizer  # noqa: E402
-
 
 def write_char_tokenizer(directory: Path) -> transformers.CLIPTokenizer:
     """Write ``vocab.json``/``merges.txt`` of a CLIP tokenizer that spells words letter by letter
-    and return it loaded; its special tokens are the last two ids."""
-    return char_tokenizer(directory, extra_chars="-")
+    (lowercase letters, digits and '-') to ``directory`` (created if missing) and return it
+    loaded; its special tokens are the last two ids."""
+    directory.mkdir(parents=True, exist_ok=True)
+    chars = string.ascii_lowercase + string.digits + "-"
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({f"{c}</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    return transformers.CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))

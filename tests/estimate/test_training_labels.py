@@ -10,7 +10,7 @@ import torch
 
 from mordasr.degrade import DegradationConfig, StageConfig, degrade, isotropic_gaussian_kernel
 from mordasr.estimate import DIMENSIONS
-from mordasr.estimate.labels import (
+from mordasr.estimate.training.labels import (
     Degradation,
     dimension_labels,
     factor_severities,
