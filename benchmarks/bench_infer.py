@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from mordasr.infer import backends
 from mordasr.infer.backends import Network, OnnxRuntimeBackend
 from mordasr.infer.pipeline import Upscaler
-from mordasr.mor import MoRConv2d, routing
+from mordasr.mor import MoRConv2d, route
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "RealSRSet+5images"
 SIZES = ((256, 256), (512, 384))
@@ -102,7 +102,7 @@ def conv_flops_per_pixel(upscaler: Upscaler) -> float:
             handles.append(module.register_forward_hook(count(module)))
     side = 32
     scores = upscaler.model.route_input(torch.rand(1, 3, 64, 64))
-    with torch.no_grad(), routing(backbone, scores):
+    with torch.no_grad(), route(backbone, scores).applied(backbone):
         backbone(torch.rand(1, 3, side, side))
     for handle in handles:
         handle.remove()
@@ -186,11 +186,11 @@ def make_candidates(
         time.perf_counter() - start
     )
     ort.backend = backend
-    scores = ort.model.route_input(torch.rand(1, 3, 64, 64))
+    lr = torch.rand(1, 3, 64, 64)
     start = time.perf_counter()
     for _ in range(5):
-        with routing(network, scores):
-            backend.bind(network)
+        with backend.bind(ort.model.prepare(lr)):
+            pass
     setup["onnxruntime: fold + feed one image's weights (per image)"] = (
         time.perf_counter() - start
     ) / 5

@@ -25,7 +25,7 @@ import torch
 from common import summarise_rounds, time_rounds
 from torch import nn
 
-from mordasr.mor import MoRConfig, balance_loss, inject_mor, mor_layers, mor_parameters, set_scores
+from mordasr.mor import MoRConfig, inject_mor, mor_layers, mor_parameters, route
 
 
 @dataclass
@@ -64,16 +64,17 @@ def _wrap(base: nn.Module, config: MoRConfig | None) -> nn.Module:
 
 
 def _inference_fn(model: nn.Module, x: torch.Tensor, routed: bool, fresh: bool) -> Callable:
+    """Inference with one fixed plan (folded once), or a new folded plan per call (``fresh``)."""
     batch = x.shape[0]
-    fixed = torch.rand(batch, 7)
-    if routed:
-        set_scores(model, fixed)
+    fixed = route(model, torch.rand(batch, 7) if routed else None, fold=True)
 
     def run() -> None:
         with torch.no_grad():
+            plan = fixed
             if routed and fresh:
-                set_scores(model, torch.rand(batch, 7))
-            model(x)
+                plan = route(model, torch.rand(batch, 7), fold=True)
+            with plan.applied(model):
+                model(x)
 
     return run
 
@@ -84,11 +85,11 @@ def _train_fn(model: nn.Module, x: torch.Tensor, routed: bool) -> Callable:
     target = torch.randn_like(model(x) if not routed else _routed_forward(model, x))
 
     def run() -> None:
+        plan = route(model, torch.rand(x.shape[0], 7) if routed else None)
+        with plan.applied(model):
+            loss = torch.nn.functional.mse_loss(model(x), target)
         if routed:
-            set_scores(model, torch.rand(x.shape[0], 7))
-        loss = torch.nn.functional.mse_loss(model(x), target)
-        if routed:
-            loss = loss + 0.01 * balance_loss(model)
+            loss = loss + 0.01 * plan.balance_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -97,8 +98,7 @@ def _train_fn(model: nn.Module, x: torch.Tensor, routed: bool) -> Callable:
 
 
 def _routed_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    set_scores(model, torch.rand(x.shape[0], 7))
-    with torch.no_grad():
+    with torch.no_grad(), route(model, torch.rand(x.shape[0], 7)).applied(model):
         return model(x)
 
 

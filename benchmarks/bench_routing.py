@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from mordasr.degrade import degrade
 from mordasr.io.image import read_rgb
-from mordasr.mor import routing, routing_stats
+from mordasr.mor import route
 from mordasr.sr.mor_sr import MoRSuperResolver
 
 SET14 = Path(__file__).resolve().parents[2] / "shared" / "data" / "Set14" / "HR"
@@ -40,9 +38,7 @@ def main() -> None:
             height, width = (min(s, args.crop) // 4 * 4 for s in hr.shape[-2:])
             lr = degrade(hr[..., :height, :width], preset, scale=4, seed=seed).lr
             scores = model.estimate(lr)
-            with torch.no_grad(), routing(model.backbone, scores):
-                model.backbone(lr)
-            stats = routing_stats(model.backbone).values()
+            stats = route(model.backbone, scores).stats().values()
             zeros.append(sum(float(s.num_zero.float().mean()) for s in stats) / len(stats))
             severity.append(float(scores.mean()))
         print(f"| {preset} | {sum(zeros) / len(zeros):.3f} | {sum(severity) / len(severity):.3f} |")

@@ -8,7 +8,7 @@ removed, no estimator. "MoR, given scores" is the paper's MoR UNet (8 shared + 3
 the weights cost, once per image. "MoR + estimator" adds the learned degradation estimator on
 the LR image (the real end-to-end cost). A second table times the UNet step alone, where the
 whole MoR cost sits: with the routers batched and the kept ranks folded before the step
-(``prefold_routed``, what the Upscaler does) and with each layer routing and folding inside its
+(a folded plan, what the Upscaler does) and with each layer applying its kept ranks inside its
 own forward. Variants are timed in interleaved rounds (rotating order); the tables give median
 times and the median over rounds of the per-round ratio to the reference, so machine load hits
 every variant alike.
@@ -46,13 +46,7 @@ from torch import Tensor
 
 from mordasr.estimate import load_estimator
 from mordasr.infer.pipeline import Upscaler
-from mordasr.mor import (
-    MoRConfig,
-    balance_loss,
-    mor_layers,
-    prefold_routed,
-    routing,
-)
+from mordasr.mor import MoRConfig, mor_layers
 from mordasr.sr.sd import OneStepConfig, OneStepGenerator, SDComponents
 from mordasr.sr.sd.config import paper_unet_mor
 from mordasr.sr.sd.sr_model import OneStepSR
@@ -152,13 +146,13 @@ def unet_fns(
     models: dict[str, OneStepSR], side: int, device: str, dtype: torch.dtype
 ) -> dict[str, Callable[[], None]]:
     """The UNet step alone (x4 latent of a ``side`` LR image), fresh scores every call, so MoR
-    routes and folds its routed ranks every time (once per image): batched as the Upscaler does
-    (``prefold_routed``), or layer by layer inside the forward (without it)."""
+    routes its ranks every time (once per image): with a folded plan as the Upscaler does, or an
+    unfolded one (each layer applies its kept ranks from the routing inside the forward)."""
     fns = {}
     variants = {
         "plain merged LoRA (OSEDiff)": ("plain merged LoRA (OSEDiff)", False),
         "MoR, given scores": ("MoR, given scores", True),
-        "MoR, layer-by-layer fold": ("MoR, given scores", False),
+        "MoR, unfolded plan": ("MoR, given scores", False),
     }
     for label, (name, batched) in variants.items():
         generator = models[name].generator.to(device=device, dtype=dtype)
@@ -172,11 +166,9 @@ def unet_fns(
             embeds: Tensor = embeds,
             batched: bool = batched,
         ) -> None:
-            scores = torch.rand(1, 7, device=device, dtype=dtype)
-            with torch.no_grad(), routing(generator.unet, scores):
-                if batched:
-                    prefold_routed(generator.unet)
-                generator.denoise(z, embeds, scores)
+            scores = torch.rand(1, 7, device=device)
+            with torch.no_grad():
+                generator.denoise(z, embeds, generator.route(scores, fold=batched))
             if device == "cuda":
                 torch.cuda.synchronize()
 
@@ -206,12 +198,13 @@ def training_peak_memory(components: SDComponents, mor: MoRConfig, side: int) ->
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     generator.train()
-    with torch.autocast("cuda", dtype=torch.bfloat16), routing(generator.unet, scores):
+    plan = generator.route(scores)
+    with torch.autocast("cuda", dtype=torch.bfloat16), plan.applied(generator.unet):
         latents = generator.encode_lr(lr)
         timestep = torch.full((1,), generator.config.timestep, device="cuda", dtype=torch.long)
         pred = generator.unet(latents, timestep, encoder_hidden_states=embeds).sample
         sr = (generator.decode(generator.x0_from_prediction(latents, pred)) + 1) / 2
-        loss = torch.nn.functional.mse_loss(sr.float(), hr) + 0.01 * balance_loss(generator.unet)
+        loss = torch.nn.functional.mse_loss(sr.float(), hr) + 0.01 * plan.balance_loss()
         loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

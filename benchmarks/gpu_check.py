@@ -66,7 +66,7 @@ from torch import Tensor
 
 from mordasr.degrade import degrade
 from mordasr.infer.pipeline import Upscaler
-from mordasr.mor import MoRConfig, load_mor_adapter, prefold_routed, routing
+from mordasr.mor import MoRConfig, load_mor_adapter
 from mordasr.nets.rrdbnet import RRDBNet, RRDBNetConfig
 from mordasr.sr.mor_sr import MoRSuperResolver, SRModelSpec, builtin_model_dir
 from mordasr.sr.sd import SDComponents, paper_unet_mor
@@ -699,14 +699,12 @@ def unet_step_fns(
 
     @torch.no_grad()
     def plain_step() -> None:
-        plain.denoise(z, embeds, torch.zeros(1, 7, device=device, dtype=dtype))
+        plain.denoise(z, embeds, plain.route(torch.zeros(1, 7, device=device), fold=True))
 
     @torch.no_grad()
     def mor_step() -> None:
-        scores = torch.rand(1, 7, device=device, dtype=dtype)
-        with routing(routed.unet, scores):
-            prefold_routed(routed.unet)
-            routed.denoise(z, embeds, scores)
+        scores = torch.rand(1, 7, device=device)
+        routed.denoise(z, embeds, routed.route(scores, fold=True))
 
     return {
         "base UNet alone (no adapters)": base_step,
