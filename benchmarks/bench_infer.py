@@ -37,6 +37,8 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +47,10 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mordasr.infer import backends
-from mordasr.infer.backends import Network, OnnxRuntimeBackend
+from mordasr.infer.backends import Network, OnnxRuntimeBackend, TorchBackend
 from mordasr.infer.pipeline import Upscaler
 from mordasr.mor import MoRConv2d, route
+from mordasr.sr.protocol import ImageWork
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "RealSRSet+5images"
 SIZES = ((256, 256), (512, 384))
@@ -61,12 +64,15 @@ class ChannelsLast:
     def __init__(self, network: nn.Module) -> None:
         network.to(memory_format=torch.channels_last)
 
-    def bind(self, network: nn.Module) -> Network:
-        def run(image: Tensor) -> Tensor:
-            out = network(image.contiguous(memory_format=torch.channels_last))
-            return out.contiguous()
+    @contextmanager
+    def bind(self, work: ImageWork) -> Iterator[Network]:
+        with TorchBackend().bind(work) as network:
 
-        return run
+            def run(image: Tensor) -> Tensor:
+                out = network(image.contiguous(memory_format=torch.channels_last))
+                return out.contiguous()
+
+            yield run
 
 
 def photo_crop(width: int, height: int) -> Image.Image:

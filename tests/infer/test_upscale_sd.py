@@ -17,7 +17,7 @@ from mordasr.estimate import load_estimator
 from mordasr.infer.latent_tiling import tile_spans
 from mordasr.infer.pipeline import Upscaler
 from mordasr.io.image import read_image
-from mordasr.mor import MoRLayer, Router, mor_layers
+from mordasr.mor import MoRLayer, mor_layers
 from mordasr.sr.manifest import ModelLoadError
 from mordasr.sr.sd import FixedPrompt, OneStepGenerator, load_sd_components
 from mordasr.sr.sd.sr_model import OneStepSR
@@ -131,25 +131,25 @@ def test_routed_ranks_are_folded_once_per_image_and_the_unet_runs_once_per_tile(
 ) -> None:
     upscaler = with_settings(untiled, latent_tile=32, latent_overlap=16)
     folds: list[MoRLayer] = []
-    original = MoRLayer.prefold
+    original = MoRLayer.fold
 
-    def counting(self: MoRLayer, *args: object) -> None:
+    def counting(self: MoRLayer, *args: object) -> torch.Tensor:
         folds.append(self)
-        original(self, *args)
+        return original(self, *args)
 
-    monkeypatch.setattr(MoRLayer, "prefold", counting)
-    routed = []
-    monkeypatch.setattr(Router, "forward", lambda *args: routed.append(1))
+    monkeypatch.setattr(MoRLayer, "fold", counting)
+    unfolded = []
+    monkeypatch.setattr(MoRLayer, "_path", lambda *args: unfolded.append(1))
     unet_calls = []
     hook = upscaler.model.generator.unet.register_forward_hook(lambda *_: unet_calls.append(1))
     upscaler.upscale_tensor(lr_image(32, 24))
     hook.remove()
-    layers = [layer for _, layer in mor_layers(upscaler.model.generator.unet) if layer.router]
+    layers = [layer for _, layer in mor_layers(upscaler.model.generator.unet)]
     latent_h, latent_w = 32 * 4 // 2, 24 * 4 // 2
     tiles = len(tile_spans(latent_h, 32, 16)) * len(tile_spans(latent_w, 32, 16))
     assert tiles > 1 and len(unet_calls) == tiles
     assert sorted(map(id, folds)) == sorted(map(id, layers))
-    assert routed == []
+    assert unfolded == []
 
 
 def test_bfloat16_upscale_is_close_to_float32(checkpoint: Path, untiled: Upscaler) -> None:
