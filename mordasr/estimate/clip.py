@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -26,6 +26,9 @@ from mordasr.estimate.base import (
     check_images,
     prompt_pair_scores,
 )
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -72,12 +75,14 @@ class TransformersClip(nn.Module):
     """``transformers`` ``CLIPModel`` + tokenizer exposing embed-image / embed-text."""
 
     def __init__(
-        self, model: nn.Module, tokenizer: Any, mean: Sequence[float], std: Sequence[float]
+        self, model: CLIPModel, tokenizer: Any, mean: Sequence[float], std: Sequence[float]
     ):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
-        self.image_size = int(model.config.vision_config.image_size)
+        # transformers types config fields as constructor inputs (a dict, None, list sizes);
+        # once built, the vision config is a CLIPVisionConfig with an int image size
+        self.image_size = int(model.config.vision_config.image_size)  # type: ignore[union-attr, arg-type]
         self.mean, self.std = tuple(mean), tuple(std)
 
     @classmethod
@@ -137,13 +142,16 @@ def _preprocessor_stats(id_or_path: str) -> tuple[Sequence[float], Sequence[floa
 class OpenClip(nn.Module):
     """``open_clip`` model + tokenizer exposing embed-image / embed-text (needs open_clip_torch)."""
 
+    model: Any
+    """The open_clip model (``CLIP`` or ``CustomTextCLIP``); open_clip ships no type hints."""
+
     def __init__(self, model: nn.Module, tokenizer: Any):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
-        size = model.visual.image_size
+        size = self.model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
-        config = getattr(model.visual, "preprocess_cfg", {}) or {}
+        config = getattr(self.model.visual, "preprocess_cfg", {}) or {}
         self.mean = tuple(config.get("mean", CLIP_MEAN))
         self.std = tuple(config.get("std", CLIP_STD))
 

@@ -112,6 +112,9 @@ class EstimatorHeads(nn.Module):
     dimension; the score is the softmax probability of the negative logit. ``dropout`` drops
     standardised input features while training (a regulariser; inactive in eval mode)."""
 
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+
     def __init__(
         self,
         in_dim: int,

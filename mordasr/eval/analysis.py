@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +57,7 @@ class Estimating(Protocol):
     def estimate(self, lr: Tensor) -> Tensor: ...
 
 
+@runtime_checkable
 class Rerouting(Estimating, Protocol):
     """A MoR model that can upscale an image with router inputs other than its own."""
 

@@ -15,9 +15,10 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from mordasr.degrade import PRESETS
 from mordasr.eval import analysis
@@ -280,11 +281,12 @@ def run(args: argparse.Namespace) -> int:
         model = load_sr_model(args.model)
     except (FileNotFoundError, ModelLoadError) as error:
         return fail(error)
-    if not hasattr(model, "estimate"):
+    if not isinstance(model, analysis.Rerouting):
         return fail(f"{args.model} is not a MoR model (nothing is routed)")
     start = time.perf_counter()
     try:
-        network = getattr(model, "backbone", model)
+        # every SRModel is an nn.Module (model_router checks that it is one)
+        network = cast(nn.Module, getattr(model, "backbone", model))
         route = analysis.model_router(model, network)
         biased = any(
             layer.router is not None and layer.router.gate.bias is not None

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -181,7 +181,7 @@ class GlobalContext:
     keys and values of the whole image.
     """
 
-    norms: dict[nn.Module, list[tuple[Tensor, Tensor]]] = field(default_factory=dict)
+    norms: dict[nn.GroupNorm, list[tuple[Tensor, Tensor]]] = field(default_factory=dict)
     tokens: dict[nn.Module, list[Tensor]] = field(default_factory=dict)
 
 
@@ -198,7 +198,7 @@ def measure_global_context(module: nn.Module, fn: TileFn, x: Tensor) -> GlobalCo
     """Run ``fn(x)`` and record the GroupNorm statistics and attention tokens of ``module``."""
     context = GlobalContext()
 
-    def record_norm(layer: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+    def record_norm(layer: nn.GroupNorm, args: tuple[Tensor, ...], output: Tensor) -> None:
         grouped = args[0].detach().float().reshape(args[0].shape[0], layer.num_groups, -1)
         var, mean = torch.var_mean(grouped, dim=-1, unbiased=False)
         context.norms.setdefault(layer, []).append((mean, var))
@@ -210,8 +210,8 @@ def measure_global_context(module: nn.Module, fn: TileFn, x: Tensor) -> GlobalCo
         return hook
 
     handles = [layer.register_forward_hook(record_norm) for layer in group_norms(module)]
-    handles += [
-        layer.group_norm.register_forward_hook(record_tokens(layer))
+    handles += [  # self_attentions keeps only layers whose group_norm is a GroupNorm
+        cast(nn.GroupNorm, layer.group_norm).register_forward_hook(record_tokens(layer))
         for layer in self_attentions(module)
     ]
     with torch.no_grad(), _hooks(handles):
@@ -233,7 +233,7 @@ def frozen_global_context(context: GlobalContext) -> Iterator[None]:
         calls[layer] = index + 1
         return records[index % len(records)]
 
-    def normalise(layer: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
+    def normalise(layer: nn.GroupNorm, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
         x = args[0]
         mean, var = next_record(layer, context.norms[layer])
         grouped = x.float().reshape(x.shape[0], layer.num_groups, -1)

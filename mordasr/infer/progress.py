@@ -64,7 +64,8 @@ class TqdmProgress:
             self._close_tiles()
             if self._files is not None:
                 self._files.update()
-                if self._files.n >= self._files.total:
+                total = self._files.total
+                if total is not None and self._files.n >= total:
                     self._files.close()
                     self._files = None
 

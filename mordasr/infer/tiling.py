@@ -112,10 +112,10 @@ def tiled_forward(
     if not tile or (height <= tile and width <= tile):
         if report is not None:
             report(0, 1)
-        output = fn(image)
+        whole = fn(image)
         if report is not None:
             report(1, 1)
-        return output
+        return whole
     blend = overlap if blend is None else blend
     if overlap < 0 or tile <= 2 * overlap:
         raise ValueError(f"tile ({tile}) must exceed twice the overlap ({overlap}), overlap >= 0")

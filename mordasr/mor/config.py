@@ -129,7 +129,8 @@ class MoRConfig:
             raise ValueError(f"unknown severity_reduce {self.severity_reduce!r}")
         if not self.gate_scale > 0:
             raise ValueError("gate_scale must be > 0")
-        lo, hi = self.severity_range = tuple(float(v) for v in self.severity_range)
+        lo, hi = (float(v) for v in self.severity_range)
+        self.severity_range = (lo, hi)
         if not 0.0 <= lo < hi <= 1.0:
             raise ValueError("severity_range must be (lo, hi) with 0 <= lo < hi <= 1")
 

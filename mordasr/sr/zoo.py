@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import SupportsInt, cast
 
 from torch import nn
 
@@ -52,7 +53,9 @@ def as_sr_model(module: nn.Module) -> SRModel:
     it (any network with a ``scale`` attribute, run as is)."""
     if isinstance(module, SRModel):
         return module
-    return PlainSR(module, int(module.scale))
+    # a plain attribute, which nn.Module's __getattr__ types as a submodule or tensor
+    scale = cast(SupportsInt, module.scale)
+    return PlainSR(module, int(scale))
 
 
 __all__ = [

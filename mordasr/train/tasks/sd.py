@@ -120,6 +120,7 @@ class OneStepSDTask(MoRTask):
         self.vsd: VSDLoss | None = None
         self.optimizer_v: torch.optim.Optimizer | None = None
         if variational is not None:
+            assert teacher is not None  # copied whenever the VSD loss is on
             params = mor_named_parameters(variational).values()
             variational, self.optimizer_v = accelerator.prepare(
                 variational, self.adam(params, config.optim.lr)
@@ -128,6 +129,7 @@ class OneStepSDTask(MoRTask):
 
         self.gan: LatentGAN | None = None
         if uses_gan:
+            assert teacher is not None  # copied whenever the GAN loss is on
             torch.manual_seed(config.seed + 1)
             heads = LatentDiscriminator.for_unet(teacher, options.discriminator.hidden)
             heads = heads.to(self.device)

@@ -14,7 +14,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -117,7 +117,8 @@ class RealESRGANMoRTask(MoRTask):
         ]
 
         def loss(model: nn.Module) -> Tensor:
-            return sum(F.l1_loss(model(lr), gt) for lr, gt in samples)
+            # a tensor: at least one batch (typeshed's sum also allows its int start, 0)
+            return cast(Tensor, sum(F.l1_loss(model(lr), gt) for lr, gt in samples))
 
         importance = gradient_importance(net, loss, template)
         cost = {
@@ -180,6 +181,7 @@ class RealESRGANMoRTask(MoRTask):
 
         fakes = self.update_generator(batches, generator_losses, logs)
         if self.net_d is not None:
+            assert self.optimizer_d is not None
             self.update(self.optimizer_d, self.net_d, fakes, self._discriminator_losses, logs)
 
     def _generator_losses(self, sr: Tensor, gt: Tensor, scores: Tensor) -> dict[str, Tensor]:
@@ -234,7 +236,7 @@ def _first_adapted_block(backbone: nn.Module) -> int:
     ):
         raise ValueError("cache_trunk needs conv_first to stay frozen (no adapter on it)")
     blocks = [int(name.split(".")[1]) for name in names if name.startswith("body.")]
-    return min(blocks) if blocks else len(backbone.body)
+    return min(blocks) if blocks else len(cast(nn.Sequential, backbone.body))
 
 
 @contextmanager
