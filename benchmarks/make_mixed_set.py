@@ -12,13 +12,16 @@ smaller than the crop is skipped with a message. Each crop is degraded into ever
 ========================  =================================================================
 group                     LR image
 ========================  =================================================================
-``clean``                 bicubic downscaling by ``--scale`` only (``mordasr.degrade.resize``,
-                          no antialiasing, as in the degradation pipeline)
-``blur``                  ``clean``, then an isotropic Gaussian blur, sigma ~ U``BLUR_SIGMA``
-                          LR pixels
-``noise``                 ``clean``, then colour Gaussian noise, sigma ~ U``NOISE_SIGMA``
-                          8-bit levels
-``jpeg``                  ``clean``, then JPEG at a quality ~ U``JPEG_QUALITY`` (integer)
+``clean``                 the ``bicubic`` preset: bicubic downscaling by ``--scale`` only
+                          (``mordasr.degrade.resize``, no antialiasing, as in the degradation
+                          pipeline)
+``blur``                  the ``blur-only`` preset: ``clean``, then an isotropic Gaussian blur,
+                          sigma ~ U``BLUR_SIGMA`` LR pixels
+``noise``                 the ``noise-only`` preset: ``clean``, then colour Gaussian noise,
+                          sigma ~ U``NOISE_SIGMA`` 8-bit levels
+``jpeg``                  the ``jpeg-only`` preset: ``clean``, then JPEG at a quality
+                          ~ U``JPEG_QUALITY`` (integer; the ranges are constants of
+                          ``mordasr.degrade.config``)
 ``mild``                  the ``mordasr-mild`` preset of ``mordasr.degrade.degrade``
 ``severe``                the ``mordasr-severe`` preset
 ``mixed-halves``          the ``mild`` and ``severe`` LR images of the crop side by side: one
@@ -26,7 +29,9 @@ group                     LR image
                           is drawn per crop and recorded (``severe_side``)
 ========================  =================================================================
 
-Every LR image is quantised to 8-bit levels. Layout of ``OUT``::
+The first four are ``mordasr.degrade.degrade_image`` with the group's own seed (the training
+presets of the same names draw one such seed per image). Every LR image is quantised to 8-bit
+levels. Layout of ``OUT``::
 
     OUT/HR/<id>.png            the clean crop (--crop x --crop)
     OUT/LR/<group>/<id>.png    its LR image in each group (--crop / --scale square)
@@ -70,25 +75,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mordasr.degrade import (
-    add_gaussian_noise,
-    degrade,
-    filter2d,
-    isotropic_gaussian_kernel,
-    jpeg,
-    resize,
-)
+from mordasr.degrade import PRESETS, SingleFactorConfig, degrade, degrade_image
+from mordasr.degrade.single import quantise
 from mordasr.eval.io import is_image
 from mordasr.io.image import read_rgb, save_image
 
-BLUR_SIGMA = (1.0, 2.0)
-"""Range of the ``blur`` group's Gaussian sigma, in LR pixels."""
-BLUR_KERNEL = 13
-"""Blur kernel size: +-3 sigma at the largest sigma."""
-NOISE_SIGMA = (10.0, 30.0)
-"""Range of the ``noise`` group's Gaussian sigma, in 8-bit levels."""
-JPEG_QUALITY = (15, 40)
-"""Range of the ``jpeg`` group's quality (integers, both ends included)."""
 GROUPS = ("clean", "blur", "noise", "jpeg", "mild", "severe", "mixed-halves")
 """The groups, in the order of ``params.jsonl``."""
 PARAMS_FILE = "params.jsonl"
@@ -116,40 +107,15 @@ def derived_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") >> 2
 
 
-def _quantise(x: Tensor) -> Tensor:
-    return (x.clamp(0, 1) * 255).round() / 255
+def single(name: str) -> Callable[[Tensor, int, int], Degraded]:
+    """A single-factor preset of ``mordasr.degrade`` applied to one crop with its seed."""
+    config = PRESETS[name]
+    assert isinstance(config, SingleFactorConfig)
 
+    def apply(hr: Tensor, scale: int, seed: int) -> Degraded:
+        return degrade_image(hr, config, scale, seed)
 
-def _clean(hr: Tensor, scale: int) -> Tensor:
-    return _quantise(resize(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale), "bicubic"))
-
-
-def clean(hr: Tensor, scale: int, seed: int) -> Degraded:
-    """Bicubic downscaling only."""
-    del seed
-    return _clean(hr, scale), {"resize": "bicubic"}
-
-
-def blur(hr: Tensor, scale: int, seed: int) -> Degraded:
-    """Bicubic downscaling, then an isotropic Gaussian blur (sigma in LR pixels)."""
-    sigma = float(np.random.default_rng(seed).uniform(*BLUR_SIGMA))
-    kernel = isotropic_gaussian_kernel(BLUR_KERNEL, sigma)
-    lr = _quantise(filter2d(_clean(hr, scale), kernel))
-    return lr, {"resize": "bicubic", "blur_sigma": sigma, "kernel_size": BLUR_KERNEL}
-
-
-def noise(hr: Tensor, scale: int, seed: int) -> Degraded:
-    """Bicubic downscaling, then colour Gaussian noise (sigma in 8-bit levels)."""
-    sigma = float(np.random.default_rng(seed).uniform(*NOISE_SIGMA))
-    generator = torch.Generator().manual_seed(seed)
-    lr = _quantise(add_gaussian_noise(_clean(hr, scale), sigma, generator=generator))
-    return lr, {"resize": "bicubic", "noise_sigma": sigma, "gray": False}
-
-
-def jpeg_only(hr: Tensor, scale: int, seed: int) -> Degraded:
-    """Bicubic downscaling, then JPEG compression."""
-    quality = int(np.random.default_rng(seed).integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
-    return jpeg(_clean(hr, scale), quality), {"resize": "bicubic", "jpeg_quality": quality}
+    return apply
 
 
 def preset(name: str) -> Callable[[Tensor, int, int], Degraded]:
@@ -163,10 +129,10 @@ def preset(name: str) -> Callable[[Tensor, int, int], Degraded]:
 
 
 SINGLE_GROUPS: dict[str, Callable[[Tensor, int, int], Degraded]] = {
-    "clean": clean,
-    "blur": blur,
-    "noise": noise,
-    "jpeg": jpeg_only,
+    "clean": single("bicubic"),
+    "blur": single("blur-only"),
+    "noise": single("noise-only"),
+    "jpeg": single("jpeg-only"),
     "mild": preset("mordasr-mild"),
     "severe": preset("mordasr-severe"),
 }
@@ -232,7 +198,7 @@ def build(
                 raise ValueError(f"two crops would be called {image_id}")
             ids.append(image_id)
             top, left = crop_box(height, width, crop, derived_seed(seed, photo.sha256, k, "crop"))
-            hr = _quantise(image[:, top : top + crop, left : left + crop]).unsqueeze(0)
+            hr = quantise(image[:, top : top + crop, left : left + crop]).unsqueeze(0)
             save_image(out / "HR" / f"{image_id}.png", hr[0])
             made: dict[str, Tensor] = {}
             for group in GROUPS:

@@ -8,15 +8,18 @@ Batched on any device, every random choice drawn per image, reproducible for a s
     res.gt      # (B, 3, H, W), unsharp-masked when the config says so
     res.params  # one JSON-serialisable dict per image
 
-Presets: ``realesrgan``, ``mordasr-mild``, ``mordasr-severe`` (table in
-:mod:`mordasr.degrade.config`). The stages are also plain functions usable alone, e.g. a single
+Presets (tables in :mod:`mordasr.degrade.config`): the two-stage ``realesrgan``,
+``mordasr-mild``, ``mordasr-severe``, and the single-factor ``bicubic`` (downscaling only),
+``blur-only``, ``noise-only``, ``jpeg-only`` (downscaling, then one factor at a level drawn per
+image; :mod:`mordasr.degrade.single`, whose ``degrade_image`` degrades one image from an int
+seed). The stages are also plain functions usable alone, e.g. a single
 factor at a fixed severity: ``filter2d(x, isotropic_gaussian_kernel(21, 2.0))`` (also
 anisotropic, generalized, plateau and sinc kernels), ``resize(x, size, mode)`` and
 ``random_resize``, ``add_gaussian_noise(x, sigma=15)``, ``add_poisson_noise(x, scale=1.0)``
 (each with ``gray=``), ``jpeg(x, quality=30)`` (bit-exact with Pillow's libjpeg-turbo) and
 ``usm_sharpen``. Per-image values may be given as ``(B,)`` tensors.
 
-Schema of ``res.params[i]`` (``None`` where a value does not apply)::
+Schema of ``res.params[i]`` for the two-stage presets (``None`` where a value does not apply)::
 
     scale: int, hr_size: [H, W], gt_usm: bool, degrade_usm: bool
     stage1 / stage2:
@@ -35,6 +38,14 @@ Schema of ``res.params[i]`` (``None`` where a value does not apply)::
         order: "sinc_then_jpeg" (resize to LR -> sinc -> JPEG) | "jpeg_then_sinc"
         resize_mode: "area" | "bilinear" | "bicubic" (resize to the LR size)
         sinc: applied: bool, kernel_size: int, omega_c: float
+
+and for the single-factor presets::
+
+    scale: int, hr_size: [H, W], factor: "none" | "blur" | "noise" | "jpeg",
+    seed: int (the image's seed for ``degrade_image``), resize: "bicubic",
+    blur: blur_sigma: float (LR pixels), kernel_size: int
+    noise: noise_sigma: float (8-bit levels), gray: false
+    jpeg: jpeg_quality: int
 """
 
 from __future__ import annotations
@@ -43,7 +54,9 @@ from mordasr.degrade.codec import jpeg, quant_tables
 from mordasr.degrade.config import (
     PRESETS,
     RESIZE_MODES,
+    Config,
     DegradationConfig,
+    SingleFactorConfig,
     StageConfig,
     resolve_config,
 )
@@ -61,18 +74,22 @@ from mordasr.degrade.kernels import (
 from mordasr.degrade.noise import add_gaussian_noise, add_poisson_noise, rgb_to_gray
 from mordasr.degrade.pipeline import DegradeResult, degrade, random_resize
 from mordasr.degrade.resampling import resize
+from mordasr.degrade.single import degrade_image
 
 __all__ = [
     "KERNEL_TYPES",
     "PRESETS",
     "RESIZE_MODES",
+    "Config",
     "DegradationConfig",
     "DegradeResult",
+    "SingleFactorConfig",
     "StageConfig",
     "add_gaussian_noise",
     "add_poisson_noise",
     "anisotropic_gaussian_kernel",
     "degrade",
+    "degrade_image",
     "delta_kernel",
     "filter2d",
     "generalized_gaussian_kernel",

@@ -135,7 +135,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("hr_dir", metavar="HR_DIR", help="folder of clean (HR) images")
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder")
-    parser.add_argument("--preset", default="realesrgan", choices=sorted(PRESETS))
+    parser.add_argument(
+        "--preset",
+        default="realesrgan",
+        choices=sorted(PRESETS),
+        help="the two-stage realesrgan (default), mordasr-mild, mordasr-severe, or a single "
+        "factor after bicubic downscaling: bicubic, blur-only, noise-only, jpeg-only",
+    )
     parser.add_argument("--scale", type=int, default=4, help="downscaling factor (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch")

@@ -1,4 +1,5 @@
-"""Settings of the two-stage (second-order) degradation model and the named presets.
+"""Settings of the two-stage (second-order) degradation model, of the single-factor
+degradations, and the named presets.
 
 Presets side by side (values a preset does not list are the Real-ESRGAN ones; ``[a, b]`` is a
 uniform range; BasicSR option names in brackets):
@@ -49,11 +50,26 @@ both MoR-DASR presets leave the ground truth and the degradation input unsharpen
 the table does not list is taken from Real-ESRGAN. "Blur kernel size2" is read as the largest
 kernel of the second stage: sizes are drawn from the odd values 7..11 (BasicSR draws 7..21 and
 ignores ``blur_kernel_size``).
+
+Single-factor presets (:class:`SingleFactorConfig`, applied by :mod:`mordasr.degrade.single`):
+bicubic downscaling by the scale (no antialiasing), then at most one degradation at a level
+drawn per image; the LR image is quantised to 8-bit levels after each step and the ground truth
+is the HR image. They isolate one factor each, e.g. to train or test per degradation group:
+
+===============  ==============================================================================
+preset           LR image
+===============  ==============================================================================
+``bicubic``      bicubic downscaling only
+``blur-only``    then an isotropic Gaussian blur (kernel 13), sigma ~ U[1, 2] LR pixels
+``noise-only``   then colour Gaussian noise, sigma ~ U[10, 30] 8-bit levels
+``jpeg-only``    then JPEG at a quality ~ U{15, ..., 40}
+===============  ==============================================================================
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from mordasr.degrade.kernels import KERNEL_TYPES
 
@@ -181,17 +197,63 @@ MORDASR_MILD = DegradationConfig(
 
 MORDASR_SEVERE = replace(REALESRGAN, gt_usm=False, degrade_usm=False)
 
-PRESETS: dict[str, DegradationConfig] = {
+Factor = Literal["none", "blur", "noise", "jpeg"]
+FACTORS: tuple[Factor, ...] = ("none", "blur", "noise", "jpeg")
+
+BLUR_SIGMA = (1.0, 2.0)
+"""Range of the ``blur-only`` preset's Gaussian sigma, in LR pixels."""
+BLUR_KERNEL = 13
+"""Blur kernel size of the single-factor blur: +-3 sigma at the largest sigma."""
+NOISE_SIGMA = (10.0, 30.0)
+"""Range of the ``noise-only`` preset's Gaussian sigma, in 8-bit levels."""
+JPEG_QUALITY = (15, 40)
+"""Range of the ``jpeg-only`` preset's quality (integers, both ends included)."""
+
+
+@dataclass(frozen=True)
+class SingleFactorConfig:
+    """Bicubic downscaling, then one degradation factor at a level drawn per image.
+
+    Attributes:
+        factor: ``"none"`` (downscaling only), ``"blur"`` (isotropic Gaussian blur, sigma in LR
+            pixels), ``"noise"`` (colour Gaussian noise, sigma in 8-bit levels) or ``"jpeg"``
+            (JPEG quality).
+        level: range the level is drawn from uniformly (for ``"jpeg"`` an integer, both ends
+            included); unused for ``"none"``.
+        kernel_size: the blur kernel's size (odd).
+    """
+
+    factor: Factor = "none"
+    level: tuple[float, float] = (0.0, 0.0)
+    kernel_size: int = BLUR_KERNEL
+
+    def __post_init__(self) -> None:
+        if self.factor not in FACTORS:
+            raise ValueError(f"unknown factor {self.factor!r}; known: {FACTORS}")
+        if self.level[0] > self.level[1]:
+            raise ValueError(f"level range {self.level} is empty")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd and positive")
+
+
+Config = DegradationConfig | SingleFactorConfig
+"""Either kind of degradation configuration."""
+
+PRESETS: dict[str, Config] = {
     "realesrgan": REALESRGAN,
     "mordasr-mild": MORDASR_MILD,
     "mordasr-severe": MORDASR_SEVERE,
+    "bicubic": SingleFactorConfig("none"),
+    "blur-only": SingleFactorConfig("blur", BLUR_SIGMA),
+    "noise-only": SingleFactorConfig("noise", NOISE_SIGMA),
+    "jpeg-only": SingleFactorConfig("jpeg", (float(JPEG_QUALITY[0]), float(JPEG_QUALITY[1]))),
 }
-"""Named configurations: see the table in this module's docstring."""
+"""Named configurations: see the tables in this module's docstring."""
 
 
-def resolve_config(config: DegradationConfig | str) -> DegradationConfig:
+def resolve_config(config: Config | str) -> Config:
     """Return ``config`` itself or the preset of that name."""
-    if isinstance(config, DegradationConfig):
+    if isinstance(config, DegradationConfig | SingleFactorConfig):
         return config
     try:
         return PRESETS[config]

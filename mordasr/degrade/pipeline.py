@@ -25,11 +25,18 @@ from torch import Tensor
 
 from mordasr.degrade.canvas import full_sizes, size_groups
 from mordasr.degrade.codec import jpeg_canvas
-from mordasr.degrade.config import DegradationConfig, StageConfig, resolve_config
+from mordasr.degrade.config import (
+    Config,
+    DegradationConfig,
+    SingleFactorConfig,
+    StageConfig,
+    resolve_config,
+)
 from mordasr.degrade.filters import filter2d_canvas, usm_sharpen
 from mordasr.degrade.kernels import KERNEL_TYPES, delta_kernel, mixed_kernel, sinc_kernel
 from mordasr.degrade.noise import add_gaussian_noise, add_poisson_noise_canvas
 from mordasr.degrade.resampling import mode_codes, resize_canvas
+from mordasr.degrade.single import degrade_single
 
 Seed = int | torch.Generator
 _DIRECTIONS = ("up", "down", "keep")
@@ -44,9 +51,10 @@ class DegradeResult:
 
     Attributes:
         lr: ``(B, 3, H // scale, W // scale)`` degraded images in [0, 1], 8-bit levels.
-        gt: ``(B, 3, H, W)`` ground truth (unsharp-masked when ``config.gt_usm``).
+        gt: ``(B, 3, H, W)`` ground truth (unsharp-masked when ``config.gt_usm``; the HR
+            images for a single-factor config).
         params: one JSON-serialisable dict per image with every sampled parameter
-            (schema in ``mordasr.degrade``'s docstring).
+            (schemas in ``mordasr.degrade``'s docstring).
     """
 
     lr: Tensor
@@ -318,24 +326,29 @@ def random_resize(
 @torch.no_grad()
 def degrade(
     hr: Tensor,
-    config: DegradationConfig | str = "realesrgan",
+    config: Config | str = "realesrgan",
     scale: int = 4,
     seed: Seed = 0,
 ) -> DegradeResult:
-    """Synthesise LR images from HR images ``(B, 3, H, W)`` in [0, 1] with the two-stage model.
+    """Synthesise LR images from HR images ``(B, 3, H, W)`` in [0, 1] with the two-stage model
+    (a :class:`DegradationConfig`) or a single factor (a :class:`SingleFactorConfig`, see
+    :mod:`mordasr.degrade.single`).
 
-    ``config`` is a :class:`DegradationConfig` or a preset name (``PRESETS``); ``seed`` an int or
-    a ``torch.Generator``. The same seed, config and input give the same output and parameters.
+    ``config`` is a config or a preset name (``PRESETS``); ``seed`` an int or a
+    ``torch.Generator``. The same seed, config and input give the same output and parameters.
     """
     if hr.dim() != 4 or hr.shape[1] != 3:
         raise ValueError(f"expected HR images (B, 3, H, W), got shape {tuple(hr.shape)}")
     if hr.shape[2] < scale or hr.shape[3] < scale:
         raise ValueError(f"HR size {tuple(hr.shape[2:])} is smaller than the scale {scale}")
     cfg = resolve_config(config)
+    hr = hr.float().clamp(0, 1)
+    if isinstance(cfg, SingleFactorConfig):
+        lr, drawn = degrade_single(hr, cfg, scale, seed)
+        return DegradeResult(lr=lr, gt=hr, params=drawn)
     n, _, height, width = hr.shape
     dev = hr.device
     rng = _Rng(seed, dev)
-    hr = hr.float().clamp(0, 1)
 
     sharp = (
         usm_sharpen(hr, cfg.usm_weight, cfg.usm_threshold, cfg.usm_radius)

@@ -15,6 +15,7 @@ from PIL import Image
 from script_loader import loaded_script
 
 from mordasr.degrade import resize
+from mordasr.degrade.config import BLUR_SIGMA, JPEG_QUALITY, NOISE_SIGMA
 from mordasr.io.image import read_rgb
 
 CROP = 96
@@ -120,9 +121,9 @@ def test_clean_is_the_bicubic_downscaling_of_the_hr_crop(made: Path) -> None:
 
 def test_single_factor_groups_record_their_level(script: ModuleType, made: Path) -> None:
     by_group = {r["group"]: r["params"] for r in _records(made)}
-    assert script.BLUR_SIGMA[0] <= by_group["blur"]["blur_sigma"] <= script.BLUR_SIGMA[1]
-    assert script.NOISE_SIGMA[0] <= by_group["noise"]["noise_sigma"] <= script.NOISE_SIGMA[1]
-    assert script.JPEG_QUALITY[0] <= by_group["jpeg"]["jpeg_quality"] <= script.JPEG_QUALITY[1]
+    assert BLUR_SIGMA[0] <= by_group["blur"]["blur_sigma"] <= BLUR_SIGMA[1]
+    assert NOISE_SIGMA[0] <= by_group["noise"]["noise_sigma"] <= NOISE_SIGMA[1]
+    assert JPEG_QUALITY[0] <= by_group["jpeg"]["jpeg_quality"] <= JPEG_QUALITY[1]
     assert by_group["mild"]["preset"] == "mordasr-mild"
     assert by_group["severe"]["stage2"]["jpeg_quality"] is not None
 

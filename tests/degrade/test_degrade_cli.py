@@ -45,6 +45,13 @@ def test_logs_one_json_line_of_parameters_per_image(hr_dir: Path, tmp_path: Path
     assert all(r["params"]["scale"] == 2 and r["preset"] == "realesrgan" for r in records)
 
 
+def test_a_single_factor_preset_logs_its_level(hr_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["degrade", str(hr_dir), "-o", str(out), "--preset", "noise-only"]) == 0
+    records = [json.loads(line) for line in (out / "params.jsonl").read_text().splitlines()]
+    assert all(10 <= r["params"]["noise_sigma"] <= 30 for r in records)
+
+
 def test_same_seed_reproduces_the_outputs(hr_dir: Path, tmp_path: Path) -> None:
     for name in ("one", "two"):
         main(["degrade", str(hr_dir), "-o", str(tmp_path / name), "--seed", "9"])
