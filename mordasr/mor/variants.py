@@ -13,6 +13,9 @@ rows of an ablation differ only in what the table says:
   per image are the template's.
 - ``lora`` — vanilla LoRA with the template's trainable ranks (shared + real routed), no router:
   the same adapter parameters as the MoR minus its routers.
+- ``lora-16`` — vanilla LoRA with the template's active ranks (shared + top-k: the most real
+  ranks one image gets; 16 for the paper's 8 shared + top-8), no router: the control of equal
+  active ranks rather than equal parameters (issue 25). The name is the paper layout's count.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Literal, get_args
 
 from mordasr.mor.config import MoRConfig
 
-Variant = Literal["mor", "mor-standard-balance", "mor-no-zero", "lora-moe", "lora"]
+Variant = Literal["mor", "mor-standard-balance", "mor-no-zero", "lora-moe", "lora", "lora-16"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
 
 
@@ -44,9 +47,10 @@ def variant_config(template: MoRConfig, variant: Variant, expert_rank: int = 4) 
         return replace(template, num_zero=0)
     if variant == "lora-moe":
         return _lora_moe(template, expert_rank)
+    extra = template.top_k if variant == "lora-16" else template.num_real
     return replace(
         template,
-        num_shared=template.num_shared + template.num_real,
+        num_shared=template.num_shared + extra,
         num_routed=0,
         num_zero=0,
         top_k=0,

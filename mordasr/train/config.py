@@ -111,7 +111,8 @@ class DegradationSection:
 
     preset: str | list[str] = "realesrgan"
     """A degradation preset (:data:`mordasr.degrade.PRESETS`), or several: every batch is then
-    split evenly between them (e.g. the paper's mild and severe degradations)."""
+    split between them, evenly over the batches (e.g. the paper's mild and severe degradations;
+    :func:`mordasr.train.dataset.preset_chunks`)."""
     scale: int | None = None
     """Downscaling factor of the synthesis; None: the model's scale."""
 

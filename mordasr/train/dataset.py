@@ -53,6 +53,19 @@ def mix_seed(*words: int) -> int:
     return int(state[0] >> np.uint64(1))
 
 
+def preset_chunks(batch: Tensor, presets: int, index: int) -> list[tuple[int, Tensor]]:
+    """Batch ``index`` of a run split between ``presets`` presets: ``(preset, images)`` for
+    each consecutive chunk of ``batch.tensor_split(presets)``, empty ones included.
+
+    Chunk ``j`` goes to preset ``(index * B + j) % presets`` (B the batch size): a batch that
+    the number of presets divides is split in preset order, and otherwise the larger chunks go
+    to the presets next in turn, so that over consecutive batches every preset gets the same
+    share of images, as if they were dealt out one by one (also when B < ``presets``).
+    """
+    offset = index * batch.shape[0] % presets
+    return [((offset + j) % presets, chunk) for j, chunk in enumerate(batch.tensor_split(presets))]
+
+
 def read_file_list(path: str | Path) -> list[Path]:
     """The paths a file list names, one per line; relative ones are taken from the list's
     folder; blank lines and lines starting with ``#`` are skipped."""
@@ -195,8 +208,9 @@ def collate_crops(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 class DegradeCollate:
     """Collate crops and synthesise their LR inputs in the worker (the CPU's place for it):
-    the batch is split evenly between the presets, each chunk degraded batched with a seed of
-    ``(seed, step, process)``. Adds ``lr`` and replaces ``hr`` by the synthesis's ``gt``."""
+    the batch is split between the presets by :func:`preset_chunks`, each chunk degraded
+    batched with a seed of ``(seed, step, process, chunk)``. Adds ``lr`` and replaces ``hr`` by
+    the synthesis's ``gt``."""
 
     def __init__(
         self, presets: str | Sequence[str], scale: int = 4, seed: int = 0, process: int = 0
@@ -216,11 +230,11 @@ class DegradeCollate:
         """The LR inputs and ground truths of step ``step``'s HR crops, on ``hr``'s device
         (the same seeds wherever it runs: in a worker or batched on the accelerator)."""
         lrs, gts = [], []
-        chunks = hr.tensor_split(len(self.presets))
-        for index, (chunk, preset) in enumerate(zip(chunks, self.presets, strict=True)):
+        chunks = preset_chunks(hr, len(self.presets), step)
+        for index, (preset, chunk) in enumerate(chunks):
             if chunk.shape[0]:
                 seed = mix_seed(self.seed, step, self.process, index, _DEGRADE_SALT)
-                result = degrade(chunk, preset, scale=self.scale, seed=seed)
+                result = degrade(chunk, self.presets[preset], scale=self.scale, seed=seed)
                 lrs.append(result.lr)
                 gts.append(result.gt)
         return torch.cat(lrs), torch.cat(gts)

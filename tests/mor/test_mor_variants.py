@@ -21,7 +21,8 @@ def test_mor_variants_keep_the_template_layout(variant: str) -> None:
 
 def test_only_mor_v2_trains_with_the_standard_balance_loss() -> None:
     assert not degradation_aware_balance("mor-standard-balance")
-    assert all(degradation_aware_balance(v) for v in ("mor", "mor-no-zero", "lora-moe", "lora"))
+    variants = ("mor", "mor-no-zero", "lora-moe", "lora", "lora-16")
+    assert all(degradation_aware_balance(v) for v in variants)
 
 
 def test_mor_without_zero_experts_makes_every_routed_slot_real() -> None:
@@ -53,6 +54,22 @@ def test_plain_lora_has_the_mor_trainable_ranks_and_no_router() -> None:
     assert layer.config.is_lora
     assert layer.shared_A.shape[0] == TEMPLATE.num_shared + TEMPLATE.num_real == 36
     assert layer.routed_A.shape[0] == 0
+
+
+def test_lora_16_has_the_mor_active_ranks_and_no_router() -> None:
+    layer = _layer("lora-16")
+    assert layer.router is None
+    assert layer.config.is_lora
+    assert layer.shared_A.shape[0] == TEMPLATE.num_shared + TEMPLATE.top_k == 16
+    assert layer.routed_A.shape[0] == 0
+
+
+def test_lora_16_has_16_of_plain_loras_36_ranks_of_parameters() -> None:
+    def count(variant: str) -> int:
+        layer = _layer(variant)
+        return sum(p.numel() for p in layer.parameters() if p.requires_grad)
+
+    assert count("lora-16") * 36 == count("lora") * 16
 
 
 def test_unknown_variant_is_an_error() -> None:

@@ -98,6 +98,12 @@ def test_plain_lora_has_no_router(assets: Path, tmp_path: Path) -> None:
         assert layer.shared_A.shape[0] == 2 + 6
 
 
+def test_lora_16_has_the_mor_active_ranks(assets: Path, tmp_path: Path) -> None:
+    for layer in _layers(_task(assets, tmp_path, variant="lora-16")):
+        assert layer.router is None
+        assert layer.shared_A.shape[0] == 2 + 4
+
+
 @pytest.mark.parametrize(("variant", "aware"), [("mor", True), ("mor-standard-balance", False)])
 def test_the_task_trains_with_the_balance_loss_of_its_variant(
     assets: Path, tmp_path: Path, variant: str, aware: bool

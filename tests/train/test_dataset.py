@@ -19,6 +19,7 @@ from mordasr.train.dataset import (
     StepSampler,
     TrainingBatches,
     find_training_images,
+    preset_chunks,
     read_file_list,
     shard_indices,
 )
@@ -154,6 +155,42 @@ def test_pairs_are_synthesised_in_the_workers_reproducibly(photos: list[Path]) -
     assert in_workers[0]["hr"].shape == (2, 3, 32, 32)
     for a, b in zip(in_workers, in_process, strict=True):
         assert torch.equal(a["lr"], b["lr"]) and torch.equal(a["hr"], b["hr"])
+
+
+def _images_per_preset(batch_size: int, presets: int, batches: int) -> list[int]:
+    counts = [0] * presets
+    for index in range(batches):
+        for preset, chunk in preset_chunks(torch.zeros(batch_size, 1), presets, index):
+            counts[preset] += chunk.shape[0]
+    return counts
+
+
+@pytest.mark.parametrize(("batch_size", "presets"), [(4, 6), (4, 3), (5, 2), (1, 4)])
+def test_every_preset_gets_an_equal_share_over_consecutive_batches(
+    batch_size: int, presets: int
+) -> None:
+    batches = presets  # every preset is dealt batch_size images over as many batches
+    assert _images_per_preset(batch_size, presets, batches) == [batch_size] * presets
+
+
+def test_a_batch_the_presets_divide_is_split_in_preset_order() -> None:
+    batch = torch.arange(4)
+    for index in range(3):
+        chunks = preset_chunks(batch, 2, index)
+        assert [(p, c.tolist()) for p, c in chunks] == [(0, [0, 1]), (1, [2, 3])]
+
+
+def test_the_last_of_more_presets_than_images_degrades_some_of_them() -> None:
+    presets = ["bicubic"] * 5 + ["realesrgan"]  # only realesrgan sharpens its ground truth
+    collate = DegradeCollate(presets, scale=4, seed=0)
+    hr = torch.rand(4, 3, 32, 32)
+    sharpened = [
+        (step, i)
+        for step in range(3)
+        for i, gt in enumerate(collate.synthesise(hr, step)[1])
+        if not torch.equal(gt, hr[i])
+    ]
+    assert sharpened == [(1, 1), (2, 3)]
 
 
 def test_the_step_sampler_is_endless_unless_stopped() -> None:

@@ -29,7 +29,13 @@ from mordasr.degrade import degrade, resolve_config
 from mordasr.mor import RoutingPlan, route
 from mordasr.train.config import ConfigError, TrainConfig
 from mordasr.train.data import PatchSampler, find_images, step_generator
-from mordasr.train.dataset import DegradeCollate, HRCropDataset, PairStream, find_training_images
+from mordasr.train.dataset import (
+    DegradeCollate,
+    HRCropDataset,
+    PairStream,
+    find_training_images,
+    preset_chunks,
+)
 from mordasr.train.ema import EMA
 from mordasr.train.task import TrainTask
 
@@ -153,21 +159,19 @@ class MoRTask(TrainTask):
         streaming, drawn with ``generator`` from the in-memory sampler otherwise."""
         if self.stream is not None:
             return self.stream.pair(index)
-        return self._batch(generator)
+        return self._batch(generator, index)
 
-    def _batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """HR patches of the in-memory sampler degraded on the fly; with several presets the
-        batch is split evenly between them (e.g. the paper's mild and severe degradations side
-        by side)."""
+    def _batch(self, generator: torch.Generator, index: int = 0) -> tuple[Tensor, Tensor]:
+        """HR patches of the in-memory sampler degraded on the fly; with several presets batch
+        ``index`` is split between them by :func:`preset_chunks` (e.g. the paper's mild and
+        severe degradations side by side; over the batches every preset gets its share)."""
         assert self.sampler is not None
         hr = self.sampler.sample(self.config.data.batch_size, generator).to(self.device)
         lrs, gts = [], []
-        for chunk, preset in zip(
-            hr.tensor_split(len(self.degradations)), self.degradations, strict=True
-        ):
+        for preset, chunk in preset_chunks(hr, len(self.degradations), index):
             seed = int(torch.randint(2**62, (1,), generator=generator))
             if chunk.shape[0]:
-                result = degrade(chunk, preset, scale=self.scale, seed=seed)
+                result = degrade(chunk, self.degradations[preset], scale=self.scale, seed=seed)
                 lrs.append(result.lr)
                 gts.append(result.gt)
         return torch.cat(lrs), torch.cat(gts)
