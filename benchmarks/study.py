@@ -42,7 +42,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,7 +357,21 @@ MARGIN = 0.002
 
 
 class Busy(Exception):
-    """Another live process is working on this run folder."""
+    """Another live process is working on this run folder (or one it needs): try later."""
+
+
+class Skipped(Exception):
+    """A run needs one that nobody is doing (e.g. ``mor-frozen`` without its ``mor`` run)."""
+
+
+def _holder(lock: Path) -> int | None:
+    """The id of the live process that holds ``lock``, else None."""
+    try:
+        owner = int(lock.read_text() or 0)
+        os.kill(owner, 0)
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return owner
 
 
 @contextlib.contextmanager
@@ -370,10 +384,8 @@ def claimed(run_dir: Path) -> Iterator[None]:
     try:
         handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        try:
-            owner = int(lock.read_text() or 0)
-            os.kill(owner, 0)
-        except (ProcessLookupError, ValueError):
+        owner = _holder(lock)
+        if owner is None:
             lock.unlink(missing_ok=True)
             with claimed(run_dir):
                 yield
@@ -607,20 +619,26 @@ class MixedStudy:
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         if variant in record:
             return float(record[variant]["best"])
-        scores = {}
+        scores, busy = {}, []
         for multiplier in self.settings.lr_grid:
             run_dir = self.out / lr_run_name(variant, multiplier) / "seed0"
             path = run_dir / "validation.json"
             if not path.is_file():
                 print(f"study: {variant} seed 0, lr x{multiplier:g}", flush=True)
-                with claimed(run_dir):
-                    config = self._config(
-                        variant, 0, run_dir, "seed0", self._lr_override(multiplier)
-                    )
-                    model_dir = train_run(config, run_dir, self.progress)
-                    lpips_value = validation_lpips(model_dir, self.mixed)
-                    path.write_text(json.dumps({"lpips": lpips_value}) + "\n")
+                try:
+                    with claimed(run_dir):
+                        config = self._config(
+                            variant, 0, run_dir, "seed0", self._lr_override(multiplier)
+                        )
+                        model_dir = train_run(config, run_dir, self.progress)
+                        lpips_value = validation_lpips(model_dir, self.mixed)
+                        path.write_text(json.dumps({"lpips": lpips_value}) + "\n")
+                except Busy as error:
+                    busy.append(str(error))
+                    continue
             scores[f"{multiplier:g}"] = json.loads(path.read_text())["lpips"]
+        if busy:
+            raise Busy(f"the {variant} learning-rate grid waits for: {'; '.join(busy)}")
         best = min(self.settings.lr_grid, key=lambda m: scores[f"{m:g}"])
         record[variant] = {"validation_lpips": scores, "best": best}
         record_path.write_text(json.dumps(record, indent=2) + "\n")
@@ -633,32 +651,43 @@ class MixedStudy:
             return 1.0
         return self.tune_lr(BASELINE)
 
-    def run(self, variant: str, seed: int) -> dict[str, Any]:
-        """Train (unless done) and evaluate one (variant, seed); its ``results.json``."""
-        run_dir = self.out / variant / f"seed{seed}"
+    def _once(self, run_dir: Path, label: str, make: Callable[[], dict[str, Any]]) -> dict:
+        """``run_dir/results.json``, made by ``make`` (holding the run's lock) unless there."""
         path = run_dir / "results.json"
         if path.is_file():
             return json.loads(path.read_text())
-        print(f"study: {variant} seed {seed}", flush=True)
-        if variant == FROZEN:
-            return self._frozen(seed)
-        multiplier = self.multiplier(variant)
         with claimed(run_dir):
+            if path.is_file():  # finished by another process meanwhile
+                return json.loads(path.read_text())
+            print(f"study: {label}", flush=True)
+            result = make()
+            path.write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    def run(self, variant: str, seed: int) -> dict[str, Any]:
+        """Train (unless done) and evaluate one (variant, seed); its ``results.json``. The
+        tuned ``lora`` of seed 0 is the grid's run of the chosen rate (not trained again)."""
+        run_dir = self.out / variant / f"seed{seed}"
+
+        def make() -> dict[str, Any]:
+            if variant == FROZEN:
+                return self._frozen(seed)
+            multiplier = self.multiplier(variant)
             trained = run_dir
             if variant == BASELINE and self.settings.lr_grid and seed == 0:
                 trained = self.out / lr_run_name(variant, multiplier) / "seed0"
             extra = self._lr_override(multiplier)
             config = self._config(variant, seed, trained, f"seed{seed}", extra)
             model_dir = train_run(config, trained, self.progress)
-            result = {
+            return {
                 "variant": variant,
                 "seed": seed,
                 "lr_multiplier": multiplier,
                 **evaluate_mixed(self.settings, self.mixed, model_dir),
                 "train_seconds": train_seconds(trained),
             }
-            path.write_text(json.dumps(result, indent=2) + "\n")
-        return result
+
+        return self._once(run_dir, f"{variant} seed {seed}", make)
 
     def frozen_scores(self, seed: int, model_dir: Path) -> tuple[torch.Tensor, str]:
         """The mean router input of the ``mor`` run of ``seed`` over its training pool (the
@@ -682,49 +711,44 @@ class MixedStudy:
         return inputs.mean(dim=0, keepdim=True), "validation split, all groups"
 
     def _frozen(self, seed: int) -> dict[str, Any]:
+        """The ``mor`` run of ``seed`` scored with every image routed by :meth:`frozen_scores`."""
         model_dir = self.out / FROZEN_FROM / f"seed{seed}" / "train" / "final"
         if not (model_dir / "model.json").is_file():
-            raise Busy(f"{FROZEN} seed {seed} waits for the {FROZEN_FROM} run of that seed")
-        run_dir = self.out / FROZEN / f"seed{seed}"
-        with claimed(run_dir):
-            scores, source = self.frozen_scores(seed, model_dir)
-            result = {
-                "variant": FROZEN,
-                "seed": seed,
-                "frozen_scores": scores[0].tolist(),
-                "frozen_source": source,
-                **evaluate_mixed(self.settings, self.mixed, model_dir, scores=scores),
-                "train_seconds": 0.0,
-            }
-            (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-        return result
+            message = f"{FROZEN} seed {seed} needs the {FROZEN_FROM} run of that seed"
+            if _holder(self.out / FROZEN_FROM / f"seed{seed}" / ".lock") is None:
+                raise Skipped(message)
+            raise Busy(message)
+        scores, source = self.frozen_scores(seed, model_dir)
+        return {
+            "variant": FROZEN,
+            "seed": seed,
+            "frozen_scores": scores[0].tolist(),
+            "frozen_source": source,
+            **evaluate_mixed(self.settings, self.mixed, model_dir, scores=scores),
+            "train_seconds": 0.0,
+        }
 
     def specialist(self, group: str, seed: int) -> dict[str, Any]:
         """``lora`` trained on ``group``'s preset only (at the tuned rate), scored on that
         group."""
         run_dir = self.out / f"{SPECIALIST}-{group}" / f"seed{seed}"
-        path = run_dir / "results.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-        print(f"study: {SPECIALIST} {group} seed {seed}", flush=True)
-        multiplier = self.multiplier(BASELINE)
-        extra = (
-            f"degradation.preset=[{SPECIALIST_PRESETS[group]}]",
-            *self._lr_override(multiplier),
-        )
-        with claimed(run_dir):
+
+        def make() -> dict[str, Any]:
+            multiplier = self.multiplier(BASELINE)
+            preset = SPECIALIST_PRESETS[group]
+            extra = (f"degradation.preset=[{preset}]", *self._lr_override(multiplier))
             config = self._config(BASELINE, seed, run_dir, f"{group}-seed{seed}", extra)
             model_dir = train_run(config, run_dir, self.progress)
-            result = {
+            return {
                 "variant": f"{SPECIALIST}-{group}",
                 "seed": seed,
                 "lr_multiplier": multiplier,
-                "preset": SPECIALIST_PRESETS[group],
+                "preset": preset,
                 **evaluate_mixed(self.settings, self.mixed, model_dir, groups=(group,)),
                 "train_seconds": train_seconds(run_dir),
             }
-            path.write_text(json.dumps(result, indent=2) + "\n")
-        return result
+
+        return self._once(run_dir, f"{SPECIALIST} {group} seed {seed}", make)
 
     def collect(self, name: str, seeds: int) -> list[dict[str, Any]]:
         """The finished runs of ``name`` (a variant or ``specialist-GROUP``), by seed."""
@@ -917,6 +941,10 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
+        "ΔLPIPS: variant minus lora, paired by seed and image; 95% hierarchical bootstrap "
+        "interval (seeds, then images). p: bootstrap p-value, Holm-adjusted across the groups "
+        "(pooled and RealSR unadjusted). Real experts: kept per routed layer and image.",
+        "",
         "| variant | lr × | swap change mean / p99 (/255) | train min/run | eval min/run |",
         "|---|---|---|---|---|",
     ]
@@ -1011,11 +1039,20 @@ def mixed_main(args: argparse.Namespace) -> int:
         ]
     in_order = sorted(chosen, key=lambda v: v == FROZEN)  # after the runs it evaluates
     work += [(lambda v=v, s=s: study.run(v, s)) for s in seeds for v in in_order]
-    for step in work:
-        try:
-            step()
-        except Busy as busy:
-            print(f"study: skipped, {busy}", flush=True)
+    while work:
+        waiting = []
+        for step in work:
+            try:
+                step()
+            except Busy as busy:
+                waiting.append(step)
+                reason = busy
+            except Skipped as skipped:
+                print(f"study: skipped: {skipped}", flush=True)
+        if waiting and len(waiting) == len(work):
+            print(f"study: waiting {args.poll:g} s for another process ({reason})", flush=True)
+            time.sleep(args.poll)
+        work = waiting
     summary = summarise_mixed(study, variants, args.seeds, args.specialist_seeds)
     text = mixed_table(summary, metrics)
     if args.strength_ceiling is not None:
@@ -1082,6 +1119,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     mixed.add_argument(
         "--realsr", action="store_true", help="score every run on the --lr/--hr pairs too"
+    )
+    mixed.add_argument(
+        "--poll",
+        type=float,
+        default=60.0,
+        help="seconds between looks at runs another process holds (default 60)",
     )
     return parser.parse_args(argv)
 
