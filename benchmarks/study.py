@@ -1,25 +1,64 @@
 """A controlled study of the paper's Table 2 variants: same budget, data and seeds for each.
 
-For every (variant, seed) this trains ``--config`` (default ``configs/realesrgan_mor.yaml``) with
+Two modes share the training side: every (variant, seed) trains ``--config`` with
 ``model.variant=VARIANT``, ``seed=SEED`` and ``total_steps=--steps`` (plus any ``--set``
-overrides, the same for every run), evaluates the exported model on RealSR (``mordasr
-benchmark``'s code: PSNR-Y, SSIM-Y, LPIPS, DISTS, NIQE per image) and, for routed variants, on
-Set14 HR crops degraded by ``mordasr-mild`` and ``mordasr-severe`` (image ``i`` with seed ``i``):
+overrides, the same for every run). Every run lives in ``OUT/VARIANT/seedS``; training resumes
+from its newest checkpoint, a run with an exported model is never retrained and a run with
+``results.json`` is never re-evaluated. ``OUT/study.json`` pins the settings: rerunning into the
+same folder with another budget is refused.
 
-* the real experts kept per layer for the mild and the severe images (``mordasr analyze``);
-* how much the output of each mild image changes when it is routed with the severe version's
-  scores instead of its own: mean and 99th percentile of ``|SR_swapped - SR_own|`` over all pixels
-  of all images, in 8-bit levels.
+**The mixed-set study** (``--mixed DIR``, a set of ``benchmarks/make_mixed_set.py``; default
+recipe ``configs/study_mixed.yaml``). The crops of ``--validation-folder`` (default
+``Set14-HR``) are the validation split, all others (BSD100) the test split. Every run is scored
+on every group of the test split, image by image (``--metrics``, by default PSNR-Y, SSIM-Y,
+LPIPS, DISTS, NIQE of the 8-bit output of the model's own float32 forward, the same code for
+every variant), and with ``--realsr`` on the ``--lr``/``--hr`` pairs too. Routed variants add the
+real experts kept per layer in each group and the score-swap change: each ``mild`` test image
+upscaled routed by its ``severe`` version's router input instead of its own, mean and 99th
+percentile of ``|difference|`` in 8-bit levels.
 
-It then prints one table: per variant the mean and the spread (sample standard deviation) over
-seeds of every metric, and against ``lora`` the paired per-image LPIPS difference (each image's
-LPIPS averaged over seeds first) with a seeded bootstrap 95% CI over images and a Wilcoxon
-signed-rank p-value. Data: ``../shared/data/{RealSR,Set14}`` (not part of the project).
+* ``--lr-grid 1 4 16``: ``lora`` is first trained at seed 0 with ``optim.lr`` times each
+  multiplier (``OUT/lora-lrM/seed0``), scored by LPIPS on the validation split (all groups
+  pooled); the best multiplier (``OUT/lr_grid.json``) trains every ``lora`` seed (seed 0 *is*
+  the grid's run) and every other plain LoRA (``lora-16``: it reuses ``lora``'s multiplier,
+  not tuned on its own) and the specialists. Routed variants keep their recipe's rates.
+* ``mor-frozen`` (evaluation only): the ``mor`` run of each seed with every image routed by one
+  vector, the mean router input over that run's training pool (``OUT/pools/seedS``; without a
+  pool, ``data.pool_size: 0``, over the validation split's LR images): what the per-image
+  routing contributes.
+* ``--ceilings``: per group a specialist, ``lora`` trained on that group's preset only
+  (``SPECIALIST_PRESETS``; seeds 0 .. ``--specialist-seeds``-1, default seed 0), scored on its
+  group against ``lora``; run first. ``--strength-ceiling DIR`` appends what
+  ``benchmarks/strength_ceiling.py`` wrote in ``DIR`` (``table.md``, ``summary.json``).
+* The table (printed, ``OUT/table.md``, everything in ``OUT/summary.json``): per variant, pooled
+  and per group, the mean paired LPIPS difference to ``lora`` with the hierarchical bootstrap
+  95% interval (seeds, then images; ``mordasr.eval.stats``), Holm-adjusted across the groups,
+  the verdict with a +-0.002 margin, the other metrics' means and the real experts; per variant
+  the swap change and the train and eval minutes per run; the grid; the ceilings.
+* Two processes share one ``OUT``: a run is locked (``.lock``) while one process works on it,
+  the other takes the next free one and, with nothing free, waits (``--poll``) for the runs it
+  needs. ``--only-seeds``/``--only-variants`` split the work by hand instead. Pools are shared
+  per seed (``data.pool_cache``). The full study on the 2 cores of a CPU, the same command in
+  two processes (and once more at the end, or either, to print the table)::
 
-Resumable: every run lives in ``OUT/VARIANT/seedS``; training resumes from its newest checkpoint,
-a run with an exported model is never retrained and a run with ``results.json`` is never
-re-evaluated. ``OUT/study.json`` pins the settings: rerunning into the same folder with another
-budget is refused. The full-budget study (3 seeds, the CPU recipe's 400 steps)::
+      mkdir -p runs
+      for i in 1 2; do
+        OMP_NUM_THREADS=1 python benchmarks/study.py --mixed /work/data/mixed_dev \\
+          --config configs/study_mixed.yaml --variants lora lora-16 mor mor-no-zero mor-frozen \\
+          --seeds 3 --steps 400 --lr-grid 1 4 16 --ceilings --realsr --out runs/study_mixed \\
+          --quiet > runs/study_mixed_$i.log 2>&1 &
+      done; wait
+
+**The RealSR study** (without ``--mixed``; default recipe ``configs/realesrgan_mor.yaml``):
+every run is scored on RealSR (``mordasr benchmark``'s code: PSNR-Y, SSIM-Y, LPIPS, DISTS, NIQE
+per image) and, for routed variants, on Set14 HR crops degraded by ``mordasr-mild`` and
+``mordasr-severe`` (image ``i`` with seed ``i``): the real experts kept per layer for the mild
+and the severe images (``mordasr analyze``), and the swap change as above. It prints per variant
+the mean and the spread (sample standard deviation) over seeds of every metric, and against
+``lora`` the paired per-image LPIPS difference (each image's LPIPS averaged over seeds first)
+with a seeded bootstrap 95% CI over images and a Wilcoxon signed-rank p-value. Data:
+``../shared/data/{RealSR,Set14}`` (not part of the project). The full-budget study (3 seeds, the
+CPU recipe's 400 steps)::
 
     OMP_NUM_THREADS=2 python benchmarks/study.py --variants lora mor-no-zero mor --seeds 3 \\
         --steps 400 --out runs/study
@@ -40,6 +79,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -455,6 +495,22 @@ class MixedSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
 
 
+def host() -> dict[str, Any]:
+    """Where a run was made: CPU model, cores, torch threads (its wall times depend on them)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [
+        line.split(":", 1)[1].strip()
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+        if line.startswith("model name")
+    ]
+    return {
+        "cpu": names[0] if names else platform.processor(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
 def is_routed(model: MoRSuperResolver) -> bool:
     return any(layer.router is not None for _, layer in mor_layers(model.backbone))
 
@@ -660,7 +716,7 @@ class MixedStudy:
             if path.is_file():  # finished by another process meanwhile
                 return json.loads(path.read_text())
             print(f"study: {label}", flush=True)
-            result = make()
+            result = {**make(), "host": host()}
             path.write_text(json.dumps(result, indent=2) + "\n")
         return result
 

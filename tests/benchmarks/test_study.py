@@ -263,6 +263,7 @@ def test_mixed_runs_score_every_test_image_of_every_group(mixed_study) -> None:
         assert ("swap_change" in result) == (variant == "mor")
         assert len(result["realsr"]["per_image"]["lpips"]) == 2
         assert result["eval_seconds"] >= 0 and result["train_seconds"] is not None
+        assert result["host"]["torch_threads"] >= 1
     specialist = json.loads((out / "specialist-mild" / "seed0" / "results.json").read_text())
     assert list(specialist["groups"]) == ["mild"] and specialist["preset"] == "mordasr-mild"
 
@@ -358,6 +359,14 @@ def test_the_lr_grid_trains_what_no_other_process_holds_and_waits_for_the_rest(
         runner.tune_lr()
     assert trained == [tmp_path / "lora-lr4" / "seed0"]
     assert not (tmp_path / "lr_grid.json").exists()
+
+
+def test_only_variants_must_be_among_the_variants(
+    study: ModuleType, assets: Path, mixed_set: Path, tmp_path: Path, capsys
+) -> None:
+    argv = [*_mixed_argv(assets, mixed_set, tmp_path / "out"), "--only-variants", "mor-no-zero"]
+    assert study.main(argv) == 2
+    assert "--only-variants" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_the_mixed_set_splits_validation_and_test_by_source_folder(
