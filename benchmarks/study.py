@@ -680,15 +680,9 @@ class MixedStudy:
             run_dir = self.out / lr_run_name(variant, multiplier) / "seed0"
             path = run_dir / "validation.json"
             if not path.is_file():
-                print(f"study: {variant} seed 0, lr x{multiplier:g}", flush=True)
                 try:
                     with claimed(run_dir):
-                        config = self._config(
-                            variant, 0, run_dir, "seed0", self._lr_override(multiplier)
-                        )
-                        model_dir = train_run(config, run_dir, self.progress)
-                        lpips_value = validation_lpips(model_dir, self.mixed)
-                        path.write_text(json.dumps({"lpips": lpips_value}) + "\n")
+                        self._grid_run(variant, multiplier, run_dir)
                 except Busy as error:
                     busy.append(str(error))
                     continue
@@ -699,6 +693,17 @@ class MixedStudy:
         record[variant] = {"validation_lpips": scores, "best": best}
         record_path.write_text(json.dumps(record, indent=2) + "\n")
         return best
+
+    def _grid_run(self, variant: str, multiplier: float, run_dir: Path) -> None:
+        """Train one run of the grid and write its validation LPIPS (unless another process
+        did before this one held the run)."""
+        path = run_dir / "validation.json"
+        if path.is_file():
+            return
+        print(f"study: {variant} seed 0, lr x{multiplier:g}", flush=True)
+        config = self._config(variant, 0, run_dir, "seed0", self._lr_override(multiplier))
+        model_dir = train_run(config, run_dir, self.progress)
+        path.write_text(json.dumps({"lpips": validation_lpips(model_dir, self.mixed)}) + "\n")
 
     def multiplier(self, variant: str) -> float:
         """The learning-rate multiplier of ``variant``: plain LoRA variants take ``lora``'s
