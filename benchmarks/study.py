@@ -729,11 +729,13 @@ class MixedStudy:
         """Train (unless done) and evaluate one (variant, seed); its ``results.json``. The
         tuned ``lora`` of seed 0 is the grid's run of the chosen rate (not trained again)."""
         run_dir = self.out / variant / f"seed{seed}"
+        if (run_dir / "results.json").is_file():
+            return json.loads((run_dir / "results.json").read_text())
+        if variant == FROZEN:
+            return self._frozen(seed)
+        multiplier = self.multiplier(variant)
 
         def make() -> dict[str, Any]:
-            if variant == FROZEN:
-                return self._frozen(seed)
-            multiplier = self.multiplier(variant)
             trained = run_dir
             if variant == BASELINE and self.settings.lr_grid and seed == 0:
                 trained = self.out / lr_run_name(variant, multiplier) / "seed0"
@@ -773,29 +775,36 @@ class MixedStudy:
 
     def _frozen(self, seed: int) -> dict[str, Any]:
         """The ``mor`` run of ``seed`` scored with every image routed by :meth:`frozen_scores`."""
-        model_dir = self.out / FROZEN_FROM / f"seed{seed}" / "train" / "final"
-        if not (model_dir / "model.json").is_file():
+        source_run = self.out / FROZEN_FROM / f"seed{seed}"
+        if not (source_run / "results.json").is_file():
             message = f"{FROZEN} seed {seed} needs the {FROZEN_FROM} run of that seed"
-            if _holder(self.out / FROZEN_FROM / f"seed{seed}" / ".lock") is None:
+            if _holder(source_run / ".lock") is None:
                 raise Skipped(message)
             raise Busy(message)
-        scores, source = self.frozen_scores(seed, model_dir)
-        return {
-            "variant": FROZEN,
-            "seed": seed,
-            "frozen_scores": scores[0].tolist(),
-            "frozen_source": source,
-            **evaluate_mixed(self.settings, self.mixed, model_dir, scores=scores),
-            "train_seconds": 0.0,
-        }
+        model_dir = source_run / "train" / "final"
+
+        def make() -> dict[str, Any]:
+            scores, source = self.frozen_scores(seed, model_dir)
+            return {
+                "variant": FROZEN,
+                "seed": seed,
+                "frozen_scores": scores[0].tolist(),
+                "frozen_source": source,
+                **evaluate_mixed(self.settings, self.mixed, model_dir, scores=scores),
+                "train_seconds": 0.0,
+            }
+
+        return self._once(self.out / FROZEN / f"seed{seed}", f"{FROZEN} seed {seed}", make)
 
     def specialist(self, group: str, seed: int) -> dict[str, Any]:
         """``lora`` trained on ``group``'s preset only (at the tuned rate), scored on that
         group."""
         run_dir = self.out / f"{SPECIALIST}-{group}" / f"seed{seed}"
+        if (run_dir / "results.json").is_file():
+            return json.loads((run_dir / "results.json").read_text())
+        multiplier = self.multiplier(BASELINE)
 
         def make() -> dict[str, Any]:
-            multiplier = self.multiplier(BASELINE)
             preset = SPECIALIST_PRESETS[group]
             extra = (f"degradation.preset=[{preset}]", *self._lr_override(multiplier))
             config = self._config(BASELINE, seed, run_dir, f"{group}-seed{seed}", extra)
