@@ -240,7 +240,6 @@ def test_mixed_study_table_has_every_variant_group_and_ceiling(mixed_study) -> N
     for variant in ("lora", "mor", "mor-frozen"):
         for group in ("pooled", *MIXED_GROUPS, "RealSR"):
             assert f"| {variant} | {group} | 2 |" in table
-    assert "| mor | pooled | 2 | " in table and "| lora | pooled | 2 | " in table
     for group in MIXED_GROUPS:
         assert f"| {group} | mordasr-{group} | 1 |" in table
     summary = json.loads((out / "summary.json").read_text())
@@ -264,6 +263,7 @@ def test_mixed_runs_score_every_test_image_of_every_group(mixed_study) -> None:
         assert len(result["realsr"]["per_image"]["lpips"]) == 2
         assert result["eval_seconds"] >= 0 and result["train_seconds"] is not None
         assert result["host"]["torch_threads"] >= 1
+    assert not (out / "lora" / "seed0" / "train").exists()  # the tuning run of the chosen rate
     specialist = json.loads((out / "specialist-mild" / "seed0" / "results.json").read_text())
     assert list(specialist["groups"]) == ["mild"] and specialist["preset"] == "mordasr-mild"
 
@@ -390,3 +390,14 @@ def test_a_run_folder_held_by_a_live_process_is_busy_and_a_stale_lock_is_taken_o
     with study.claimed(tmp_path):
         assert (tmp_path / ".lock").read_text() == str(os.getpid())
     assert not (tmp_path / ".lock").exists()
+
+
+def test_the_strength_ceiling_hook_appends_that_scripts_table_and_keeps_its_summary(
+    study: ModuleType, tmp_path: Path
+) -> None:
+    (tmp_path / "table.md").write_text("| group | best strength |\n|---|---|\n| blur | 0.5 |\n")
+    (tmp_path / "summary.json").write_text(json.dumps({"gain": 0.0035}))
+    found, section = study.strength_ceiling(tmp_path)
+    assert found["summary"] == {"gain": 0.0035}
+    assert section.endswith("| blur | 0.5 |") and str(tmp_path) in section
+    assert "no table.md" in study.strength_ceiling(tmp_path / "missing")[1]
