@@ -29,7 +29,7 @@ percentile of ``|difference|`` in 8-bit levels.
 * ``--ceilings``: per group a specialist, ``lora`` trained on that group's preset only
   (``SPECIALIST_PRESETS``; seeds 0 .. ``--specialist-seeds``-1, default seed 0), scored on its
   group against ``lora``; run first. ``--strength-ceiling DIR`` appends what
-  ``benchmarks/strength_ceiling.py`` wrote in ``DIR`` (``table.md``, ``summary.json``).
+  ``benchmarks/strength_ceiling.py`` wrote in ``DIR`` (its ``summary.md``).
 * The table (printed, ``OUT/table.md``, everything in ``OUT/summary.json``): per variant, pooled
   and per group, the mean paired LPIPS difference to ``lora`` with the hierarchical bootstrap
   95% interval (seeds, then images; ``mordasr.eval.stats``), Holm-adjusted across the groups,
@@ -1050,14 +1050,14 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
 
 
 def strength_ceiling(folder: Path) -> tuple[dict[str, Any], str]:
-    """What ``benchmarks/strength_ceiling.py`` left in ``folder``: its ``summary.json`` (kept
-    whole in the study's summary) and its ``table.md`` (appended to the study's table)."""
+    """What ``benchmarks/strength_ceiling.py`` left in ``folder``: its report ``summary.md``
+    (appended to the study's table) and its ``settings.json`` (kept in the study's summary)."""
     found: dict[str, Any] = {"dir": str(folder)}
-    if (folder / "summary.json").is_file():
-        found["summary"] = json.loads((folder / "summary.json").read_text())
-    text = (folder / "table.md").read_text().strip() if (folder / "table.md").is_file() else ""
-    heading = "Per-image best `--strength` ceiling"
-    return found, f"{heading} ({folder}):\n\n{text or 'no table.md there yet'}"
+    if (folder / "settings.json").is_file():
+        found["settings"] = json.loads((folder / "settings.json").read_text())
+    report = folder / "summary.md"
+    text = report.read_text().strip() if report.is_file() else "no summary.md there yet"
+    return found, f"Per-image best `--strength` ceiling ({folder}):\n\n{text}"
 
 
 def mixed_main(args: argparse.Namespace) -> int:

@@ -392,12 +392,12 @@ def test_a_run_folder_held_by_a_live_process_is_busy_and_a_stale_lock_is_taken_o
     assert not (tmp_path / ".lock").exists()
 
 
-def test_the_strength_ceiling_hook_appends_that_scripts_table_and_keeps_its_summary(
+def test_the_strength_ceiling_hook_appends_that_scripts_report(
     study: ModuleType, tmp_path: Path
 ) -> None:
-    (tmp_path / "table.md").write_text("| group | best strength |\n|---|---|\n| blur | 0.5 |\n")
-    (tmp_path / "summary.json").write_text(json.dumps({"gain": 0.0035}))
+    (tmp_path / "summary.md").write_text("| group | best strength |\n|---|---|\n| blur | 0.5 |\n")
+    (tmp_path / "settings.json").write_text(json.dumps({"model": "default"}))
     found, section = study.strength_ceiling(tmp_path)
-    assert found["summary"] == {"gain": 0.0035}
+    assert found["settings"] == {"model": "default"}
     assert section.endswith("| blur | 0.5 |") and str(tmp_path) in section
-    assert "no table.md" in study.strength_ceiling(tmp_path / "missing")[1]
+    assert "no summary.md" in study.strength_ceiling(tmp_path / "missing")[1]
