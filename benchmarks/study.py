@@ -10,8 +10,8 @@ same folder with another budget is refused.
 **The mixed-set study** (``--mixed DIR``, a set of ``benchmarks/make_mixed_set.py``; default
 recipe ``configs/study_mixed.yaml``). The crops of ``--validation-folder`` (default
 ``Set14-HR``) are the validation split, all others (BSD100) the test split. Every run is scored
-on every group of the test split, image by image (``--metrics``, by default PSNR-Y, SSIM-Y,
-LPIPS, DISTS, NIQE of the 8-bit output of the model's own float32 forward, the same code for
+on every group of the test split, image by image (``--metrics``, by default LPIPS, PSNR-Y,
+DISTS and NIQE of the 8-bit output of the model's own float32 forward, the same code for
 every variant), and with ``--realsr`` on the ``--lr``/``--hr`` pairs too. Routed variants add the
 real experts kept per layer in each group and the score-swap change: each ``mild`` test image
 upscaled routed by its ``severe`` version's router input instead of its own, mean and 99th
@@ -394,6 +394,8 @@ SWAP_OWN, SWAP_OTHER = "mild", "severe"
 REALSR = "RealSR"
 MARGIN = 0.002
 """The equivalence margin of the LPIPS verdicts."""
+MIXED_METRICS = ("lpips", "psnr", "dists", "niqe")
+"""LPIPS (primary), then the secondary columns."""
 
 
 class Busy(Exception):
@@ -1076,7 +1078,7 @@ def mixed_main(args: argparse.Namespace) -> int:
         return 2
     config = args.config or ROOT / "configs" / "study_mixed.yaml"
     try:
-        metrics = parse_metrics(args.metrics)
+        metrics = parse_metrics(args.metrics or ",".join(MIXED_METRICS))
         mixed = load_mixed_set(args.mixed, args.validation_folder, args.eval_limit)
         settings = MixedSettings(
             config=str(config.resolve()),
@@ -1164,7 +1166,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=Path, default=DATA / "RealSR" / "LR", help="RealSR LR dir")
     parser.add_argument("--hr", type=Path, default=DATA / "RealSR" / "HR", help="RealSR HR dir")
     parser.add_argument("--eval-limit", type=int, default=None, help="first N RealSR pairs")
-    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help=f"default {','.join(DEFAULT_METRICS)}; with --mixed {','.join(MIXED_METRICS)}",
+    )
     parser.add_argument("--analysis-images", type=Path, default=DATA / "Set14" / "HR")
     parser.add_argument("--analysis-limit", type=int, default=None, help="first N images")
     parser.add_argument("--analysis-crop", type=int, default=256, help="HR center crop side")
@@ -1214,7 +1220,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        metrics = parse_metrics(args.metrics)
+        metrics = parse_metrics(args.metrics or ",".join(DEFAULT_METRICS))
         settings = StudySettings(
             config=str(args.config.resolve()),
             config_digest=config_digest(args.config),
