@@ -1,25 +1,64 @@
 """A controlled study of the paper's Table 2 variants: same budget, data and seeds for each.
 
-For every (variant, seed) this trains ``--config`` (default ``configs/realesrgan_mor.yaml``) with
+Two modes share the training side: every (variant, seed) trains ``--config`` with
 ``model.variant=VARIANT``, ``seed=SEED`` and ``total_steps=--steps`` (plus any ``--set``
-overrides, the same for every run), evaluates the exported model on RealSR (``mordasr
-benchmark``'s code: PSNR-Y, SSIM-Y, LPIPS, DISTS, NIQE per image) and, for routed variants, on
-Set14 HR crops degraded by ``mordasr-mild`` and ``mordasr-severe`` (image ``i`` with seed ``i``):
+overrides, the same for every run). Every run lives in ``OUT/VARIANT/seedS``; training resumes
+from its newest checkpoint, a run with an exported model is never retrained and a run with
+``results.json`` is never re-evaluated. ``OUT/study.json`` pins the settings: rerunning into the
+same folder with another budget is refused.
 
-* the real experts kept per layer for the mild and the severe images (``mordasr analyze``);
-* how much the output of each mild image changes when it is routed with the severe version's
-  scores instead of its own: mean and 99th percentile of ``|SR_swapped - SR_own|`` over all pixels
-  of all images, in 8-bit levels.
+**The mixed-set study** (``--mixed DIR``, a set of ``benchmarks/make_mixed_set.py``; default
+recipe ``configs/study_mixed.yaml``). The crops of ``--validation-folder`` (default
+``Set14-HR``) are the validation split, all others (BSD100) the test split. Every run is scored
+on every group of the test split, image by image (``--metrics``, by default LPIPS, PSNR-Y,
+DISTS and NIQE of the 8-bit output of the model's own float32 forward, the same code for
+every variant), and with ``--realsr`` on the ``--lr``/``--hr`` pairs too. Routed variants add the
+real experts kept per layer in each group and the score-swap change: each ``mild`` test image
+upscaled routed by its ``severe`` version's router input instead of its own, mean and 99th
+percentile of ``|difference|`` in 8-bit levels.
 
-It then prints one table: per variant the mean and the spread (sample standard deviation) over
-seeds of every metric, and against ``lora`` the paired per-image LPIPS difference (each image's
-LPIPS averaged over seeds first) with a seeded bootstrap 95% CI over images and a Wilcoxon
-signed-rank p-value. Data: ``../shared/data/{RealSR,Set14}`` (not part of the project).
+* ``--lr-grid 1 4 16``: ``lora`` is first trained at seed 0 with ``optim.lr`` times each
+  multiplier (``OUT/lora-lrM/seed0``), scored by LPIPS on the validation split (all groups
+  pooled); the best multiplier (``OUT/lr_grid.json``) trains every ``lora`` seed (seed 0 *is*
+  the grid's run) and every other plain LoRA (``lora-16``: it reuses ``lora``'s multiplier,
+  not tuned on its own) and the specialists. Routed variants keep their recipe's rates.
+* ``mor-frozen`` (evaluation only): the ``mor`` run of each seed with every image routed by one
+  vector, the mean router input over that run's training pool (``OUT/pools/seedS``; without a
+  pool, ``data.pool_size: 0``, over the validation split's LR images): what the per-image
+  routing contributes.
+* ``--ceilings``: per group a specialist, ``lora`` trained on that group's preset only
+  (``SPECIALIST_PRESETS``; seeds 0 .. ``--specialist-seeds``-1, default seed 0), scored on its
+  group against ``lora``; run first. ``--strength-ceiling DIR`` appends what
+  ``benchmarks/strength_ceiling.py`` wrote in ``DIR`` (its ``summary.md``).
+* The table (printed, ``OUT/table.md``, everything in ``OUT/summary.json``): per variant, pooled
+  and per group, the mean paired LPIPS difference to ``lora`` with the hierarchical bootstrap
+  95% interval (seeds, then images; ``mordasr.eval.stats``), Holm-adjusted across the groups,
+  the verdict with a +-0.002 margin, the other metrics' means and the real experts; per variant
+  the swap change and the train and eval minutes per run; the grid; the ceilings.
+* Two processes share one ``OUT``: a run is locked (``.lock``) while one process works on it,
+  the other takes the next free one and, with nothing free, waits (``--poll``) for the runs it
+  needs. ``--only-seeds``/``--only-variants`` split the work by hand instead. Pools are shared
+  per seed (``data.pool_cache``). The full study on the 2 cores of a CPU, the same command in
+  two processes (and once more at the end, or either, to print the table)::
 
-Resumable: every run lives in ``OUT/VARIANT/seedS``; training resumes from its newest checkpoint,
-a run with an exported model is never retrained and a run with ``results.json`` is never
-re-evaluated. ``OUT/study.json`` pins the settings: rerunning into the same folder with another
-budget is refused. The full-budget study (3 seeds, the CPU recipe's 400 steps)::
+      mkdir -p runs
+      for i in 1 2; do
+        OMP_NUM_THREADS=1 python benchmarks/study.py --mixed /work/data/mixed_dev \\
+          --config configs/study_mixed.yaml --variants lora lora-16 mor mor-no-zero mor-frozen \\
+          --seeds 3 --steps 400 --lr-grid 1 4 16 --ceilings --realsr --out runs/study_mixed \\
+          --quiet > runs/study_mixed_$i.log 2>&1 &
+      done; wait
+
+**The RealSR study** (without ``--mixed``; default recipe ``configs/realesrgan_mor.yaml``):
+every run is scored on RealSR (``mordasr benchmark``'s code: PSNR-Y, SSIM-Y, LPIPS, DISTS, NIQE
+per image) and, for routed variants, on Set14 HR crops degraded by ``mordasr-mild`` and
+``mordasr-severe`` (image ``i`` with seed ``i``): the real experts kept per layer for the mild
+and the severe images (``mordasr analyze``), and the swap change as above. It prints per variant
+the mean and the spread (sample standard deviation) over seeds of every metric, and against
+``lora`` the paired per-image LPIPS difference (each image's LPIPS averaged over seeds first)
+with a seeded bootstrap 95% CI over images and a Wilcoxon signed-rank p-value. Data:
+``../shared/data/{RealSR,Set14}`` (not part of the project). The full-budget study (3 seeds, the
+CPU recipe's 400 steps)::
 
     OMP_NUM_THREADS=2 python benchmarks/study.py --variants lora mor-no-zero mor --seeds 3 \\
         --steps 400 --out runs/study
@@ -35,11 +74,15 @@ cores of a CPU by ``--only-seeds`` (the final call, without it, only prints the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
+import os
+import platform
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,14 +91,17 @@ import numpy as np
 import torch
 import yaml
 from common import bootstrap_ci
+from safetensors import safe_open
 from scipy.stats import wilcoxon
 
 from mordasr.eval import analysis
 from mordasr.eval.benchmark import pair_lr_hr, run_benchmark
 from mordasr.eval.evaluate import DEFAULT_METRICS, parse_metrics
 from mordasr.eval.io import list_images, load_image
+from mordasr.eval.stats import POOLED, compare_groups, hierarchical_bootstrap, verdict
 from mordasr.io.cliargs import add_set_option
-from mordasr.mor import VARIANTS
+from mordasr.metrics.functional import metric_functions
+from mordasr.mor import VARIANTS, mor_layers
 from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.train.cli import apply_overrides
 from mordasr.train.config import TrainConfig
@@ -107,36 +153,56 @@ def pin_settings(out: Path, settings: StudySettings) -> None:
     path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
-def run_config(settings: StudySettings, variant: str, seed: int, run_dir: Path) -> TrainConfig:
-    """The training config of one run: the study's config with its variant, seed and budget.
-    Runs of the same seed share one synthesised pool (``OUT/pools``, ``data.pool_cache``)."""
+def run_config(
+    settings: Any,
+    variant: str,
+    seed: int,
+    run_dir: Path,
+    pool_dir: Path | None = None,
+    extra: tuple[str, ...] = (),
+) -> TrainConfig:
+    """The training config of one run: the study's config with its variant, seed and budget
+    (then ``extra`` overrides). Runs of the same seed share one synthesised pool
+    (``data.pool_cache``: ``pool_dir``, default ``OUT/pools``)."""
     base = TrainConfig.from_yaml(settings.config)
     every = max(1, min(base.checkpoint_every, settings.steps))
     overrides = [
-        f"data.pool_cache={run_dir.parent.parent / 'pools'}",
+        f"data.pool_cache={pool_dir or run_dir.parent.parent / 'pools'}",
         *settings.overrides,
         f"output_dir={run_dir / 'train'}",
         f"seed={seed}",
         f"total_steps={settings.steps}",
         f"checkpoint_every={every}",
         f"model.variant={variant}",
+        *extra,
     ]
     return apply_overrides(base, overrides)
 
 
-def train_run(
-    settings: StudySettings, variant: str, seed: int, run_dir: Path, progress: bool
-) -> Path:
-    """Train one run unless its model exists; returns the exported model folder."""
+def train_run(config: TrainConfig, run_dir: Path, progress: bool) -> Path:
+    """Train ``config`` unless its model exists; returns the exported model folder. The seconds
+    of every sitting add up in ``run_dir/train.json``."""
     final = run_dir / "train" / "final"
     if (final / "model.json").is_file():
         return final
     started = time.time()
-    train(run_config(settings, variant, seed, run_dir), resume=True, progress=progress)
-    (run_dir / "train.json").write_text(
-        json.dumps({"seconds_last_sitting": round(time.time() - started, 1)}) + "\n"
+    train(config, resume=True, progress=progress)
+    seconds = round(time.time() - started, 1)
+    record = run_dir / "train.json"
+    before = json.loads(record.read_text()).get("seconds", 0.0) if record.is_file() else 0.0
+    record.write_text(
+        json.dumps({"seconds_last_sitting": seconds, "seconds": before + seconds}) + "\n"
     )
     return final
+
+
+def train_seconds(run_dir: Path) -> float | None:
+    """The training seconds of a run (all sittings), if it was trained."""
+    record = run_dir / "train.json"
+    if not record.is_file():
+        return None
+    found = json.loads(record.read_text())
+    return float(found.get("seconds", found["seconds_last_sitting"]))
 
 
 def _center_crop(image: torch.Tensor, crop: int, multiple: int) -> torch.Tensor:
@@ -202,11 +268,11 @@ def study_run(
     if results_path.is_file():
         return json.loads(results_path.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    model_dir = train_run(settings, variant, seed, run_dir, progress)
+    model_dir = train_run(run_config(settings, variant, seed, run_dir), run_dir, progress)
     result = {"seed": seed, **evaluate_run(settings, variant, model_dir, progress)}
-    train_record = run_dir / "train.json"
-    if train_record.is_file():
-        result["train_seconds"] = json.loads(train_record.read_text())["seconds_last_sitting"]
+    seconds = train_seconds(run_dir)
+    if seconds is not None:
+        result["train_seconds"] = seconds
     results_path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -309,10 +375,783 @@ def table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+# The mixed-degradation study ----------------------------------------------------------------
+
+FROZEN = "mor-frozen"
+"""The evaluation-only variant: each ``mor`` run with every image routed by one fixed vector."""
+FROZEN_FROM = "mor"
+SPECIALIST = "specialist"
+SPECIALIST_PRESETS = {
+    "clean": "bicubic",
+    "blur": "blur-only",
+    "noise": "noise-only",
+    "jpeg": "jpeg-only",
+    "mild": "mordasr-mild",
+    "severe": "mordasr-severe",
+}
+"""The training preset of each group's specialist (``mixed-halves`` has none)."""
+SWAP_OWN, SWAP_OTHER = "mild", "severe"
+REALSR = "RealSR"
+MARGIN = 0.002
+"""The equivalence margin of the LPIPS verdicts."""
+MIXED_METRICS = ("lpips", "psnr", "dists", "niqe")
+"""LPIPS (primary), then the secondary columns."""
+
+
+class Busy(Exception):
+    """Another live process is working on this run folder (or one it needs): try later."""
+
+
+class Skipped(Exception):
+    """A run needs one that nobody is doing (e.g. ``mor-frozen`` without its ``mor`` run)."""
+
+
+def _holder(lock: Path) -> int | None:
+    """The id of the live process that holds ``lock``, else None."""
+    try:
+        owner = int(lock.read_text() or 0)
+        os.kill(owner, 0)
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return owner
+
+
+@contextlib.contextmanager
+def claimed(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` (this process's id) while the block runs, so two processes
+    sharing one study folder never train or evaluate one run at the same time; a lock left by
+    a process that is gone is taken over. Raises :class:`Busy` when a live process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".lock"
+    try:
+        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        owner = _holder(lock)
+        if owner is None:
+            lock.unlink(missing_ok=True)
+            with claimed(run_dir):
+                yield
+            return
+        raise Busy(f"{run_dir} is being run by process {owner}") from None
+    os.write(handle, str(os.getpid()).encode())
+    os.close(handle)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class MixedSet:
+    """A mixed-degradation set (``benchmarks/make_mixed_set.py``): its groups, and its ids split
+    into validation (the crops of one source folder) and test (all others)."""
+
+    root: Path
+    groups: tuple[str, ...]
+    validation: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def pairs(self, group: str, ids: tuple[str, ...]) -> list[tuple[Path, Path]]:
+        """(LR, HR) files of ``ids`` in ``group``."""
+        return [(self.root / "LR" / group / f"{i}.png", self.root / "HR" / f"{i}.png") for i in ids]
+
+
+def load_mixed_set(root: Path, validation_folder: str, limit: int | None = None) -> MixedSet:
+    """Read ``set.json`` and ``params.jsonl``: a crop belongs to the folder label its
+    ``source`` starts with; ``limit`` keeps the first test ids."""
+    manifest = json.loads((root / "set.json").read_text())
+    folder_of = {}
+    for line in (root / "params.jsonl").read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            folder_of[record["id"]] = record["source"].split("/", 1)[0]
+    ids = manifest["ids"]
+    validation = tuple(i for i in ids if folder_of[i] == validation_folder)
+    test = tuple(i for i in ids if folder_of[i] != validation_folder)[:limit]
+    if not validation or not test:
+        raise ValueError(
+            f"{root}: the validation folder {validation_folder!r} must hold some but not all "
+            f"crops (folders: {', '.join(manifest['folders'])})"
+        )
+    groups = tuple(g for g in manifest["groups"] if (root / "LR" / g).is_dir())
+    return MixedSet(root, groups, validation, test)
+
+
+@dataclass(frozen=True)
+class MixedSettings:
+    """What every run of one mixed-set study shares; a study folder holds one set of these."""
+
+    config: str
+    config_digest: str
+    steps: int
+    overrides: tuple[str, ...]
+    mixed_dir: str
+    validation_folder: str
+    eval_limit: int | None
+    metrics: tuple[str, ...]
+    lr_grid: tuple[float, ...]
+    realsr: tuple[str, str] | None
+    """(LR folder, HR folder) of RealSR when every run is scored there too."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+
+def host() -> dict[str, Any]:
+    """Where a run was made: CPU model, cores, torch threads (its wall times depend on them)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [
+        line.split(":", 1)[1].strip()
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+        if line.startswith("model name")
+    ]
+    return {
+        "cpu": names[0] if names else platform.processor(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def is_routed(model: MoRSuperResolver) -> bool:
+    return any(layer.router is not None for _, layer in mor_layers(model.backbone))
+
+
+def real_experts(network: torch.nn.Module, route_input: torch.Tensor) -> float:
+    """Real experts kept per routed layer (mean over layers) for one image's router input."""
+    layers = analysis.route_scores(network, route_input).values()
+    return float(np.mean([float(r.indices.shape[1] - r.num_zero.float().mean()) for r in layers]))
+
+
+@torch.no_grad()
+def score_group(
+    model: MoRSuperResolver,
+    pairs: list[tuple[Path, Path]],
+    metrics: tuple[str, ...],
+    scores: torch.Tensor | None = None,
+    keep: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Per image: ``metrics`` of the 8-bit SR output and, for a routed model, the real experts
+    kept; every image routed by ``scores`` if given, else by its own router input. The float
+    outputs are kept in ``keep`` (by id) when given."""
+    functions = metric_functions()
+    routed = is_routed(model)
+    per_image: dict[str, list[float]] = {m: [] for m in metrics}
+    experts = []
+    for lr_path, hr_path in pairs:
+        lr, hr = load_image(lr_path), load_image(hr_path)
+        route_input = scores if scores is not None else model.route_input(lr)
+        sr = model(lr, route_input).clamp(0, 1)
+        if keep is not None:
+            keep[hr_path.stem] = sr
+        sr = sr.mul(255).round().div(255)
+        for metric in metrics:
+            per_image[metric].append(float(functions[metric](sr, hr)[0]))
+        if routed:
+            experts.append(real_experts(model.backbone, route_input))
+    result: dict[str, Any] = {
+        "per_image": per_image,
+        "means": {m: float(np.mean(v)) for m, v in per_image.items()},
+    }
+    if routed:
+        result["real_experts"] = float(np.mean(experts))
+    return result
+
+
+@torch.no_grad()
+def swap_change(
+    model: MoRSuperResolver, own: dict[str, torch.Tensor], lrs: list[tuple[Path, Path]]
+) -> dict[str, float]:
+    """Every image of ``own`` (id -> its SR output under its own routing) upscaled again from
+    its LR routed by the router input of its other version (``lrs``: (own LR, other LR) of the
+    same ids in order): mean and 99th percentile of ``|difference|`` over all pixels, in 8-bit
+    levels."""
+    changes = []
+    for (image_id, mine), (lr_own, lr_other) in zip(own.items(), lrs, strict=True):
+        if lr_own.stem != image_id or lr_other.stem != image_id:
+            raise ValueError(f"swap pairs {image_id} with {lr_own.stem} and {lr_other.stem}")
+        swapped = model(load_image(lr_own), model.route_input(load_image(lr_other)))
+        changes.append(((swapped.clamp(0, 1) - mine).abs() * 255).flatten().numpy())
+    change = np.concatenate(changes).astype(np.float64)
+    return {"mean": float(change.mean()), "p99": float(np.percentile(change, 99))}
+
+
+def evaluate_mixed(
+    settings: MixedSettings,
+    mixed: MixedSet,
+    model_dir: Path,
+    groups: tuple[str, ...] | None = None,
+    scores: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Every group (or ``groups``) of the test split and, if the study asks, RealSR; for a
+    routed model routed by its own inputs, the score-swap output change."""
+    started = time.time()
+    model = MoRSuperResolver.from_pretrained(model_dir)
+    swap = scores is None and is_routed(model) and {SWAP_OWN, SWAP_OTHER} <= set(mixed.groups)
+    kept: dict[str, torch.Tensor] = {}
+    result: dict[str, Any] = {"model_dir": str(model_dir), "images": list(mixed.test)}
+    result["groups"] = {
+        group: score_group(
+            model,
+            mixed.pairs(group, mixed.test),
+            settings.metrics,
+            scores,
+            kept if swap and group == SWAP_OWN else None,
+        )
+        for group in groups or mixed.groups
+    }
+    if settings.realsr is not None and groups is None:
+        pairs = pair_lr_hr(Path(settings.realsr[0]), Path(settings.realsr[1]))
+        result["realsr"] = {
+            "images": [hr.name for _, hr in pairs],
+            **score_group(model, pairs, settings.metrics, scores),
+        }
+    if swap and kept:
+        lrs = [
+            (own, other)
+            for (own, _), (other, _) in zip(
+                mixed.pairs(SWAP_OWN, mixed.test), mixed.pairs(SWAP_OTHER, mixed.test), strict=True
+            )
+        ]
+        result["swap_change"] = swap_change(model, kept, lrs)
+    result["eval_seconds"] = round(time.time() - started, 1)
+    return result
+
+
+def validation_lpips(model_dir: Path, mixed: MixedSet) -> float:
+    """Mean LPIPS of a model over the validation split, all groups pooled."""
+    model = MoRSuperResolver.from_pretrained(model_dir)
+    values = [
+        value
+        for group in mixed.groups
+        for value in score_group(model, mixed.pairs(group, mixed.validation), ("lpips",))[
+            "per_image"
+        ]["lpips"]
+    ]
+    return float(np.mean(values))
+
+
+def lr_run_name(variant: str, multiplier: float) -> str:
+    return f"{variant}-lr{multiplier:g}"
+
+
+def plain_lora(variant: str) -> bool:
+    """Whether ``variant`` is a plain LoRA (``lora``, ``lora-16``): it takes the tuned rate."""
+    return variant == BASELINE or (variant.startswith("lora-") and variant[5:].isdigit())
+
+
+class MixedStudy:
+    """The runs of one mixed-set study in ``out``; every step is skipped when its files exist.
+
+    Layout: ``OUT/VARIANT/seedS/{train,train.json,results.json}``; the learning-rate grid in
+    ``OUT/lora-lrM/seed0`` (``validation.json``) and ``OUT/lr_grid.json``; specialists in
+    ``OUT/specialist-GROUP/seedS``; pools in ``OUT/pools/seedS`` (``OUT/pools/GROUP-seedS``
+    for the specialists, whose data differ).
+    """
+
+    def __init__(self, settings: MixedSettings, mixed: MixedSet, out: Path, progress: bool) -> None:
+        self.settings = settings
+        self.mixed = mixed
+        self.out = out
+        self.progress = progress
+
+    def _config(
+        self, variant: str, seed: int, run_dir: Path, pool: str, extra: tuple[str, ...] = ()
+    ) -> TrainConfig:
+        return run_config(self.settings, variant, seed, run_dir, self.out / "pools" / pool, extra)
+
+    def _lr_override(self, multiplier: float) -> tuple[str, ...]:
+        """The override setting the study's learning rate times ``multiplier`` (none for 1)."""
+        if multiplier == 1.0:
+            return ()
+        base = apply_overrides(
+            TrainConfig.from_yaml(self.settings.config), list(self.settings.overrides)
+        )
+        return (f"optim.lr={base.optim.lr * multiplier!r}",)
+
+    def tune_lr(self, variant: str = BASELINE) -> float:
+        """Train ``variant`` at seed 0 with the learning rate times every multiplier of the
+        grid, score each on the validation split and keep the best (lowest LPIPS); recorded in
+        ``OUT/lr_grid.json``."""
+        record_path = self.out / "lr_grid.json"
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        if variant in record:
+            return float(record[variant]["best"])
+        scores, busy = {}, []
+        for multiplier in self.settings.lr_grid:
+            run_dir = self.out / lr_run_name(variant, multiplier) / "seed0"
+            path = run_dir / "validation.json"
+            if not path.is_file():
+                try:
+                    with claimed(run_dir):
+                        self._grid_run(variant, multiplier, run_dir)
+                except Busy as error:
+                    busy.append(str(error))
+                    continue
+            scores[f"{multiplier:g}"] = json.loads(path.read_text())["lpips"]
+        if busy:
+            raise Busy(f"the {variant} learning-rate grid waits for: {'; '.join(busy)}")
+        best = min(self.settings.lr_grid, key=lambda m: scores[f"{m:g}"])
+        record[variant] = {"validation_lpips": scores, "best": best}
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        return best
+
+    def _grid_run(self, variant: str, multiplier: float, run_dir: Path) -> None:
+        """Train one run of the grid and write its validation LPIPS (unless another process
+        did before this one held the run)."""
+        path = run_dir / "validation.json"
+        if path.is_file():
+            return
+        print(f"study: {variant} seed 0, lr x{multiplier:g}", flush=True)
+        config = self._config(variant, 0, run_dir, "seed0", self._lr_override(multiplier))
+        model_dir = train_run(config, run_dir, self.progress)
+        path.write_text(json.dumps({"lpips": validation_lpips(model_dir, self.mixed)}) + "\n")
+
+    def multiplier(self, variant: str) -> float:
+        """The learning-rate multiplier of ``variant``: plain LoRA variants take ``lora``'s
+        tuned one (tuned on ``lora`` only), the others their recipe's rate (1)."""
+        if not self.settings.lr_grid or not plain_lora(variant):
+            return 1.0
+        return self.tune_lr(BASELINE)
+
+    def _once(self, run_dir: Path, label: str, make: Callable[[], dict[str, Any]]) -> dict:
+        """``run_dir/results.json``, made by ``make`` (holding the run's lock) unless there."""
+        path = run_dir / "results.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        with claimed(run_dir):
+            if path.is_file():  # finished by another process meanwhile
+                return json.loads(path.read_text())
+            print(f"study: {label}", flush=True)
+            result = {**make(), "host": host()}
+            path.write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    def run(self, variant: str, seed: int) -> dict[str, Any]:
+        """Train (unless done) and evaluate one (variant, seed); its ``results.json``. The
+        tuned ``lora`` of seed 0 is the grid's run of the chosen rate (not trained again)."""
+        run_dir = self.out / variant / f"seed{seed}"
+        if (run_dir / "results.json").is_file():
+            return json.loads((run_dir / "results.json").read_text())
+        if variant == FROZEN:
+            return self._frozen(seed)
+        multiplier = self.multiplier(variant)
+
+        def make() -> dict[str, Any]:
+            trained = run_dir
+            if variant == BASELINE and self.settings.lr_grid and seed == 0:
+                trained = self.out / lr_run_name(variant, multiplier) / "seed0"
+            extra = self._lr_override(multiplier)
+            config = self._config(variant, seed, trained, f"seed{seed}", extra)
+            model_dir = train_run(config, trained, self.progress)
+            return {
+                "variant": variant,
+                "seed": seed,
+                "lr_multiplier": multiplier,
+                **evaluate_mixed(self.settings, self.mixed, model_dir),
+                "train_seconds": train_seconds(trained),
+            }
+
+        return self._once(run_dir, f"{variant} seed {seed}", make)
+
+    def frozen_scores(self, seed: int, model_dir: Path) -> tuple[torch.Tensor, str]:
+        """The mean router input of the ``mor`` run of ``seed`` over its training pool (the
+        ``route`` or ``scores`` of ``OUT/pools/seedS``); without a pool file (no
+        ``data.pool_size``), over the validation split's LR images, all groups."""
+        pools = sorted((self.out / "pools" / f"seed{seed}").glob("pool-*.safetensors"))
+        if pools:
+            with safe_open(str(pools[0]), "pt") as pool:
+                names = set(pool.keys())
+                key = "route" if "route" in names else "scores"
+                inputs = pool.get_tensor(key).float()
+            return inputs.mean(dim=0, keepdim=True), f"training pool {pools[0].name} ({key})"
+        model = MoRSuperResolver.from_pretrained(model_dir)
+        inputs = torch.cat(
+            [
+                model.route_input(load_image(lr)).float()
+                for group in self.mixed.groups
+                for lr, _ in self.mixed.pairs(group, self.mixed.validation)
+            ]
+        )
+        return inputs.mean(dim=0, keepdim=True), "validation split, all groups"
+
+    def _frozen(self, seed: int) -> dict[str, Any]:
+        """The ``mor`` run of ``seed`` scored with every image routed by :meth:`frozen_scores`."""
+        source_run = self.out / FROZEN_FROM / f"seed{seed}"
+        if not (source_run / "results.json").is_file():
+            message = f"{FROZEN} seed {seed} needs the {FROZEN_FROM} run of that seed"
+            if _holder(source_run / ".lock") is None:
+                raise Skipped(message)
+            raise Busy(message)
+        model_dir = source_run / "train" / "final"
+
+        def make() -> dict[str, Any]:
+            scores, source = self.frozen_scores(seed, model_dir)
+            return {
+                "variant": FROZEN,
+                "seed": seed,
+                "frozen_scores": scores[0].tolist(),
+                "frozen_source": source,
+                **evaluate_mixed(self.settings, self.mixed, model_dir, scores=scores),
+                "train_seconds": 0.0,
+            }
+
+        return self._once(self.out / FROZEN / f"seed{seed}", f"{FROZEN} seed {seed}", make)
+
+    def specialist(self, group: str, seed: int) -> dict[str, Any]:
+        """``lora`` trained on ``group``'s preset only (at the tuned rate), scored on that
+        group."""
+        run_dir = self.out / f"{SPECIALIST}-{group}" / f"seed{seed}"
+        if (run_dir / "results.json").is_file():
+            return json.loads((run_dir / "results.json").read_text())
+        multiplier = self.multiplier(BASELINE)
+
+        def make() -> dict[str, Any]:
+            preset = SPECIALIST_PRESETS[group]
+            extra = (f"degradation.preset=[{preset}]", *self._lr_override(multiplier))
+            config = self._config(BASELINE, seed, run_dir, f"{group}-seed{seed}", extra)
+            model_dir = train_run(config, run_dir, self.progress)
+            return {
+                "variant": f"{SPECIALIST}-{group}",
+                "seed": seed,
+                "lr_multiplier": multiplier,
+                "preset": preset,
+                **evaluate_mixed(self.settings, self.mixed, model_dir, groups=(group,)),
+                "train_seconds": train_seconds(run_dir),
+            }
+
+        return self._once(run_dir, f"{SPECIALIST} {group} seed {seed}", make)
+
+    def collect(self, name: str, seeds: int) -> list[dict[str, Any]]:
+        """The finished runs of ``name`` (a variant or ``specialist-GROUP``), by seed."""
+        paths = [self.out / name / f"seed{s}" / "results.json" for s in range(seeds)]
+        return [json.loads(p.read_text()) for p in paths if p.is_file()]
+
+
+def _by_seed(runs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    return {int(r["seed"]): r for r in runs}
+
+
+def _images(run: dict[str, Any], group: str) -> dict[str, Any]:
+    return run["realsr"] if group == REALSR else run["groups"][group]
+
+
+def paired_grid(
+    runs: list[dict[str, Any]], baseline: list[dict[str, Any]], group: str, metric: str = "lpips"
+) -> np.ndarray:
+    """(seeds, images) differences of ``metric`` in ``group``, variant seed s minus baseline
+    seed s, over the seeds both have (empty rows when none)."""
+    mine, theirs = _by_seed(runs), _by_seed(baseline)
+    seeds = sorted(set(mine) & set(theirs))
+    rows = []
+    for seed in seeds:
+        a, b = _images(mine[seed], group), _images(theirs[seed], group)
+        if mine[seed].get("images") != theirs[seed].get("images"):
+            raise ValueError(f"seed {seed} of two variants scored different images")
+        rows.append(np.asarray(a["per_image"][metric]) - np.asarray(b["per_image"][metric]))
+    return np.asarray(rows)
+
+
+def _estimate(estimate: Any, p_adjusted: float, verdict_: str) -> dict[str, Any]:
+    return {
+        "mean": estimate.mean,
+        "ci_low": estimate.ci_low,
+        "ci_high": estimate.ci_high,
+        "p": estimate.p_value,
+        "p_holm": p_adjusted,
+        "verdict": verdict_,
+        "seeds": estimate.seeds,
+        "images": estimate.images,
+    }
+
+
+def versus_baseline(
+    runs: list[dict[str, Any]], baseline: list[dict[str, Any]], groups: tuple[str, ...]
+) -> dict[str, Any]:
+    """Per group and pooled: the paired LPIPS difference to the baseline, hierarchical bootstrap
+    over seeds then images, Holm across the groups, verdict with the ``MARGIN``; RealSR (if
+    scored) on its own, outside the family."""
+    grids = {g: paired_grid(runs, baseline, g) for g in groups}
+    if any(grid.size == 0 for grid in grids.values()):
+        return {}
+    compared = compare_groups(grids, MARGIN)
+    result = {name: _estimate(c.estimate, c.p_adjusted, c.verdict) for name, c in compared.items()}
+    if all(REALSR.lower() in r for r in runs + baseline):
+        estimate = hierarchical_bootstrap(paired_grid(runs, baseline, REALSR))
+        result[REALSR] = _estimate(
+            estimate, estimate.p_value, verdict(estimate.ci_low, estimate.ci_high, MARGIN)
+        )
+    return result
+
+
+def _mean_over(runs: list[dict[str, Any]], pick: Any) -> float | None:
+    values = [pick(r) for r in runs]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def metric_means(
+    runs: list[dict[str, Any]], groups: tuple[str, ...], metrics: tuple[str, ...]
+) -> dict[str, Any]:
+    """Per group, pooled (all groups' images) and RealSR: every metric's mean over images and
+    seeds, and the real experts kept (routed variants)."""
+    table: dict[str, Any] = {}
+    for group in groups:
+        table[group] = {
+            m: _mean_over(runs, lambda r, m=m, g=group: r["groups"][g]["means"][m]) for m in metrics
+        }
+        table[group]["real_experts"] = _mean_over(
+            runs, lambda r, g=group: r["groups"][g].get("real_experts")
+        )
+    table[POOLED] = {
+        m: _mean_over([table[g] for g in groups], lambda t, m=m: t[m]) for m in metrics
+    }
+    table[POOLED]["real_experts"] = _mean_over(
+        [table[g] for g in groups], lambda t: t["real_experts"]
+    )
+    if all("realsr" in r for r in runs):
+        table[REALSR] = {
+            m: _mean_over(runs, lambda r, m=m: r["realsr"]["means"][m]) for m in metrics
+        }
+        table[REALSR]["real_experts"] = _mean_over(runs, lambda r: r["realsr"].get("real_experts"))
+    return table
+
+
+def summarise_mixed(
+    study: MixedStudy, variants: list[str], seeds: int, specialist_seeds: int
+) -> dict[str, Any]:
+    """Everything the table shows, from the finished runs in the study folder."""
+    groups, metrics = study.mixed.groups, study.settings.metrics
+    baseline = study.collect(BASELINE, seeds)
+    summary: dict[str, Any] = {"groups": list(groups), "variants": {}, "specialists": {}}
+    for variant in variants:
+        runs = study.collect(variant, seeds)
+        if not runs:
+            continue
+        row: dict[str, Any] = {
+            "seeds": [r["seed"] for r in runs],
+            "lr_multiplier": runs[0].get("lr_multiplier", 1.0),
+            "metrics": metric_means(runs, groups, metrics),
+            "swap_change": {
+                k: _mean_over(runs, lambda r, k=k: r.get("swap_change", {}).get(k))
+                for k in ("mean", "p99")
+            },
+            "train_minutes": _mean_over(runs, lambda r: r.get("train_seconds")),
+            "eval_minutes": _mean_over(runs, lambda r: r["eval_seconds"]),
+            "train_seconds": {r["seed"]: r.get("train_seconds") for r in runs},
+            "eval_seconds": {r["seed"]: r["eval_seconds"] for r in runs},
+        }
+        for key in ("train_minutes", "eval_minutes"):
+            row[key] = None if row[key] is None else row[key] / 60
+        if variant == FROZEN:
+            row["frozen_source"] = runs[0]["frozen_source"]
+        if variant != BASELINE and baseline:
+            row["vs_lora"] = versus_baseline(runs, baseline, groups)
+        summary["variants"][variant] = row
+    for group in groups:
+        runs = study.collect(f"{SPECIALIST}-{group}", specialist_seeds)
+        if runs and baseline:
+            grid = paired_grid(runs, baseline, group)
+            if grid.size:
+                estimate = hierarchical_bootstrap(grid)
+                summary["specialists"][group] = {
+                    "preset": runs[0]["preset"],
+                    "seeds": [r["seed"] for r in runs],
+                    "lpips": _mean_over(runs, lambda r, g=group: r["groups"][g]["means"]["lpips"]),
+                    "lpips_lora": _mean_over(
+                        [r for r in baseline if r["seed"] in {x["seed"] for x in runs}],
+                        lambda r, g=group: r["groups"][g]["means"]["lpips"],
+                    ),
+                    "vs_lora": _estimate(
+                        estimate,
+                        estimate.p_value,
+                        verdict(estimate.ci_low, estimate.ci_high, MARGIN),
+                    ),
+                    "train_minutes": _mean_over(runs, lambda r: r.get("train_seconds")),
+                }
+    grid_record = study.out / "lr_grid.json"
+    if grid_record.is_file():
+        summary["lr_grid"] = json.loads(grid_record.read_text())
+    return summary
+
+
+def _number(value: float | None, digits: int, sign: str = "") -> str:
+    return "—" if value is None else f"{value:{sign}.{digits}f}"
+
+
+def _interval(e: dict[str, Any]) -> str:
+    return f"{e['mean']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]"
+
+
+METRIC_NAMES = {"psnr": "PSNR-Y", "ssim": "SSIM-Y"}
+
+
+def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
+    """The study's markdown: variants x (pooled, groups, RealSR) against ``lora``; per variant
+    the swap change and wall times; the learning-rate grid; the specialist ceilings."""
+    secondary = [m for m in metrics if m != "lpips"]
+    digits = {"psnr": 2, "niqe": 2}
+    header = [
+        "variant", "group", "seeds", "LPIPS", "ΔLPIPS vs lora [95% CI]", "p (Holm)",
+        f"verdict (±{MARGIN})", *(METRIC_NAMES.get(m, m.upper()) for m in secondary),
+        "real experts",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, row in summary["variants"].items():
+        for group in [POOLED, *summary["groups"], REALSR]:
+            means = row["metrics"].get(group)
+            if means is None:
+                continue
+            test = row.get("vs_lora", {}).get(group)
+            cells = [variant, group, str(len(row["seeds"])), _number(means.get("lpips"), 4)]
+            if test is None:
+                cells += ["—", "—", "—"]
+            else:
+                cells += [_interval(test), f"{test['p_holm']:.3g}", test["verdict"]]
+            cells += [_number(means[m], digits.get(m, 4)) for m in secondary]
+            cells.append(_number(means["real_experts"], 2))
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "ΔLPIPS: variant minus lora, paired by seed and image; 95% hierarchical bootstrap "
+        "interval (seeds, then images). p: bootstrap p-value, Holm-adjusted across the groups "
+        "(pooled and RealSR unadjusted). Real experts: kept per routed layer and image.",
+        "",
+        "| variant | lr × | swap change mean / p99 (/255) | train min/run | eval min/run |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, row in summary["variants"].items():
+        swap = row["swap_change"]
+        change = "—" if swap["mean"] is None else f"{swap['mean']:.2f} / {swap['p99']:.2f}"
+        lines.append(
+            f"| {variant} | {row['lr_multiplier']:g} | {change} | "
+            f"{_number(row['train_minutes'], 1)} | {_number(row['eval_minutes'], 1)} |"
+        )
+    if "frozen_source" in summary["variants"].get(FROZEN, {}):
+        lines += ["", f"{FROZEN} routes by the mean router input of: "
+                  f"{summary['variants'][FROZEN]['frozen_source']}."]  # fmt: skip
+    for variant, grid in summary.get("lr_grid", {}).items():
+        lines += ["", f"| {variant} lr × | validation LPIPS |", "|---|---|"]
+        for multiplier, value in grid["validation_lpips"].items():
+            chosen = " (chosen)" if float(multiplier) == grid["best"] else ""
+            lines.append(f"| {multiplier}{chosen} | {value:.4f} |")
+    if summary["specialists"]:
+        lines += [
+            "",
+            "| specialist (own group) | preset | seeds | LPIPS | lora LPIPS | "
+            "Δ vs lora [95% CI] | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for group, row in summary["specialists"].items():
+            lines.append(
+                f"| {group} | {row['preset']} | {len(row['seeds'])} | {row['lpips']:.4f} | "
+                f"{row['lpips_lora']:.4f} | {_interval(row['vs_lora'])} | "
+                f"{row['vs_lora']['verdict']} |"
+            )
+    return "\n".join(lines)
+
+
+def strength_ceiling(folder: Path) -> tuple[dict[str, Any], str]:
+    """What ``benchmarks/strength_ceiling.py`` left in ``folder``: its report ``summary.md``
+    (appended to the study's table) and its ``settings.json`` (kept in the study's summary)."""
+    found: dict[str, Any] = {"dir": str(folder)}
+    if (folder / "settings.json").is_file():
+        found["settings"] = json.loads((folder / "settings.json").read_text())
+    report = folder / "summary.md"
+    text = report.read_text().strip() if report.is_file() else "no summary.md there yet"
+    return found, f"Per-image best `--strength` ceiling ({folder}):\n\n{text}"
+
+
+def mixed_main(args: argparse.Namespace) -> int:
+    """The mixed-set study: the grid, the ceilings, then every (seed, variant) asked for."""
+    variants = list(dict.fromkeys(args.variants))
+    chosen = variants if args.only_variants is None else list(dict.fromkeys(args.only_variants))
+    seeds = list(range(args.seeds)) if args.only_seeds is None else sorted(set(args.only_seeds))
+    known = [*VARIANTS, FROZEN]
+    bad = [v for v in variants if v not in known] + [v for v in chosen if v not in variants]
+    if bad or args.seeds < 1 or args.steps < 1 or not set(seeds) <= set(range(args.seeds)):
+        print(
+            f"study: variants must be among {known} and --only-variants among --variants (got "
+            f"{bad}), seeds and steps >= 1, --only-seeds among 0 .. {args.seeds - 1}",
+            file=sys.stderr,
+        )
+        return 2
+    config = args.config or ROOT / "configs" / "study_mixed.yaml"
+    try:
+        metrics = parse_metrics(args.metrics or ",".join(MIXED_METRICS))
+        mixed = load_mixed_set(args.mixed, args.validation_folder, args.eval_limit)
+        settings = MixedSettings(
+            config=str(config.resolve()),
+            config_digest=config_digest(config),
+            steps=args.steps,
+            overrides=tuple(args.overrides),
+            mixed_dir=str(args.mixed.resolve()),
+            validation_folder=args.validation_folder,
+            eval_limit=args.eval_limit,
+            metrics=metrics,
+            lr_grid=tuple(args.lr_grid or ()),
+            realsr=(str(args.lr.resolve()), str(args.hr.resolve())) if args.realsr else None,
+        )
+        pin_settings(args.out, settings)
+    except ValueError as error:
+        print(f"study: {error}", file=sys.stderr)
+        return 2
+    except (OSError, yaml.YAMLError) as error:
+        reason = str(error).replace("\n", " ")
+        print(f"study: cannot read {config} or {args.mixed}: {reason}", file=sys.stderr)
+        return 2
+    study = MixedStudy(settings, mixed, args.out, progress=not args.quiet)
+    work = []
+    if args.ceilings:
+        work += [
+            (lambda g=g, s=s: study.specialist(g, s))
+            for s in range(args.specialist_seeds)
+            for g in mixed.groups
+            if g in SPECIALIST_PRESETS
+        ]
+    in_order = sorted(chosen, key=lambda v: v == FROZEN)  # after the runs it evaluates
+    work += [(lambda v=v, s=s: study.run(v, s)) for s in seeds for v in in_order]
+    while work:
+        waiting = []
+        for step in work:
+            try:
+                step()
+            except Busy as busy:
+                waiting.append(step)
+                reason = busy
+            except Skipped as skipped:
+                print(f"study: skipped: {skipped}", flush=True)
+        if waiting and len(waiting) == len(work):
+            print(f"study: waiting {args.poll:g} s for another process ({reason})", flush=True)
+            time.sleep(args.poll)
+        work = waiting
+    summary = summarise_mixed(study, variants, args.seeds, args.specialist_seeds)
+    text = mixed_table(summary, metrics)
+    if args.strength_ceiling is not None:
+        summary["strength_ceiling"], section = strength_ceiling(args.strength_ceiling)
+        text += "\n\n" + section
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "realesrgan_mor.yaml")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="training recipe (default configs/realesrgan_mor.yaml; with --mixed "
+        "configs/study_mixed.yaml)",
+    )
     parser.add_argument("--variants", nargs="+", default=["lora", "mor-no-zero", "mor"])
+    parser.add_argument(
+        "--only-variants",
+        nargs="+",
+        default=None,
+        help="with --mixed: run just these of the variants (to split one study over processes)",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for every variant")
     parser.add_argument(
         "--only-seeds",
@@ -327,16 +1166,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=Path, default=DATA / "RealSR" / "LR", help="RealSR LR dir")
     parser.add_argument("--hr", type=Path, default=DATA / "RealSR" / "HR", help="RealSR HR dir")
     parser.add_argument("--eval-limit", type=int, default=None, help="first N RealSR pairs")
-    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help=f"default {','.join(DEFAULT_METRICS)}; with --mixed {','.join(MIXED_METRICS)}",
+    )
     parser.add_argument("--analysis-images", type=Path, default=DATA / "Set14" / "HR")
     parser.add_argument("--analysis-limit", type=int, default=None, help="first N images")
     parser.add_argument("--analysis-crop", type=int, default=256, help="HR center crop side")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    mixed = parser.add_argument_group("the mixed-set study")
+    mixed.add_argument("--mixed", type=Path, help="a mixed set (benchmarks/make_mixed_set.py)")
+    mixed.add_argument(
+        "--validation-folder",
+        default="Set14-HR",
+        help="the source folder whose crops form the validation split (the others: test)",
+    )
+    mixed.add_argument(
+        "--lr-grid",
+        type=float,
+        nargs="+",
+        help="tune lora's learning rate: train seed 0 at lr x each, keep the best on validation",
+    )
+    mixed.add_argument("--ceilings", action="store_true", help="also train the specialists")
+    mixed.add_argument("--specialist-seeds", type=int, default=1, help="seeds 0 .. N-1")
+    mixed.add_argument(
+        "--strength-ceiling", type=Path, help="results of benchmarks/strength_ceiling.py"
+    )
+    mixed.add_argument(
+        "--realsr", action="store_true", help="score every run on the --lr/--hr pairs too"
+    )
+    mixed.add_argument(
+        "--poll",
+        type=float,
+        default=60.0,
+        help="seconds between looks at runs another process holds (default 60)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.mixed is not None:
+        return mixed_main(args)
+    args.config = args.config or ROOT / "configs" / "realesrgan_mor.yaml"
     unknown = [v for v in args.variants if v not in VARIANTS]
     seeds = list(range(args.seeds)) if args.only_seeds is None else sorted(set(args.only_seeds))
     if unknown or args.seeds < 1 or args.steps < 1 or not set(seeds) <= set(range(args.seeds)):
@@ -347,7 +1220,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        metrics = parse_metrics(args.metrics)
+        metrics = parse_metrics(args.metrics or ",".join(DEFAULT_METRICS))
         settings = StudySettings(
             config=str(args.config.resolve()),
             config_digest=config_digest(args.config),

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
+from safetensors.torch import load_file
 from script_loader import loaded_script
 from tiny_models import photo, tiny_backbone
 
@@ -165,3 +171,233 @@ def test_paired_lpips_test_detects_a_consistent_improvement(study: ModuleType) -
     assert test["wilcoxon_p"] < 1e-4
     same = study.paired_lpips(runs(base), runs(base))
     assert same["wilcoxon_p"] == 1.0 and same["ci_low"] == same["ci_high"] == 0
+
+
+# The mixed-set study -------------------------------------------------------------------------
+
+MIXED_GROUPS = ("mild", "severe")
+
+
+@pytest.fixture(scope="module")
+def mixed_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mixed set in ``make_mixed_set.py``'s layout: 2 validation and 3 test crops (64 px), each
+    in 2 groups (LR 16 px: plain downscaling, then noise for ``severe``)."""
+    root = tmp_path_factory.mktemp("mixed")
+    crops = [("val", "a"), ("val", "b"), ("test", "a"), ("test", "b"), ("test", "c")]
+    ids, lines = [], []
+    for index, (folder, name) in enumerate(crops):
+        image_id = f"{folder}-{name}-0"
+        ids.append(image_id)
+        hr = Image.fromarray(photo(64, 64, seed=10 + index))
+        (root / "HR").mkdir(exist_ok=True)
+        hr.save(root / "HR" / f"{image_id}.png")
+        lr = np.asarray(hr.resize((16, 16), Image.BICUBIC), dtype=np.int16)
+        noise = np.random.default_rng(index).integers(-30, 31, lr.shape)
+        for group, pixels in zip(MIXED_GROUPS, (lr, np.clip(lr + noise, 0, 255)), strict=True):
+            (root / "LR" / group).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / "LR" / group / f"{image_id}.png")
+            lines.append(json.dumps({"id": image_id, "group": group, "source": f"{folder}/{name}"}))
+    (root / "params.jsonl").write_text("\n".join(lines) + "\n")
+    manifest = {"groups": [*MIXED_GROUPS, "mixed-halves"], "folders": ["val", "test"], "ids": ids}
+    (root / "set.json").write_text(json.dumps(manifest))
+    return root
+
+
+def _mixed_argv(assets: Path, mixed_set: Path, out: Path) -> list[str]:
+    return [
+        "--mixed", str(mixed_set),
+        "--validation-folder", "val",
+        "--config", str(assets / "tiny.yaml"),
+        "--set", "data.pool_size=4",
+        "--variants", "lora", "mor", "mor-frozen",
+        "--seeds", "2",
+        "--steps", "1",
+        "--lr-grid", "1", "4",
+        "--ceilings",
+        "--realsr", "--lr", str(assets / "lr"), "--hr", str(assets / "hr"),
+        "--metrics", "lpips,psnr",
+        "--out", str(out),
+        "--quiet",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mixed_study(
+    study: ModuleType, assets: Path, mixed_set: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
+    """A finished tiny mixed-set study: its folder and the table it printed."""
+    out = tmp_path_factory.mktemp("mixed_study") / "out"
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        assert study.main(_mixed_argv(assets, mixed_set, out)) == 0
+    return out, table.getvalue()
+
+
+def test_mixed_study_table_has_every_variant_group_and_ceiling(mixed_study) -> None:
+    out, printed = mixed_study
+    table = (out / "table.md").read_text()
+    assert table.strip() in printed
+    for variant in ("lora", "mor", "mor-frozen"):
+        for group in ("pooled", *MIXED_GROUPS, "RealSR"):
+            assert f"| {variant} | {group} | 2 |" in table
+    for group in MIXED_GROUPS:
+        assert f"| {group} | mordasr-{group} | 1 |" in table
+    summary = json.loads((out / "summary.json").read_text())
+    verdicts = summary["variants"]["mor"]["vs_lora"]
+    assert set(verdicts) == {"pooled", *MIXED_GROUPS, "RealSR"}
+    assert all(
+        v["verdict"] in ("equivalent", "better", "worse", "inconclusive") for v in verdicts.values()
+    )
+
+
+def test_mixed_runs_score_every_test_image_of_every_group(mixed_study) -> None:
+    out, _ = mixed_study
+    for variant in ("lora", "mor", "mor-frozen"):
+        result = json.loads((out / variant / "seed1" / "results.json").read_text())
+        assert result["images"] == ["test-a-0", "test-b-0", "test-c-0"]
+        assert set(result["groups"]) == set(MIXED_GROUPS)
+        for group in result["groups"].values():
+            assert len(group["per_image"]["lpips"]) == 3 and len(group["per_image"]["psnr"]) == 3
+            assert ("real_experts" in group) == (variant != "lora")
+        assert ("swap_change" in result) == (variant == "mor")
+        assert len(result["realsr"]["per_image"]["lpips"]) == 2
+        assert result["eval_seconds"] >= 0 and result["train_seconds"] is not None
+        assert result["host"]["torch_threads"] >= 1
+    assert not (out / "lora" / "seed0" / "train").exists()  # the tuning run of the chosen rate
+    specialist = json.loads((out / "specialist-mild" / "seed0" / "results.json").read_text())
+    assert list(specialist["groups"]) == ["mild"] and specialist["preset"] == "mordasr-mild"
+
+
+def test_a_finished_mixed_study_reruns_without_training_or_scoring(
+    study: ModuleType, assets: Path, mixed_set: Path, mixed_study, capsys, monkeypatch
+) -> None:
+    out, _ = mixed_study
+    calls = []
+    monkeypatch.setattr(study, "train", lambda *args, **kwargs: calls.append("train"))
+    monkeypatch.setattr(study, "score_group", lambda *args, **kwargs: calls.append("score"))
+    assert study.main(_mixed_argv(assets, mixed_set, out)) == 0
+    assert calls == []
+    assert capsys.readouterr().out.strip() == (out / "table.md").read_text().strip()
+
+
+def test_mor_frozen_routes_every_image_by_the_mean_training_pool_input(
+    study: ModuleType, assets: Path, mixed_set: Path, mixed_study, tmp_path: Path, monkeypatch
+) -> None:
+    out, _ = mixed_study
+    frozen = json.loads((out / "mor-frozen" / "seed0" / "results.json").read_text())
+    (pool,) = (out / "pools" / "seed0").glob("pool-*.safetensors")
+    assert frozen["frozen_source"].startswith(f"training pool {pool.name}")
+    expected = load_file(pool)["scores"].float().mean(dim=0)
+    assert torch.allclose(torch.tensor(frozen["frozen_scores"]), expected)
+    shutil.copytree(out, tmp_path / "out")
+    (tmp_path / "out" / "mor-frozen" / "seed0" / "results.json").unlink()
+    seen = []
+    forward = study.MoRSuperResolver.forward
+
+    def spy(self, lr, scores=None):
+        seen.append(scores)
+        return forward(self, lr, scores)
+
+    monkeypatch.setattr(study.MoRSuperResolver, "forward", spy)
+    assert study.main(_mixed_argv(assets, mixed_set, tmp_path / "out")) == 0
+    assert len(seen) == 2 * 3 + 2  # the test images of both groups, then RealSR
+    assert all(torch.equal(s, expected[None]) for s in seen)
+
+
+def test_lr_grid_keeps_the_best_validation_rate_for_every_plain_lora_run(
+    study: ModuleType, assets: Path, mixed_set: Path, tmp_path: Path, monkeypatch
+) -> None:
+    validation = {"lora-lr1": 0.30, "lora-lr4": 0.20, "lora-lr16": 0.25}
+    trained = {}
+
+    def fake_train(config, run_dir, progress):
+        trained[str(run_dir.relative_to(tmp_path))] = config.optim.lr
+        return run_dir / "train" / "final"
+
+    monkeypatch.setattr(study, "train_run", fake_train)
+    monkeypatch.setattr(
+        study, "validation_lpips", lambda model_dir, mixed: validation[model_dir.parents[2].name]
+    )
+    monkeypatch.setattr(study, "evaluate_mixed", lambda *args, **kwargs: {"eval_seconds": 0})
+    settings = study.MixedSettings(
+        str(assets / "tiny.yaml"), "d", 1, (), str(mixed_set), "val", None, ("lpips",),
+        (1.0, 4.0, 16.0), None,
+    )  # fmt: skip
+    mixed = study.load_mixed_set(mixed_set, "val")
+    runner = study.MixedStudy(settings, mixed, tmp_path, progress=False)
+    for variant, seed in (("lora", 0), ("lora", 1), ("mor", 1)):
+        runner.run(variant, seed)
+    assert json.loads((tmp_path / "lr_grid.json").read_text())["lora"]["best"] == 4.0
+    assert trained == {
+        "lora-lr1/seed0": pytest.approx(1e-3),
+        "lora-lr4/seed0": pytest.approx(4e-3),
+        "lora-lr16/seed0": pytest.approx(16e-3),
+        "lora/seed1": pytest.approx(4e-3),
+        "mor/seed1": pytest.approx(1e-3),
+    }
+    lora0 = json.loads((tmp_path / "lora" / "seed0" / "results.json").read_text())
+    assert lora0["lr_multiplier"] == 4.0
+
+
+def test_the_lr_grid_trains_what_no_other_process_holds_and_waits_for_the_rest(
+    study: ModuleType, assets: Path, mixed_set: Path, tmp_path: Path, monkeypatch
+) -> None:
+    trained = []
+    monkeypatch.setattr(
+        study, "train_run", lambda config, run_dir, progress: trained.append(run_dir)
+    )
+    monkeypatch.setattr(study, "validation_lpips", lambda model_dir, mixed: 0.5)
+    settings = study.MixedSettings(
+        str(assets / "tiny.yaml"), "d", 1, (), str(mixed_set), "val", None, ("lpips",),
+        (1.0, 4.0), None,
+    )  # fmt: skip
+    runner = study.MixedStudy(settings, study.load_mixed_set(mixed_set, "val"), tmp_path, False)
+    held = tmp_path / "lora-lr1" / "seed0"
+    held.mkdir(parents=True)
+    (held / ".lock").write_text(str(os.getppid()))
+    with pytest.raises(study.Busy, match="lora-lr1"):
+        runner.tune_lr()
+    assert trained == [tmp_path / "lora-lr4" / "seed0"]
+    assert not (tmp_path / "lr_grid.json").exists()
+
+
+def test_only_variants_must_be_among_the_variants(
+    study: ModuleType, assets: Path, mixed_set: Path, tmp_path: Path, capsys
+) -> None:
+    argv = [*_mixed_argv(assets, mixed_set, tmp_path / "out"), "--only-variants", "mor-no-zero"]
+    assert study.main(argv) == 2
+    assert "--only-variants" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_the_mixed_set_splits_validation_and_test_by_source_folder(
+    study: ModuleType, mixed_set: Path
+) -> None:
+    mixed = study.load_mixed_set(mixed_set, "val", limit=2)
+    assert mixed.validation == ("val-a-0", "val-b-0")
+    assert mixed.test == ("test-a-0", "test-b-0")
+    assert mixed.groups == MIXED_GROUPS
+    with pytest.raises(ValueError, match="validation folder"):
+        study.load_mixed_set(mixed_set, "Set14-HR")
+
+
+def test_a_run_folder_held_by_a_live_process_is_busy_and_a_stale_lock_is_taken_over(
+    study: ModuleType, tmp_path: Path
+) -> None:
+    (tmp_path / ".lock").write_text(str(os.getppid()))
+    with pytest.raises(study.Busy), study.claimed(tmp_path):
+        pass
+    (tmp_path / ".lock").write_text("999999999")
+    with study.claimed(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_the_strength_ceiling_hook_appends_that_scripts_report(
+    study: ModuleType, tmp_path: Path
+) -> None:
+    (tmp_path / "summary.md").write_text("| group | best strength |\n|---|---|\n| blur | 0.5 |\n")
+    (tmp_path / "settings.json").write_text(json.dumps({"model": "default"}))
+    found, section = study.strength_ceiling(tmp_path)
+    assert found["settings"] == {"model": "default"}
+    assert section.endswith("| blur | 0.5 |") and str(tmp_path) in section
+    assert "no summary.md" in study.strength_ceiling(tmp_path / "missing")[1]
