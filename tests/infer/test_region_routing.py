@@ -133,6 +133,15 @@ def test_each_half_away_from_the_border_is_routed_as_that_half_alone(
     assert (per_region[..., columns] - outputs[other]).abs().max() > ONE_LEVEL  # routing shows
 
 
+def test_onnxruntime_runs_each_tiles_own_plan(
+    model: MoRSuperResolver, half_and_half: Tensor
+) -> None:
+    tiles = {**TILES, "backend": "onnxruntime"}
+    fed = Upscaler(model, routing="region", **tiles).upscale_tensor(half_and_half)
+    eager = Upscaler(model, routing="region", **TILES).upscale_tensor(half_and_half)
+    assert (fed - eager).abs().max() <= ONE_LEVEL
+
+
 def test_region_routing_is_refused_for_a_model_that_routes_nothing() -> None:
     with pytest.raises(ValueError, match="feed-forward MoR models"):
         Upscaler("bicubic", device="cpu", routing="region")
