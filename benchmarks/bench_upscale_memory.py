@@ -23,28 +23,29 @@ from torch import Tensor
 
 from mordasr.cli import main
 from mordasr.infer import pipeline
-from mordasr.infer.tiling import TileFn
+from mordasr.infer.tiling import BoxedTileFn
+from mordasr.sr.regions import TileBox
 
 
 def _limit_real_tiles(count: int) -> None:
-    """Make ``tiled_forward`` call the network on its first ``count`` tiles only."""
-    real_tiled_forward = pipeline.tiled_forward
+    """Make ``tiled_forward_at`` call the network on its first ``count`` tiles only."""
+    real_tiled_forward = pipeline.tiled_forward_at
 
-    def tiled_forward(
-        fn: TileFn, image: Tensor, scale: int, *args: object, **kwargs: object
+    def tiled_forward_at(
+        fn: BoxedTileFn, image: Tensor, scale: int, *args: object, **kwargs: object
     ) -> Tensor:
         calls = 0
 
-        def some_real(tile: Tensor) -> Tensor:
+        def some_real(tile: Tensor, box: TileBox) -> Tensor:
             nonlocal calls
             calls += 1
             if calls <= count:
-                return fn(tile)
+                return fn(tile, box)
             return F.interpolate(tile, scale_factor=scale, mode="bicubic", align_corners=False)
 
         return real_tiled_forward(some_real, image, scale, *args, **kwargs)  # type: ignore[arg-type]
 
-    pipeline.tiled_forward = tiled_forward
+    pipeline.tiled_forward_at = tiled_forward_at
 
 
 def run() -> int:

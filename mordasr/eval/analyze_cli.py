@@ -3,7 +3,9 @@
 Writes into the output folder: ``zero_experts_per_layer.png/.csv`` (paper Figure 6),
 ``expert_frequency_<layer>.png/.csv`` (Figure 7, per degradation type),
 ``real_experts_vs_score.png/.csv``, ``summary.json`` and ``report.md``, which says plainly
-whether the most severe preset keeps more real experts than the mildest.
+whether the most severe preset keeps more real experts than the mildest. With ``--spatial
+IMAGE`` it instead draws, for that one image, the real experts kept per region under region
+routing and the uncertainty map (:mod:`mordasr.eval.spatial`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,9 +34,12 @@ from mordasr.eval.plots import (
     plot_zero_experts_per_layer,
     pyplot,
 )
+from mordasr.eval.spatial import EXPERTS_FILE, UNCERTAINTY_FILE, write_spatial
 from mordasr.io.cliargs import add_subcommand
+from mordasr.io.image import ImageReadError
 from mordasr.mor import mor_layers
 from mordasr.sr.manifest import ModelLoadError
+from mordasr.sr.mor_sr import MoRSuperResolver
 from mordasr.sr.zoo import load_sr_model
 
 # The sub-command's help line and description.
@@ -42,7 +48,8 @@ SUMMARY = (
     "Degrade HR images with two or more presets (mildest first) and with single "
     "factors (blur, noise, JPEG), route them through a MoR model, and write per-layer "
     "zero-expert counts, per-expert activation frequencies of one layer and real experts "
-    "vs severity as PNG + CSV, with summary.json and report.md.",
+    "vs severity as PNG + CSV, with summary.json and report.md. With --spatial IMAGE: the "
+    "real experts kept per region of one image (region routing) and its uncertainty map.",
 )
 
 DEFAULT_PRESETS = ("mordasr-mild", "mordasr-severe")
@@ -241,7 +248,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``analyze`` sub-command."""
     parser = add_subcommand(subparsers, "analyze", SUMMARY)
     parser.add_argument("--model", default="default", help="a MoR model name or folder")
-    parser.add_argument("--images", type=Path, required=True, help="folder of HR images")
+    parser.add_argument("--images", type=Path, help="folder of HR images")
+    parser.add_argument(
+        "--spatial",
+        type=Path,
+        metavar="IMAGE",
+        help="instead: one LR image; draw the real experts kept per region under region "
+        f"routing ({EXPERTS_FILE}) and the uncertainty map ({UNCERTAINTY_FILE})",
+    )
     parser.add_argument(
         "--preset",
         action="append",
@@ -271,6 +285,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"mordasr analyze: {message}", file=sys.stderr)
         return 1
 
+    if args.spatial is not None:
+        return _run_spatial(args, fail)
+    if args.images is None:
+        return fail("give --images (a folder of HR images) or --spatial IMAGE")
     if args.preset is not None and len(args.preset) < 2:
         return fail("give two or more --preset values (mildest first) to compare severities")
     try:
@@ -303,5 +321,25 @@ def run(args: argparse.Namespace) -> int:
         f"{cmp['mild']}: {real[cmp['mild']]:.3f} (difference {cmp['difference']:+.3f}); "
         f"{cmp['mild']} routed as {cmp['severe']}: output change p99 {swap['p99']:.2f}/255; "
         f"wrote {args.output} in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+def _run_spatial(args: argparse.Namespace, fail: Callable[[object], int]) -> int:
+    """``mordasr analyze --spatial IMAGE``: the per-region expert map and the uncertainty map."""
+    try:
+        pyplot()
+        model = load_sr_model(args.model)
+        if not isinstance(model, MoRSuperResolver):
+            return fail(f"{args.model} is not a feed-forward MoR model (nothing is routed)")
+        args.output.mkdir(parents=True, exist_ok=True)
+        maps = write_spatial(model, load_image(args.spatial), args.output, args.spatial.name)
+    except (MissingMatplotlibError, OSError, ImageReadError, ModelLoadError, ValueError) as error:
+        return fail(error)
+    real = maps.real_experts
+    print(
+        f"{args.spatial.name}: {real.numel()} regions keep {float(real.min()):.2f} to "
+        f"{float(real.max()):.2f} real experts per layer; wrote {args.output / EXPERTS_FILE} "
+        f"and {args.output / UNCERTAINTY_FILE}"
     )
     return 0

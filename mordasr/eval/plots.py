@@ -157,3 +157,35 @@ def plot_comparison(
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
     return _save(fig, path)
+
+
+def plot_region_map(
+    image: np.ndarray,
+    values: np.ndarray,
+    title: str,
+    label: str,
+    path: Path,
+    value_range: tuple[float, float] | None = None,
+) -> Path:
+    """The image (H, W, 3) in gray with ``values`` (a region grid or a per-pixel map, any
+    resolution, stretched over the whole image) laid over it in colour, with a colourbar."""
+    plt = pyplot()
+    height, width = image.shape[:2]
+    scale = 6.4 / max(height, width)
+    fig, ax = plt.subplots(figsize=(max(3.0, width * scale) + 1.2, max(2.0, height * scale)))
+    ax.imshow(image.mean(axis=2), cmap="gray", vmin=0.0, vmax=1.0, extent=(0, width, height, 0))
+    low, high = value_range if value_range is not None else (None, None)
+    overlay = ax.imshow(
+        values,
+        cmap="magma",
+        alpha=0.6,
+        vmin=low,
+        vmax=high,
+        interpolation="nearest",
+        extent=(0, width, height, 0),
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(overlay, ax=ax, label=label, fraction=0.046, pad=0.02)
+    return _save(fig, path)

@@ -1,10 +1,11 @@
 """Where a feed-forward SR network runs: eager PyTorch, or an ONNX Runtime session on the CPU.
 
-Routing stays per image on both. The ONNX graph of a network is exported once (cached per
+Both run whatever plan they are bound to: an image's, or under region routing each tile's (the
+pipeline binds every tile's work then). The ONNX graph of a network is exported once (cached per
 process and on disk, keyed by a hash of the weights it holds); every MoR layer's weight is a
-graph *input*, and :meth:`OnnxRuntimeBackend.bind` feeds each image's folded weights (from its
-:class:`~mordasr.mor.RoutingPlan`, the same weights eager torch convolves with), so a new image
-costs one fold per layer and no re-export.
+graph *input*, and :meth:`OnnxRuntimeBackend.bind` feeds the bound plan's folded weights (from
+its :class:`~mordasr.mor.RoutingPlan`, the same weights eager torch convolves with), so a new
+image or tile costs one fold per layer and no re-export.
 
 ``auto`` follows a measured rule (BENCHMARKS section 15): ONNX Runtime for feed-forward models
 (MoR or plain backbones) in float32 on the CPU when it is installed, eager torch otherwise

@@ -22,6 +22,7 @@ from mordasr.infer.pipeline import MAX_STRENGTH, Upscaler
 from mordasr.infer.progress import TqdmProgress
 from mordasr.io.cliargs import add_subcommand
 from mordasr.io.paths import OutputPlanError
+from mordasr.sr.regions import ROUTING_MODES
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif", "bmp")
@@ -69,6 +70,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=BACKENDS,
         default="auto",
         help="where the network runs (default auto: ONNX Runtime on the CPU when installed)",
+    )
+    parser.add_argument(
+        "--routing",
+        choices=ROUTING_MODES,
+        default="image",
+        help="MoR models: 'image' (default) routes the whole image by one set of degradation "
+        "scores; 'region' scores overlapping regions of the image and routes every tile by "
+        "the regions it covers (for unevenly degraded photos; smaller tiles)",
     )
     _add_result_options(parser)
     sd = parser.add_argument_group("one-step SD models (a folder written by OneStepSR)")
@@ -171,6 +180,7 @@ def _load_upscaler(args: argparse.Namespace, bars: TqdmProgress | None) -> Upsca
         color_fix=args.color_fix,
         prompt=args.prompt,
         backend=args.backend,
+        routing=args.routing,
     )
 
 

@@ -4,7 +4,8 @@ ONNX models (chaiNNer, ComfyUI, Upscayl's converters, plain ONNX Runtime).
 The file takes ``input`` (N, 3, H, W) float32 RGB in [0, 1] with dynamic batch, height and width,
 and gives ``output`` (N, 3, scale H, scale W) clamped to [0, 1]. A MoR model's routing is fixed at
 export time: its layers' ranks are folded for one score vector (an image's, given numbers, or a
-mid severity), optionally scaled by ``strength``; per-image routing needs mordasr itself.
+mid severity), optionally scaled by ``strength``; per-image and per-region routing
+(``--routing region``) need mordasr itself.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ SUMMARY = (
     "Export a feed-forward model as an ONNX file with dynamic height and width "
     "that ONNX Runtime and tools reading Real-ESRGAN ONNX models load: input 'input' "
     "(N,3,H,W) float32 RGB in [0,1], output 'output' clamped to [0,1]. A MoR model's "
-    "routing is fixed for the --scores given.",
+    "routing is fixed for the --scores given, one routing for the whole image (region "
+    "routing, `upscale --routing region`, needs mordasr itself).",
 )
 
 

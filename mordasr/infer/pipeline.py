@@ -1,8 +1,11 @@
 """The upscale pipeline: any supported model applied to images, tensors or files.
 
-Routing is per image, so the degradation scores are computed once on the whole LR image and the
-same routing serves every tile; MoR layers fold the routed ranks into their weights once per
-image (merged path, cached), so the adapted model costs what the backbone costs.
+Routing is per image by default, so the degradation scores are computed once on the whole LR
+image and the same routing serves every tile; MoR layers fold the routed ranks into their weights
+once per image, so the adapted model costs what the backbone costs. Under region routing
+(``routing="region"``, MoR models) the model scores every region of the image and each tile
+folds and runs its own plan, blended across seams like any tiles
+(:mod:`mordasr.sr.regions`).
 
 Each model owns its per-image work (:meth:`~mordasr.sr.protocol.SRModel.prepare`): scores, the
 routing plan with its folded weights, prompts. A feed-forward model gives one network and its
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,10 +35,11 @@ from mordasr.infer.color_fix import adain_color_fix, wavelet_color_fix
 from mordasr.infer.latent_tiling import tiled_latent_forward, tiled_vae_decode, tiled_vae_encode
 from mordasr.infer.memory import auto_tile, available_memory, bytes_per_pixel, is_out_of_memory
 from mordasr.infer.progress import ProgressCallback, ProgressEvent, Stage, progress_callback
-from mordasr.infer.tiling import TileProgress, tiled_forward
+from mordasr.infer.tiling import BoxedTileFn, TileProgress, tiled_forward_at
 from mordasr.io.image import DecodedImage, read_image, save_like
 from mordasr.mor import mor_layers, set_strength
 from mordasr.sr.protocol import ImageWork, LatentWork, SRModel
+from mordasr.sr.regions import RoutingMode, TileBox, check_routing
 from mordasr.sr.sd.prompts import FixedPrompt
 from mordasr.sr.zoo import as_sr_model, load_sr_model
 
@@ -94,6 +99,10 @@ class Upscaler:
         prompt: one-step SD: a fixed prompt replacing the model's prompt source.
         backend: where the network runs: ``torch``, ``onnxruntime`` (feed-forward models,
             float32, CPU) or ``auto`` (see :mod:`mordasr.infer.backends`).
+        routing: MoR models: ``image`` (default) routes every tile by the whole image's
+            scores; ``region`` scores every region of the image and routes each tile by the
+            regions it covers (tiles then span at most a few regions; see
+            :mod:`mordasr.sr.regions`).
     """
 
     def __init__(
@@ -112,6 +121,7 @@ class Upscaler:
         color_fix: str = "wavelet",
         prompt: str | None = None,
         backend: str = "auto",
+        routing: RoutingMode = "image",
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
@@ -130,6 +140,9 @@ class Upscaler:
         if tile != "auto" and tile is not None and (not isinstance(tile, int) or tile < 0):
             raise ValueError(f"tile must be 'auto', None or a side >= 0, got {tile!r}")
         self.backend: Backend = select_backend(backend, self.model, self.device, dtype)
+        self.routing = check_routing(routing)
+        if routing == "region" and (self.model.score_dim is None or self.model.tiling != "image"):
+            raise ValueError("region routing applies to feed-forward MoR models only")
         self.scale: int = int(module.scale)
         self.tile = tile
         self.tile_overlap = tile_overlap
@@ -202,25 +215,41 @@ class Upscaler:
         else:
             height, width = batch.shape[-2:]
             padded = pad_to_multiple(batch.to(self.dtype), self.model.multiple_of)
-            work = self.model.prepare(batch.float())
+            work = self.model.prepare(batch.float(), routing=self.routing)
             assert isinstance(work, ImageWork)
-            with self.backend.bind(work) as network:
-                out = self._tiled(network, padded, work)
+            with self._tile_runner(work) as run:
+                out = self._tiled(run, padded, work)
             out = out[..., : height * self.scale, : width * self.scale]
         out = resize_to(out.float(), size).clamp_(0.0, 1.0)
         return out[0] if single else out
 
-    def _tiled(self, network: Callable[[Tensor], Tensor], image: Tensor, work: ImageWork) -> Tensor:
-        """``network`` (``work`` as a backend runs it) over tiles of ``image`` whose sides and
-        starts are multiples of the model's ``multiple_of``, halving the tile after an
-        out-of-memory error."""
+    @contextmanager
+    def _tile_runner(self, work: ImageWork) -> Iterator[BoxedTileFn]:
+        """What every tile runs: per-image routing binds ``work`` to the backend once for all
+        tiles; region routing binds each tile's own work (:meth:`ImageWork.for_tile`) for that
+        tile."""
+        if work.regions is None:
+            with self.backend.bind(work) as network:
+                whole = self._guarded(network, work)
+                yield lambda tile, _box: whole(tile)
+            return
+
+        def per_tile(tile: Tensor, box: TileBox) -> Tensor:
+            tile_work = work.for_tile(box)
+            with self.backend.bind(tile_work) as network:
+                return self._guarded(network, tile_work)(tile)
+
+        yield per_tile
+
+    def _tiled(self, fn: BoxedTileFn, image: Tensor, work: ImageWork) -> Tensor:
+        """``fn`` over tiles of ``image`` whose sides and starts are multiples of the model's
+        ``multiple_of``, halving the tile after an out-of-memory error."""
         multiple = self.model.multiple_of
-        tile = self._tile_for(image)
-        fn = self._guarded(network, work)
+        tile = self._tile_for(image, work)
         while True:
             aligned = tile and max(multiple, tile - tile % multiple)
             try:
-                return tiled_forward(
+                return tiled_forward_at(
                     fn,
                     image,
                     self.scale,
@@ -248,12 +277,19 @@ class Upscaler:
 
         return report
 
-    def _tile_for(self, image: Tensor) -> int | None:
-        """The first tile side to try for ``image`` (None: whole image)."""
+    def _tile_for(self, image: Tensor, work: ImageWork) -> int | None:
+        """The first tile side to try for ``image`` (None: whole image); under region routing
+        at most the side that keeps routing at the region grid's granularity."""
+        tile: int | None
         if self.tile == "auto":
             per_pixel = bytes_per_pixel(self.model, self.dtype)
-            return auto_tile(per_pixel, available_memory(self.device), self.tile_overlap)
-        return self.tile or None
+            tile = auto_tile(per_pixel, available_memory(self.device), self.tile_overlap)
+        else:
+            tile = self.tile or None
+        if work.regions is None:
+            return tile
+        side = work.regions.tile_side(self.tile_overlap)
+        return side if not tile else min(tile, side)
 
     def _smaller_tile(self, tile: int | None, image: Tensor) -> int | None:
         """Half the tile actually used (the whole image counts as its longer side), or None

@@ -19,7 +19,11 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from mordasr.sr.regions import TileBox
+
 TileFn = Callable[[torch.Tensor], torch.Tensor]
+BoxedTileFn = Callable[[torch.Tensor, TileBox], torch.Tensor]
+"""A tile function that is also told where its tile lies (for per-tile routing)."""
 TileProgress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` before each tile and once when all are done, e.g. to
 feed a web page's bar; an exception it raises stops the work before the next tile."""
@@ -92,7 +96,33 @@ def tiled_forward(
     progress: bool | TileProgress = False,
     align: int = 1,
 ) -> torch.Tensor:
-    """Apply ``fn`` ((B, C, h, w) -> (B, C', h*scale, w*scale)) to ``image`` tile by tile.
+    """Apply ``fn`` ((B, C, h, w) -> (B, C', h*scale, w*scale)) to ``image`` tile by tile
+    (:func:`tiled_forward_at`, ``fn`` not told where its tile lies)."""
+    return tiled_forward_at(
+        lambda tile_image, _box: fn(tile_image),
+        image,
+        scale,
+        tile,
+        overlap,
+        blend=blend,
+        progress=progress,
+        align=align,
+    )
+
+
+def tiled_forward_at(
+    fn: BoxedTileFn,
+    image: torch.Tensor,
+    scale: int,
+    tile: int | None = 256,
+    overlap: int = 16,
+    *,
+    blend: float | None = None,
+    progress: bool | TileProgress = False,
+    align: int = 1,
+) -> torch.Tensor:
+    """Apply ``fn`` ((B, C, h, w) tile and its :data:`TileBox` -> (B, C', h*scale, w*scale))
+    to ``image`` tile by tile.
 
     ``tile`` is the largest input tile side (``None`` or 0: one pass over the whole image),
     ``overlap`` the context each tile keeps beyond a seam, in input pixels, and ``blend`` the
@@ -112,7 +142,7 @@ def tiled_forward(
     if not tile or (height <= tile and width <= tile):
         if report is not None:
             report(0, 1)
-        whole = fn(image)
+        whole = fn(image, (0, 0, height, width))
         if report is not None:
             report(1, 1)
         return whole
@@ -135,7 +165,8 @@ def tiled_forward(
                 weight = weight_y[:, None] * weight_x[None, :]
                 if not bool(weight.any()):
                     continue
-                result = fn(image[..., y0 : y0 + tile_h, x0 : x0 + tile_w])
+                box = (y0, x0, y0 + tile_h, x0 + tile_w)
+                result = fn(image[..., y0 : y0 + tile_h, x0 : x0 + tile_w], box)
                 expected = (tile_h * scale, tile_w * scale)
                 if result.ndim != 4 or tuple(result.shape[-2:]) != expected:
                     raise ValueError(

@@ -12,6 +12,7 @@ Every model implements :class:`SRModel`; every model folder holds a manifest
 - :mod:`~mordasr.sr.registry` — model types by manifest name, legacy folder detection.
 - :mod:`~mordasr.sr.mor_sr` — backbone + MoR adapters + estimator, save/load.
 - :mod:`~mordasr.sr.router_input` — what the routers of a MoR model read (scores or features).
+- :mod:`~mordasr.sr.regions` — region scores and per-tile routing (``--routing region``).
 - :mod:`~mordasr.sr.sd` — the paper's one-step SD 2.1 generator (:class:`OneStepSR`).
 - :mod:`~mordasr.sr.baselines` — a plain backbone, bicubic interpolation.
 - :mod:`~mordasr.sr.zoo` — one loader for every model name (`default`, backbones, bicubic).

@@ -20,6 +20,7 @@ from mordasr.mor import RoutingPlan
 from mordasr.nets.loaders import PRETRAINED, load_realesrgan
 from mordasr.sr.manifest import loading, read_json_dataclass, write_manifest
 from mordasr.sr.protocol import ImageWork, Tiling
+from mordasr.sr.regions import RoutingMode
 from mordasr.sr.registry import check_model_type, register_model_type
 
 BACKBONE_FILE = "backbone.safetensors"
@@ -68,8 +69,10 @@ class PlainSR(_FixedScaleSR):
     def describe(self) -> str:
         return "plain backbone"
 
-    def prepare(self, lr: Tensor, scores: Tensor | None = None) -> ImageWork:
-        """The backbone itself, with an empty plan: nothing is routed."""
+    def prepare(
+        self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"
+    ) -> ImageWork:
+        """The backbone itself, with an empty plan: nothing is routed (whatever ``routing``)."""
         return ImageWork(self.backbone, RoutingPlan(None))
 
     def forward(self, lr: Tensor) -> Tensor:
@@ -126,8 +129,11 @@ class BicubicSR(_FixedScaleSR):
     def describe(self) -> str:
         return "bicubic"
 
-    def prepare(self, lr: Tensor, scores: Tensor | None = None) -> ImageWork:
-        """The interpolation itself, with an empty plan: nothing is routed."""
+    def prepare(
+        self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"
+    ) -> ImageWork:
+        """The interpolation itself, with an empty plan: nothing is routed (whatever
+        ``routing``)."""
         return ImageWork(self, RoutingPlan(None))
 
     def forward(self, lr: Tensor) -> Tensor:

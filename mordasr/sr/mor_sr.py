@@ -39,6 +39,21 @@ from mordasr.mor.model import WEIGHTS_NAME as MOR_WEIGHTS_FILE
 from mordasr.nets.loaders import load_realesrgan
 from mordasr.sr.manifest import loading, read_json_dataclass, write_manifest
 from mordasr.sr.protocol import ImageWork, Tiling
+from mordasr.sr.regions import (
+    ESTIMATOR_BATCH,
+    REGION_SMOOTHING,
+    REGION_SOURCES,
+    REGION_STRIDE,
+    REGION_WINDOW,
+    RegionGrid,
+    RegionScores,
+    RegionSource,
+    RoutingMode,
+    check_routing,
+    relative_uncertainty_scores,
+    smooth,
+    uncertainty_map,
+)
 from mordasr.sr.registry import check_model_type, register_model_type
 from mordasr.sr.router_input import RouterInput, router_input
 
@@ -66,6 +81,10 @@ class SRModelSpec:
     router_input: RouterInput = "scores"
     """What the routers see: all seven ``scores``, ``blur-noise`` only, or ``lr-features``
     (see :mod:`mordasr.sr.router_input`)."""
+    region_scores: RegionSource = "estimator"
+    """How region routing (``--routing region``) scores the regions of an image: the
+    ``estimator`` on overlapping windows, or the backbone's ``uncertainty`` map (see
+    :mod:`mordasr.sr.regions`)."""
 
 
 @register_model_type(legacy_marker=MODEL_FILE)
@@ -151,10 +170,58 @@ class MoRSuperResolver(nn.Module):
             scores = self.route_input(lr)
         return route(self.backbone, scores.float(), fold=fold)
 
-    def prepare(self, lr: Tensor, scores: Tensor | None = None) -> ImageWork:
+    def prepare(
+        self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"
+    ) -> ImageWork:
         """The backbone and its folded plan for ``lr``: one fold per layer and image, however
-        many tiles then run."""
-        return ImageWork(self.backbone, self.plan(lr, scores, fold=True))
+        many tiles then run. ``routing="region"`` adds the region scores of ``lr``
+        (:meth:`region_scores`), from which every tile folds its own plan; ``plan`` is then the
+        one of the whole image's regions."""
+        if check_routing(routing) == "image":
+            return ImageWork(self.backbone, self.plan(lr, scores, fold=True))
+        if scores is not None:
+            raise ValueError("region routing scores every region itself: give no scores")
+        regions = self.region_scores(lr)
+        whole = regions.for_box((0, 0, *lr.shape[-2:]))
+        return ImageWork(self.backbone, route(self.backbone, whole, fold=True), regions)
+
+    @torch.no_grad()
+    def region_scores(
+        self,
+        lr: Tensor,
+        source: RegionSource | None = None,
+        *,
+        window: int = REGION_WINDOW,
+        stride: int = REGION_STRIDE,
+        smoothing: float = REGION_SMOOTHING,
+    ) -> RegionScores:
+        """What the routers see for every region of ``lr`` (B, 3, h, w), on a grid of
+        ``window``-sided windows ``stride`` apart, smoothed over ``smoothing`` regions. ``source``
+        (default ``spec.region_scores``): ``estimator`` runs :meth:`route_input` on every window;
+        ``uncertainty`` scales the image's scores by each window's pooled :meth:`uncertainty`
+        relative to the image's mean."""
+        if window < MIN_SIDE:
+            raise ValueError(f"region windows need sides >= {MIN_SIDE} px (the estimator's)")
+        source = source or self.spec.region_scores
+        grid = RegionGrid.over(lr.shape[-2], lr.shape[-1], window, stride)
+        rows, cols = grid.shape
+        if source == "estimator":
+            windows = grid.crops(lr.float())
+            inputs = torch.cat([self.route_input(w) for w in windows.split(ESTIMATOR_BATCH)])
+            raw = inputs.float().view(lr.shape[0], rows, cols, -1).permute(0, 3, 1, 2)
+        elif source == "uncertainty":
+            if self.spec.router_input == "lr-features":
+                raise ValueError("uncertainty region scores scale degradation scores, not features")
+            pooled = grid.pool(self.uncertainty(lr), self.scale)
+            raw = relative_uncertainty_scores(self.route_input(lr), pooled)
+        else:
+            raise ValueError(f"unknown region source {source!r}; choose one of {REGION_SOURCES}")
+        return RegionScores(grid, smooth(raw, smoothing))
+
+    def uncertainty(self, lr: Tensor) -> Tensor:
+        """(B, scale * h, scale * w) M3ESR's uncertainty map of ``lr``: how far the backbone
+        without adapters moves from bicubic enlargement, per SR pixel."""
+        return uncertainty_map(self.backbone, lr, self.scale, self.multiple_of)
 
     def forward(self, lr: Tensor, scores: Tensor | None = None) -> Tensor:
         """Super-resolve ``lr`` (B, 3, h, w) in [0, 1]; ``scores`` (the routers' input)

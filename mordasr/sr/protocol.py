@@ -8,7 +8,8 @@ A model owns how it is called: :meth:`SRModel.prepare` does an image's per-image
 (degradation scores, the routing plan with its folded weights, prompt embeddings) and returns
 what the pipeline runs over the tiles: an :class:`ImageWork` (one feed-forward network and the
 plan it runs, for ``image`` tiling) or a :class:`LatentWork` (the one-step SD stages, for
-``latent`` tiling).
+``latent`` tiling). Under region routing (``routing="region"``, MoR models) the image's work also
+carries its region scores and every tile runs its own plan (:meth:`ImageWork.for_tile`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import ClassVar, Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from mordasr.mor import RoutingPlan
+from mordasr.mor import RoutingPlan, route
+from mordasr.sr.regions import RegionScores, RoutingMode, TileBox
 
 Tiling = Literal["image", "latent"]
 """How large inputs are split: ``image`` tiles of one feed-forward network, or ``latent``
@@ -40,6 +42,17 @@ class ImageWork:
     plan: RoutingPlan
     """The routing (and folded weights) of ``network``'s MoR layers for this image; empty for a
     network without adapters."""
+    regions: RegionScores | None = None
+    """Region routing: the routers' input per region of the image, from which each tile's plan
+    is folded (:meth:`for_tile`); None: ``plan`` serves every tile."""
+
+    def for_tile(self, box: TileBox) -> ImageWork:
+        """The work of the input tile ``box`` (top, left, bottom, right, LR pixels): this work
+        under per-image routing; under region routing the network with the plan folded for the
+        scores of the regions the tile covers (:meth:`RegionScores.for_box`)."""
+        if self.regions is None:
+            return self
+        return ImageWork(self.network, route(self.network, self.regions.for_box(box), fold=True))
 
 
 @dataclass(frozen=True)
@@ -95,11 +108,14 @@ class SRModel(Protocol):
         """How many numbers route the model (None: it is not routed)."""
         ...
 
-    def prepare(self, lr: Tensor, scores: Tensor | None = None) -> ImageWork | LatentWork:
+    def prepare(
+        self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"
+    ) -> ImageWork | LatentWork:
         """The per-image work for ``lr`` (B, 3, h, w) in [0, 1], done once whatever tiles of it
         then run: scores (``scores`` replace the model's own estimate of ``lr``), the routing
         plan, prompts. :class:`ImageWork` for ``image`` tiling, :class:`LatentWork` for
-        ``latent``."""
+        ``latent``. ``routing="region"``: the scores of every region instead, for per-tile
+        plans (feed-forward MoR models; a model that routes nothing gives its one work)."""
         ...
 
     def to_inference(

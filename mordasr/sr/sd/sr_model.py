@@ -24,6 +24,7 @@ from mordasr.mor import merge_shared
 from mordasr.sr.manifest import loading, write_manifest
 from mordasr.sr.mor_sr import ESTIMATOR_FILE, estimate_scores
 from mordasr.sr.protocol import LatentWork, Tiling
+from mordasr.sr.regions import RoutingMode
 from mordasr.sr.registry import check_model_type, register_model_type
 from mordasr.sr.sd.config import OneStepConfig
 from mordasr.sr.sd.generator import ADAPTERS_NAME, CONFIG_NAME, OneStepGenerator, read_config
@@ -110,9 +111,14 @@ class OneStepSR(nn.Module):
         """How many numbers route the UNet's adapters."""
         return self.config.unet_mor.score_dim
 
-    def prepare(self, lr: Tensor, scores: Tensor | None = None) -> LatentWork:
+    def prepare(
+        self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"
+    ) -> LatentWork:
         """The stages for ``lr``, conditioned once: scores (default: the estimate), prompt
-        embeddings, and the UNet's plan folded once for every latent tile."""
+        embeddings, and the UNet's plan folded once for every latent tile (per-image routing
+        only: ``routing="region"`` is refused)."""
+        if routing != "image":
+            raise ValueError("the one-step SD model routes per image; region routing is not built")
         generator = self.generator
         dtype = generator.unet.dtype
         plan = generator.route(self.estimate(lr) if scores is None else scores, fold=True)
