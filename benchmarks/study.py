@@ -32,9 +32,12 @@ percentile of ``|difference|`` in 8-bit levels.
   every tile routed by the scores of the regions it covers). ``mor-region`` (evaluation only): the
   ``mor`` run of each seed scored the same way, so that the table separates routing per region
   from training for it. Their real experts are the mean over the regions of each image, and
-  they have no swap change (no one router input per image to swap). With the region grid of
-  :mod:`mordasr.sr.regions` (64-px windows), an LR image or crop of at most 64 px is one region:
-  there both route exactly as per image (up to the folding's rounding) and train as ``mor``.
+  they have no swap change (no one router input per image to swap). Under region routing a
+  tile spans two 64-px windows plus its overlap (192 LR px by default, :mod:`mordasr.sr.regions`),
+  so an LR image of at most that side is routed by one vector, the area-weighted mean of its
+  region scores; one of at most 64 px is one region and routes exactly as per image (up to the
+  folding's rounding), and a training crop of at most 64 px (the CPU recipe's 32) trains as in
+  ``mor``.
 * ``--ceilings``: per group a specialist, ``lora`` trained on that group's preset only
   (``SPECIALIST_PRESETS``; seeds 0 .. ``--specialist-seeds``-1, default seed 0), scored on its
   group against ``lora``; run first. ``--strength-ceiling DIR`` appends what

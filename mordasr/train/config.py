@@ -160,8 +160,8 @@ class SRModelSection(SRModelSpec):
     ``data.pool_size``)."""
     router_scores_from: RouterScoresFrom = "image"
     """What each training pair's router input is computed on: the whole LR crop (``image``),
-    or its region windows area-weighted over the crop as region routing scores a tile
-    (``windows``; a crop under a window's side is its own window, which is then the same)."""
+    or its region windows area-weighted over the crop, as region routing scores a tile
+    (``windows``); a crop no larger than a window (64 px) is one window: the same as ``image``."""
 
     @property
     def spec(self) -> SRModelSpec:
