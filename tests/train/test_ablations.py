@@ -186,8 +186,18 @@ def test_yaml_zero_experts_and_top_k_reach_every_layer(assets: Path, tmp_path: P
         {"router_input": "blur-noise"},
         {"router_input": "lr-features"},
         {"mor": {"router_bias": True}},
+        {"router_scores_from": "windows"},
     ],
-    ids=["lora", "lora-moe", "mor-no-zero", "mor-v2", "blur-noise", "lr-features", "bias"],
+    ids=[
+        "lora",
+        "lora-moe",
+        "mor-no-zero",
+        "mor-v2",
+        "blur-noise",
+        "lr-features",
+        "bias",
+        "windows",
+    ],
 )
 def test_every_ablation_trains_a_step_and_exports_a_loadable_model(
     assets: Path, tmp_path: Path, model: dict[str, object]
