@@ -26,6 +26,18 @@ percentile of ``|difference|`` in 8-bit levels.
   vector, the mean router input over that run's training pool (``OUT/pools/seedS``; without a
   pool, ``data.pool_size: 0``, over the validation split's LR images): what the per-image
   routing contributes.
+* ``mor-spatial``: ``mor`` trained with ``model.router_scores_from=windows`` (every training
+  pair routed by the region scores of its crop, as region routing scores a tile; its own pools,
+  ``OUT/pools/mor-spatial-seedS``), scored with region routing (``Upscaler(routing="region")``:
+  every tile routed by the scores of the regions it covers). ``mor-region`` (evaluation only): the
+  ``mor`` run of each seed scored the same way, so that the table separates routing per region
+  from training for it. Their real experts are the mean over the regions of each image, and
+  they have no swap change (no one router input per image to swap). Under region routing a
+  tile spans two 64-px windows plus its overlap (192 LR px by default, :mod:`mordasr.sr.regions`),
+  so an LR image of at most that side is routed by one vector, the area-weighted mean of its
+  region scores; one of at most 64 px is one region and routes exactly as per image (up to the
+  folding's rounding), and a training crop of at most 64 px (the CPU recipe's 32) trains as in
+  ``mor``.
 * ``--ceilings``: per group a specialist, ``lora`` trained on that group's preset only
   (``SPECIALIST_PRESETS``; seeds 0 .. ``--specialist-seeds``-1, default seed 0), scored on its
   group against ``lora``; run first. ``--strength-ceiling DIR`` appends what
@@ -45,6 +57,7 @@ percentile of ``|difference|`` in 8-bit levels.
       for i in 1 2; do
         OMP_NUM_THREADS=1 python benchmarks/study.py --mixed /work/data/mixed_dev \\
           --config configs/study_mixed.yaml --variants lora lora-16 mor mor-no-zero mor-frozen \\
+          mor-spatial mor-region \\
           --seeds 3 --steps 400 --lr-grid 1 4 16 --ceilings --realsr --out runs/study_mixed \\
           --quiet > runs/study_mixed_$i.log 2>&1 &
       done; wait
@@ -99,10 +112,12 @@ from mordasr.eval.benchmark import pair_lr_hr, run_benchmark
 from mordasr.eval.evaluate import DEFAULT_METRICS, parse_metrics
 from mordasr.eval.io import list_images, load_image
 from mordasr.eval.stats import POOLED, compare_groups, hierarchical_bootstrap, verdict
+from mordasr.infer.pipeline import Upscaler
 from mordasr.io.cliargs import add_set_option
 from mordasr.metrics.functional import metric_functions
 from mordasr.mor import VARIANTS, mor_layers
 from mordasr.sr.mor_sr import MoRSuperResolver
+from mordasr.sr.regions import RoutingMode
 from mordasr.train.cli import apply_overrides
 from mordasr.train.config import TrainConfig
 from mordasr.train.trainer import train
@@ -132,10 +147,20 @@ class StudySettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
 
 
+DIGEST_DEFAULTS = {("model", "router_scores_from"): "image"}
+"""Config keys added after study folders were first pinned, with the value that means what a
+config without them meant: left out of the digest at that value, so a folder pinned before the
+key existed still takes calls."""
+
+
 def config_digest(path: Path) -> str:
     """A digest of the config as resolved (its ``base`` files merged in): editing the recipe
     between two calls into one study folder would otherwise mix two recipes in one table."""
-    text = json.dumps(TrainConfig.from_yaml(path).to_dict(), sort_keys=True, default=str)
+    resolved = TrainConfig.from_yaml(path).to_dict()
+    for (section, key), default in DIGEST_DEFAULTS.items():
+        if resolved[section].get(key) == default:
+            del resolved[section][key]
+    text = json.dumps(resolved, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -380,6 +405,16 @@ def table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
 FROZEN = "mor-frozen"
 """The evaluation-only variant: each ``mor`` run with every image routed by one fixed vector."""
 FROZEN_FROM = "mor"
+SPATIAL = "mor-spatial"
+"""``mor`` trained on the region scores of its crops, scored with region routing."""
+REGION = "mor-region"
+"""The evaluation-only variant: each ``mor`` run scored with region routing."""
+EVALUATED_FROM = {FROZEN: FROZEN_FROM, REGION: "mor"}
+"""The evaluation-only variants and the variant whose runs each scores."""
+TRAINED_AS = {SPATIAL: ("mor", ("model.router_scores_from=windows",))}
+"""Study variants that train a model variant with overrides of their own."""
+REGION_ROUTED = (SPATIAL, REGION)
+"""The variants scored with region routing (every other one per image)."""
 SPECIALIST = "specialist"
 SPECIALIST_PRESETS = {
     "clean": "bicubic",
@@ -530,18 +565,31 @@ def score_group(
     metrics: tuple[str, ...],
     scores: torch.Tensor | None = None,
     keep: dict[str, torch.Tensor] | None = None,
+    routing: RoutingMode = "image",
 ) -> dict[str, Any]:
     """Per image: ``metrics`` of the 8-bit SR output and, for a routed model, the real experts
-    kept; every image routed by ``scores`` if given, else by its own router input. The float
-    outputs are kept in ``keep`` (by id) when given."""
+    kept; every image routed by ``scores`` if given, else by its own router input, or with
+    ``routing="region"`` upscaled by :class:`~mordasr.infer.pipeline.Upscaler` under region
+    routing (the real experts then averaged over the image's regions). The float outputs are
+    kept in ``keep`` (by id) when given."""
+    if routing == "region" and scores is not None:
+        raise ValueError("region routing scores every region itself: give no scores")
     functions = metric_functions()
     routed = is_routed(model)
+    upscaler = None
+    if routing == "region":
+        device = next(model.parameters()).device
+        upscaler = Upscaler(model, device=device, tile=None, backend="torch", routing="region")
     per_image: dict[str, list[float]] = {m: [] for m in metrics}
     experts = []
     for lr_path, hr_path in pairs:
         lr, hr = load_image(lr_path), load_image(hr_path)
-        route_input = scores if scores is not None else model.route_input(lr)
-        sr = model(lr, route_input).clamp(0, 1)
+        if upscaler is None:
+            route_input = scores if scores is not None else model.route_input(lr)
+            sr = model(lr, route_input).clamp(0, 1)
+        else:
+            route_input = model.region_scores(lr).per_region()
+            sr = upscaler.upscale_tensor(lr).clamp(0, 1)
         if keep is not None:
             keep[hr_path.stem] = sr
         sr = sr.mul(255).round().div(255)
@@ -582,12 +630,19 @@ def evaluate_mixed(
     model_dir: Path,
     groups: tuple[str, ...] | None = None,
     scores: torch.Tensor | None = None,
+    routing: RoutingMode = "image",
 ) -> dict[str, Any]:
-    """Every group (or ``groups``) of the test split and, if the study asks, RealSR; for a
-    routed model routed by its own inputs, the score-swap output change."""
+    """Every group (or ``groups``) of the test split and, if the study asks, RealSR, routed as
+    ``routing`` says (:func:`score_group`); for a routed model routed per image by its own
+    inputs, the score-swap output change."""
     started = time.time()
     model = MoRSuperResolver.from_pretrained(model_dir)
-    swap = scores is None and is_routed(model) and {SWAP_OWN, SWAP_OTHER} <= set(mixed.groups)
+    swap = (
+        scores is None
+        and routing == "image"
+        and is_routed(model)
+        and {SWAP_OWN, SWAP_OTHER} <= set(mixed.groups)
+    )
     kept: dict[str, torch.Tensor] = {}
     result: dict[str, Any] = {"model_dir": str(model_dir), "images": list(mixed.test)}
     result["groups"] = {
@@ -597,6 +652,7 @@ def evaluate_mixed(
             settings.metrics,
             scores,
             kept if swap and group == SWAP_OWN else None,
+            routing,
         )
         for group in groups or mixed.groups
     }
@@ -604,7 +660,7 @@ def evaluate_mixed(
         pairs = pair_lr_hr(Path(settings.realsr[0]), Path(settings.realsr[1]))
         result["realsr"] = {
             "images": [hr.name for _, hr in pairs],
-            **score_group(model, pairs, settings.metrics, scores),
+            **score_group(model, pairs, settings.metrics, scores, routing=routing),
         }
     if swap and kept:
         lrs = [
@@ -735,20 +791,26 @@ class MixedStudy:
             return json.loads((run_dir / "results.json").read_text())
         if variant == FROZEN:
             return self._frozen(seed)
+        if variant == REGION:
+            return self._region(seed)
         multiplier = self.multiplier(variant)
+        model_variant, overrides = TRAINED_AS.get(variant, (variant, ()))
+        pool = f"seed{seed}" if variant not in TRAINED_AS else f"{variant}-seed{seed}"
+        routing: RoutingMode = "region" if variant in REGION_ROUTED else "image"
 
         def make() -> dict[str, Any]:
             trained = run_dir
             if variant == BASELINE and self.settings.lr_grid and seed == 0:
                 trained = self.out / lr_run_name(variant, multiplier) / "seed0"
-            extra = self._lr_override(multiplier)
-            config = self._config(variant, seed, trained, f"seed{seed}", extra)
+            extra = (*overrides, *self._lr_override(multiplier))
+            config = self._config(model_variant, seed, trained, pool, extra)
             model_dir = train_run(config, trained, self.progress)
             return {
                 "variant": variant,
                 "seed": seed,
                 "lr_multiplier": multiplier,
-                **evaluate_mixed(self.settings, self.mixed, model_dir),
+                "routing": routing,
+                **evaluate_mixed(self.settings, self.mixed, model_dir, routing=routing),
                 "train_seconds": train_seconds(trained),
             }
 
@@ -775,15 +837,35 @@ class MixedStudy:
         )
         return inputs.mean(dim=0, keepdim=True), "validation split, all groups"
 
-    def _frozen(self, seed: int) -> dict[str, Any]:
-        """The ``mor`` run of ``seed`` scored with every image routed by :meth:`frozen_scores`."""
-        source_run = self.out / FROZEN_FROM / f"seed{seed}"
+    def _evaluated_model(self, variant: str, seed: int) -> Path:
+        """The model folder an evaluation-only ``variant`` scores at ``seed``: raises
+        :class:`Busy` while its run is made, :class:`Skipped` when nobody makes it."""
+        source_run = self.out / EVALUATED_FROM[variant] / f"seed{seed}"
         if not (source_run / "results.json").is_file():
-            message = f"{FROZEN} seed {seed} needs the {FROZEN_FROM} run of that seed"
+            message = f"{variant} seed {seed} needs the {EVALUATED_FROM[variant]} run of that seed"
             if _holder(source_run / ".lock") is None:
                 raise Skipped(message)
             raise Busy(message)
-        model_dir = source_run / "train" / "final"
+        return source_run / "train" / "final"
+
+    def _region(self, seed: int) -> dict[str, Any]:
+        """The ``mor`` run of ``seed`` scored with region routing."""
+        model_dir = self._evaluated_model(REGION, seed)
+
+        def make() -> dict[str, Any]:
+            return {
+                "variant": REGION,
+                "seed": seed,
+                "routing": "region",
+                **evaluate_mixed(self.settings, self.mixed, model_dir, routing="region"),
+                "train_seconds": 0.0,
+            }
+
+        return self._once(self.out / REGION / f"seed{seed}", f"{REGION} seed {seed}", make)
+
+    def _frozen(self, seed: int) -> dict[str, Any]:
+        """The ``mor`` run of ``seed`` scored with every image routed by :meth:`frozen_scores`."""
+        model_dir = self._evaluated_model(FROZEN, seed)
 
         def make() -> dict[str, Any]:
             scores, source = self.frozen_scores(seed, model_dir)
@@ -1030,6 +1112,11 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
     if "frozen_source" in summary["variants"].get(FROZEN, {}):
         lines += ["", f"{FROZEN} routes by the mean router input of: "
                   f"{summary['variants'][FROZEN]['frozen_source']}."]  # fmt: skip
+    region = [v for v in REGION_ROUTED if v in summary["variants"]]
+    if region:
+        lines += ["", f"{' and '.join(region)}: region routing (every tile routed by the "
+                  "scores of the regions it covers; real experts: mean over each image's "
+                  "regions)."]  # fmt: skip
     for variant, grid in summary.get("lr_grid", {}).items():
         lines += ["", f"| {variant} lr × | validation LPIPS |", "|---|---|"]
         for multiplier, value in grid["validation_lpips"].items():
@@ -1067,7 +1154,7 @@ def mixed_main(args: argparse.Namespace) -> int:
     variants = list(dict.fromkeys(args.variants))
     chosen = variants if args.only_variants is None else list(dict.fromkeys(args.only_variants))
     seeds = list(range(args.seeds)) if args.only_seeds is None else sorted(set(args.only_seeds))
-    known = [*VARIANTS, FROZEN]
+    known = [*VARIANTS, *EVALUATED_FROM, *TRAINED_AS]
     bad = [v for v in variants if v not in known] + [v for v in chosen if v not in variants]
     if bad or args.seeds < 1 or args.steps < 1 or not set(seeds) <= set(range(args.seeds)):
         print(
@@ -1109,7 +1196,7 @@ def mixed_main(args: argparse.Namespace) -> int:
             for g in mixed.groups
             if g in SPECIALIST_PRESETS
         ]
-    in_order = sorted(chosen, key=lambda v: v == FROZEN)  # after the runs it evaluates
+    in_order = sorted(chosen, key=lambda v: v in EVALUATED_FROM)  # after the runs they score
     work += [(lambda v=v, s=s: study.run(v, s)) for s in seeds for v in in_order]
     while work:
         waiting = []

@@ -28,6 +28,7 @@ from mordasr.sr.mor_sr import SRModelSpec
 from mordasr.sr.sd import OneStepConfig
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
+RouterScoresFrom = Literal["image", "windows"]
 T = TypeVar("T")
 
 
@@ -157,6 +158,10 @@ class SRModelSection(SRModelSpec):
     cache_trunk: bool = False
     """Keep the frozen RRDB features before the first adapter in the pool (needs
     ``data.pool_size``)."""
+    router_scores_from: RouterScoresFrom = "image"
+    """What each training pair's router input is computed on: the whole LR crop (``image``),
+    or its region windows area-weighted over the crop, as region routing scores a tile
+    (``windows``); a crop no larger than a window (64 px) is one window: the same as ``image``."""
 
     @property
     def spec(self) -> SRModelSpec:

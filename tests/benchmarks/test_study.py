@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -19,6 +20,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from script_loader import loaded_script
 from tiny_models import photo, tiny_backbone
+
+from mordasr.train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +150,22 @@ def test_a_study_folder_refuses_a_config_edited_since_its_first_call(
         study.pin_settings(out, edited)
 
 
+def test_the_window_scores_switch_at_its_default_keeps_the_digest_of_earlier_study_folders(
+    study: ModuleType, assets: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "recipe.yaml"
+    config.write_text((assets / "tiny.yaml").read_text())
+    resolved = TrainConfig.from_yaml(config).to_dict()
+    del resolved["model"]["router_scores_from"]  # what the digest read before the key existed
+    text = json.dumps(resolved, sort_keys=True, default=str)
+    assert study.config_digest(config) == hashlib.sha256(text.encode()).hexdigest()[:16]
+    first = study.config_digest(config)
+    recipe = yaml.safe_load(config.read_text())
+    recipe["model"]["router_scores_from"] = "windows"
+    config.write_text(yaml.safe_dump(recipe))
+    assert study.config_digest(config) != first
+
+
 def test_a_missing_config_is_a_one_line_error_and_creates_no_study_folder(
     study: ModuleType, assets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -209,7 +228,7 @@ def _mixed_argv(assets: Path, mixed_set: Path, out: Path) -> list[str]:
         "--validation-folder", "val",
         "--config", str(assets / "tiny.yaml"),
         "--set", "data.pool_size=4",
-        "--variants", "lora", "mor", "mor-frozen",
+        "--variants", "lora", "mor", "mor-frozen", "mor-spatial", "mor-region",
         "--seeds", "2",
         "--steps", "1",
         "--lr-grid", "1", "4",
@@ -237,7 +256,7 @@ def test_mixed_study_table_has_every_variant_group_and_ceiling(mixed_study) -> N
     out, printed = mixed_study
     table = (out / "table.md").read_text()
     assert table.strip() in printed
-    for variant in ("lora", "mor", "mor-frozen"):
+    for variant in ("lora", "mor", "mor-frozen", "mor-spatial", "mor-region"):
         for group in ("pooled", *MIXED_GROUPS, "RealSR"):
             assert f"| {variant} | {group} | 2 |" in table
     for group in MIXED_GROUPS:
@@ -252,7 +271,7 @@ def test_mixed_study_table_has_every_variant_group_and_ceiling(mixed_study) -> N
 
 def test_mixed_runs_score_every_test_image_of_every_group(mixed_study) -> None:
     out, _ = mixed_study
-    for variant in ("lora", "mor", "mor-frozen"):
+    for variant in ("lora", "mor", "mor-frozen", "mor-spatial", "mor-region"):
         result = json.loads((out / variant / "seed1" / "results.json").read_text())
         assert result["images"] == ["test-a-0", "test-b-0", "test-c-0"]
         assert set(result["groups"]) == set(MIXED_GROUPS)
@@ -302,6 +321,44 @@ def test_mor_frozen_routes_every_image_by_the_mean_training_pool_input(
     assert study.main(_mixed_argv(assets, mixed_set, tmp_path / "out")) == 0
     assert len(seen) == 2 * 3 + 2  # the test images of both groups, then RealSR
     assert all(torch.equal(s, expected[None]) for s in seen)
+
+
+def test_mor_spatial_trains_on_window_scores_in_pools_of_its_own(mixed_study) -> None:
+    out, _ = mixed_study
+    config = json.loads((out / "mor-spatial" / "seed0" / "train" / "config.json").read_text())
+    assert (config["model"]["variant"], config["model"]["router_scores_from"]) == ("mor", "windows")
+    assert len(list((out / "pools" / "mor-spatial-seed0").glob("pool-*.safetensors"))) == 1
+    assert not (out / "mor-region" / "seed0" / "train").exists()  # scores the mor run
+
+
+def test_mor_spatial_and_mor_region_are_scored_with_region_routing_only(
+    study: ModuleType, assets: Path, mixed_set: Path, mixed_study, tmp_path: Path, monkeypatch
+) -> None:
+    out, _ = mixed_study
+    shutil.copytree(out, tmp_path / "out")
+    for variant in ("mor-spatial", "mor-region"):
+        for seed in (0, 1):
+            (tmp_path / "out" / variant / f"seed{seed}" / "results.json").unlink()
+    routings, forwards = [], []
+    prepare, forward = study.MoRSuperResolver.prepare, study.MoRSuperResolver.forward
+
+    def prepare_spy(self, lr, scores=None, *, routing="image"):
+        routings.append(routing)
+        return prepare(self, lr, scores, routing=routing)
+
+    def forward_spy(self, lr, scores=None):
+        forwards.append(scores)
+        return forward(self, lr, scores)
+
+    monkeypatch.setattr(study.MoRSuperResolver, "prepare", prepare_spy)
+    monkeypatch.setattr(study.MoRSuperResolver, "forward", forward_spy)
+    monkeypatch.setattr(study, "train", lambda *args, **kwargs: pytest.fail("trained again"))
+    assert study.main(_mixed_argv(assets, mixed_set, tmp_path / "out")) == 0
+    assert routings == ["region"] * 2 * 2 * (2 * 3 + 2)  # variants, seeds, groups' images, RealSR
+    assert forwards == []
+    for variant in ("mor-spatial", "mor-region"):
+        result = json.loads((tmp_path / "out" / variant / "seed0" / "results.json").read_text())
+        assert result["routing"] == "region" and "swap_change" not in result
 
 
 def test_lr_grid_keeps_the_best_validation_rate_for_every_plain_lora_run(

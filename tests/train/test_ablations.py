@@ -137,6 +137,35 @@ def test_blur_noise_routing_keeps_the_blur_and_noise_scores(assets: Path, tmp_pa
     assert torch.equal(batch["route"], batch["scores"][:, [1, 2]])
 
 
+def test_window_scores_route_a_pair_as_region_routing_routes_a_tile_of_the_crop(
+    assets: Path, tmp_path: Path
+) -> None:
+    task = _task(assets, tmp_path, router_scores_from="windows")
+    lr = torch.from_numpy(photo(96, 96, seed=3)).permute(2, 0, 1)[None].float() / 255
+    items = task._scored(lr, lr)
+    regions = MoRSuperResolver(task.net_g, task.estimator, task.spec).region_scores(lr)
+    assert regions.scores.shape[-2:] == (2, 2)  # 64-px windows 32 px apart over 96 px
+    torch.testing.assert_close(items["scores"], regions.for_box((0, 0, 96, 96)))
+    whole = _task(assets, tmp_path)._scored(lr, lr)["scores"]
+    assert not torch.allclose(items["scores"], whole, atol=1e-3)
+
+
+def test_window_scores_of_a_crop_under_a_window_side_are_the_whole_crop_scores(
+    assets: Path, tmp_path: Path
+) -> None:
+    lr = torch.from_numpy(photo(32, 32, seed=4)).permute(2, 0, 1)[None].float() / 255
+    windows = _task(assets, tmp_path, router_scores_from="windows")._scored(lr, lr)["scores"]
+    torch.testing.assert_close(windows, _task(assets, tmp_path)._scored(lr, lr)["scores"])
+
+
+def test_window_scores_get_a_pool_of_their_own_and_leave_the_default_pool_key_alone(
+    assets: Path, tmp_path: Path
+) -> None:
+    image = _task(assets, tmp_path)
+    assert "router_scores_from" not in image.pool_key_parts()["model"]
+    assert _task(assets, tmp_path, router_scores_from="windows").pool_key() != image.pool_key()
+
+
 def test_yaml_zero_experts_and_top_k_reach_every_layer(assets: Path, tmp_path: Path) -> None:
     task = _task(assets, tmp_path, mor={"num_zero": 5, "top_k": 3})
     batch = task._draw(step_generator(0, 0))
@@ -157,8 +186,18 @@ def test_yaml_zero_experts_and_top_k_reach_every_layer(assets: Path, tmp_path: P
         {"router_input": "blur-noise"},
         {"router_input": "lr-features"},
         {"mor": {"router_bias": True}},
+        {"router_scores_from": "windows"},
     ],
-    ids=["lora", "lora-moe", "mor-no-zero", "mor-v2", "blur-noise", "lr-features", "bias"],
+    ids=[
+        "lora",
+        "lora-moe",
+        "mor-no-zero",
+        "mor-v2",
+        "blur-noise",
+        "lr-features",
+        "bias",
+        "windows",
+    ],
 )
 def test_every_ablation_trains_a_step_and_exports_a_loadable_model(
     assets: Path, tmp_path: Path, model: dict[str, object]

@@ -129,6 +129,7 @@ SD = "task: sd21-mor\n"
         ("model: {backbnoe: x}\n", "model.backbnoe: unknown key (did you mean 'backbone'?)"),
         ("model: {scale: four}\n", "model.scale: expected int, got str 'four'"),
         ("model: {router_input: lr}\n", "model.router_input: expected one of 'scores'"),
+        ("model: {router_scores_from: tiles}\n", "model.router_scores_from: expected one of"),
         ("model: {variant: loraa}\n", "model.variant: expected one of 'mor'"),
         ("model: {mor: {rnak: 3}}\n", "model.mor.rnak: unknown key"),
         ("model: {mor: {num_shraed: 3}}\n", "model.mor.num_shraed: unknown key (did you mean"),

@@ -131,6 +131,8 @@ class MoRTask(TrainTask):
         model = asdict(self.config.model)
         for name in ("mor", "allocate", "variant", "discriminator_feat"):
             model.pop(name, None)
+        if model.get("router_scores_from") == "image":  # the default keeps earlier pools' keys
+            model.pop("router_scores_from")
         files = {
             value: [Path(value).stat().st_size, Path(value).stat().st_mtime_ns]
             for value in model.values()

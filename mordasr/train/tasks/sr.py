@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mordasr.estimate import DegradationEstimator
 from mordasr.losses.gan import UNetDiscriminatorSN, gan_loss
 from mordasr.losses.perceptual import PerceptualLoss
 from mordasr.metrics.lpips import LPIPS
@@ -36,7 +37,7 @@ from mordasr.mor import (
     variant_config,
 )
 from mordasr.mor.model import load_mor_state_dict
-from mordasr.sr.mor_sr import MoRSuperResolver
+from mordasr.sr.mor_sr import MoRSuperResolver, SRModelSpec
 from mordasr.sr.router_input import router_input, router_input_dim
 from mordasr.train.config import AllocateSection, SRModelSection, TrainConfig
 from mordasr.train.data import step_generator
@@ -143,7 +144,17 @@ class RealESRGANMoRTask(MoRTask):
     @torch.no_grad()
     def _scored(self, lr: Tensor, gt: Tensor) -> dict[str, Tensor]:
         """A pair with its degradation scores and, when the routers see something else
-        (``model.router_input``), their input under ``route``."""
+        (``model.router_input``), their input under ``route``; both of the whole crop, or with
+        ``model.router_scores_from: windows`` of its region windows (:func:`tile_input`)."""
+        if self.config.model.router_scores_from == "windows":
+            backbone = self.accelerator.unwrap_model(self.net_g)
+            scores = tile_input(
+                backbone, self.estimator, replace(self.spec, router_input="scores"), lr
+            )
+            items = {"lr": lr, "gt": gt, "scores": scores}
+            if self.spec.router_input != "scores":
+                items["route"] = tile_input(backbone, self.estimator, self.spec, lr)
+            return items
         scores = self.estimator(lr)
         items = {"lr": lr, "gt": gt, "scores": scores}
         if self.spec.router_input != "scores":
@@ -225,6 +236,18 @@ class RealESRGANMoRTask(MoRTask):
     def save_model(self, directory: Path) -> Path:
         backbone = self.accelerator.unwrap_model(self.net_g)
         return MoRSuperResolver(backbone, self.estimator, self.spec).save_pretrained(directory)
+
+
+def tile_input(
+    backbone: nn.Module, estimator: DegradationEstimator, spec: SRModelSpec, lr: Tensor
+) -> Tensor:
+    """(B, D) what region routing routes a tile covering all of ``lr`` (B, 3, h, w) by: the
+    region scores of ``lr`` (``spec.region_scores``, windows and stride of
+    :mod:`mordasr.sr.regions`, smoothed over the crop's grid) weighted by each window's area
+    in the crop. A crop under a window's side is one window clipped to the crop, as an image
+    under a window's side is under region routing, so its input is that of the whole crop."""
+    scorer = MoRSuperResolver(backbone, estimator, spec)
+    return scorer.region_scores(lr).for_box((0, 0, *lr.shape[-2:])).to(lr.dtype)
 
 
 def _first_adapted_block(backbone: nn.Module) -> int:
