@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -68,21 +69,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         process.wait(30)
 
 
-def raw_get(port: int, path: str) -> tuple[int, bytes]:
+def raw_get(port: int, path: str, **headers: str) -> tuple[int, bytes]:
     """GET ``path`` exactly as written (no client-side clean-up of ``..``)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    connection.putrequest("GET", path, skip_accept_encoding=True)
+    connection.putrequest("GET", path, skip_host="Host" in headers, skip_accept_encoding=True)
+    for name, value in headers.items():
+        connection.putheader(name, value)
     connection.endheaders()
     response = connection.getresponse()
     return response.status, response.read()
 
 
 def test_serve_starts_the_page_on_localhost(server: int) -> None:
-    status, body = raw_get(server, "/api/options")
-    assert status == 200
-    assert json.loads(body)["default_model"] == "bicubic"
     status, page = raw_get(server, "/")
     assert status == 200 and b"mordasr" in page
+    token = re.search(rb'name="mordasr-token" content="([^"]+)"', page)
+    assert token is not None
+    status, body = raw_get(server, "/api/options", **{"X-Mordasr-Token": token[1].decode()})
+    assert status == 200
+    assert json.loads(body)["default_model"] == "bicubic"
+    assert raw_get(server, "/api/options")[0] == 403  # no token
+
+
+def test_serve_refuses_a_rebound_host_name(server: int) -> None:
+    status, body = raw_get(server, "/", Host=f"evil.example:{server}")
+    assert status == 403 and b"mordasr-token" not in body
 
 
 @pytest.mark.parametrize(
