@@ -317,6 +317,8 @@ class JobQueue:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 size = image.size  # known before decoding: a huge image is refused unread
+        except Image.DecompressionBombError as error:
+            raise UploadError(_one_line(f"{name}: {error}")) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
             size = None  # not Pillow's: read_image below decides (e.g. float TIFF) or refuses
         message = self._too_many_pixels(name, *size) if size else None
@@ -331,6 +333,8 @@ class JobQueue:
             decoded = read_image(source)
         except ImageReadError as error:
             message = f"{name}: {error.reason}"
+        except Exception as error:  # e.g. MemoryError: this upload fails, the server goes on
+            message = f"{name}: cannot be read ({type(error).__name__})"
         else:
             height, width = decoded.tensor.shape[-2:]
             message = self._too_many_pixels(name, width, height)

@@ -122,6 +122,30 @@ def test_an_upload_that_is_no_image_is_refused_with_one_line(
     assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
 
 
+def test_a_decompression_bomb_upload_is_refused_with_nothing_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs", max_pixels=10**9)
+    monkeypatch.setattr(jobs_module.Image, "MAX_IMAGE_PIXELS", 100)  # 40x30 is now a bomb
+    with pytest.raises(UploadError, match="decompression bomb") as caught:
+        queue.submit("bomb.png", image_bytes(40, 30), Settings())
+    assert str(caught.value).startswith("bomb.png: ") and "\n" not in str(caught.value)
+    assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
+
+
+def test_running_out_of_memory_while_reading_an_upload_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_memory(path: Path) -> DecodedImage:
+        raise MemoryError
+
+    monkeypatch.setattr(jobs_module, "read_image", no_memory)
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs")
+    with pytest.raises(UploadError, match=r"^big.png: cannot be read \(MemoryError\)$"):
+        queue.submit("big.png", image_bytes(), Settings())
+    assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
+
+
 def test_the_format_comes_from_the_content_not_the_name(tmp_path: Path) -> None:
     queue = JobQueue(GatedRunner(), tmp_path / "jobs")
     job = queue.submit("looks-like.png", image_bytes(image_format="JPEG"), Settings())

@@ -1,0 +1,159 @@
+"""One bad file never ends a `mordasr upscale` batch: bombs, out-of-memory, a failing write and
+odd names are each one line and a ``failures.csv`` row; SIGTERM ends with the summary."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from tiny_models import photo
+
+from mordasr.cli import main
+from mordasr.infer import batch
+
+BAD = "b.png"
+
+
+def _photos(folder: Path, *names: str, side: int = 8) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        Image.fromarray(photo(side, side, seed=i)).save(folder / name)
+    return [folder / name for name in names]
+
+
+def _upscale(folder: Path, out: Path) -> int:
+    return main(["upscale", str(folder), "-o", str(out), "--model", "bicubic"])
+
+
+def _failures(out: Path) -> list[list[str]]:
+    with open(out / "failures.csv", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        return list(csv.reader(f))[1:]
+
+
+def _assert_the_rest_was_done(out: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """The good files were written, the bad one is listed, and its line is the only one."""
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png", "failures.csv"]
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    (line,) = [line for line in captured.err.splitlines() if BAD in line]
+    assert (
+        captured.out.strip().splitlines()[-1].startswith("2 upscaled, 0 skipped (exist), 1 failed")
+    )
+    return line
+
+
+def test_a_decompression_bomb_is_one_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _photos(tmp_path / "in", "a.png", "c.png")
+    _photos(tmp_path / "in", BAD, side=16)  # 256 pixels: over twice the limit below
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # sniffing it raises the bomb error
+    assert _upscale(tmp_path / "in", tmp_path / "out") == 1
+    line = _assert_the_rest_was_done(tmp_path / "out", capsys)
+    assert "decompression bomb" in line
+    [(path, reason)] = _failures(tmp_path / "out")
+    assert path == str(tmp_path / "in" / BAD) and "decompression bomb" in reason
+
+
+def test_running_out_of_memory_while_reading_is_one_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _photos(tmp_path / "in", "a.png", BAD, "c.png")
+    real = batch.read_image
+
+    def no_memory_for_b(path: Path) -> Any:
+        if Path(path).name == BAD:
+            raise MemoryError
+        return real(path)
+
+    monkeypatch.setattr(batch, "read_image", no_memory_for_b)
+    assert _upscale(tmp_path / "in", tmp_path / "out") == 1
+    assert _assert_the_rest_was_done(tmp_path / "out", capsys).endswith(
+        "out of memory (MemoryError)"
+    )
+    assert _failures(tmp_path / "out") == [
+        [str(tmp_path / "in" / BAD), "out of memory (MemoryError)"]
+    ]
+
+
+def test_any_error_while_writing_is_one_failure_and_leaves_no_partial_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _photos(tmp_path / "in", "a.png", BAD, "c.png")
+    real = batch.save_like
+
+    def broken_for_b(target: Path, *args: Any, **kwargs: Any) -> None:
+        if target.name == BAD:
+            target.write_bytes(b"\x89PNG half")
+            raise ZeroDivisionError("an encoder's own bug")
+        real(target, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "save_like", broken_for_b)
+    assert _upscale(tmp_path / "in", tmp_path / "out") == 1
+    assert _assert_the_rest_was_done(tmp_path / "out", capsys).endswith("an encoder's own bug")
+
+
+def test_a_failing_name_that_is_not_utf8_is_listed_byte_for_byte(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    _photos(folder, "a.png")
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1: not valid UTF-8
+    (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "out"
+    assert _upscale(folder, out) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"skipped {folder}/caf\\xe9.png: " in err
+    assert b"caf\xe9.png" in (out / "failures.csv").read_bytes()
+    assert [row[0] for row in _failures(out)] == [str(folder / name)]
+
+
+_SLOW_SECOND_IMAGE = """
+import sys, time
+from mordasr.cli import main
+from mordasr.infer.pipeline import Upscaler
+
+real, calls = Upscaler.upscale_decoded, []
+
+def slow_second(self, decoded, size=None):
+    calls.append(1)
+    if len(calls) == 2:
+        print("second started", flush=True)
+        time.sleep(60)
+    return real(self, decoded, size)
+
+Upscaler.upscale_decoded = slow_second
+sys.exit(main(["upscale", *sys.argv[1:], "--model", "bicubic"]))
+"""
+
+
+def test_sigterm_mid_batch_ends_with_the_summary_and_status_143(tmp_path: Path) -> None:
+    inputs = _photos(tmp_path / "in", "a.png", "b.png", "c.png")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-c", _SLOW_SECOND_IMAGE, *map(str, inputs), "-o", str(out)]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
+        assert process.stdout is not None and process.stdout.readline() == "second started\n"
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert "Traceback" not in err
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith("interrupted: 1 upscaled") and "2 not started" in summary
+    assert [p.name for p in out.iterdir()] == ["a.png"]
+
+
+def test_sigterm_is_left_as_it_was_after_the_batch(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    _photos(tmp_path / "in", "a.png")
+    assert _upscale(tmp_path / "in", tmp_path / "out") == 0
+    assert signal.getsignal(signal.SIGTERM) is before
