@@ -38,6 +38,9 @@ from mordasr.io.paths import SUBFOLDER, InputScan, check_output_folder, check_pl
 
 PROG = "mordasr upscale"
 FAILURES_FILE = "failures.csv"
+DEFAULT_MAX_PIXELS = 100_000_000
+"""``--max-pixels``: the largest input decoded, checked from its header (100 MP: 1.2 GB of
+float32 RGB before any upscaling)."""
 MODEL_ERRORS = (
     OSError,
     ValueError,
@@ -125,13 +128,15 @@ def plan_batch(
 
 @dataclass(frozen=True)
 class ResultOptions:
-    """How each result is sized and saved (the ``upscale`` flags of the same names)."""
+    """How each input is read and each result sized and saved (the ``upscale`` flags of the
+    same names; ``max_pixels``: None for no limit)."""
 
     outscale: float | None = None
     width: int | None = None
     height: int | None = None
     quality: int = 95
     overwrite: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
 def failures_name(shard: tuple[int, int] | None) -> str:
@@ -268,7 +273,7 @@ def _upscale_one(
     dropped: set[str] = set()
     try:
         with _reporting_drops(source, dropped):
-            decoded = read_image(source)
+            decoded = read_image(source, max_pixels=options.max_pixels)
         if target is None:
             raise ImageReadError(source, "its format could not be detected from its header")
     except ImageReadError as error:

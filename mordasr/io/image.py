@@ -68,6 +68,20 @@ class ImageReadError(Exception):
         self.reason = reason
 
 
+class ImageTooLargeError(ValueError):
+    """An image's header declares more pixels than the reader was allowed to decode."""
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    """Raise :class:`ImageTooLargeError` when ``width`` x ``height`` is over ``max_pixels``
+    (``None``: no limit); called with the size from a header, before any decoding."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} is more than the {max_pixels:,} pixel limit "
+            "(checked before decoding)"
+        )
+
+
 class UnsupportedFormatError(ValueError):
     """The output file name's extension names no image format this module writes."""
 
@@ -225,10 +239,13 @@ def _decode_deep_tiff(page: tifffile.TiffPage) -> DecodedImage:
     )
 
 
-def _decode(data: bytes) -> DecodedImage:
+def _decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
+    """Decode image bytes; every path checks the size its header declares against
+    ``max_pixels`` first, so a tiny file that claims a huge image is refused unread."""
     page = _deep_tiff_page(data)
     if page is not None:
         try:
+            check_pixels(page.imagewidth, page.imagelength, max_pixels)
             return _decode_deep_tiff(page)
         except (KeyError, NotImplementedError, RuntimeError) as error:  # e.g. codec missing
             if page.dtype is not None and page.dtype.kind == "f":
@@ -236,7 +253,11 @@ def _decode(data: bytes) -> DecodedImage:
             _dropped("16-bit depth", f"read with 8 bits per sample ({error})")
         finally:
             page.parent.close()
-    image = Image.open(io.BytesIO(data))
+    with warnings.catch_warnings():
+        if max_pixels is not None:  # the limit checked next replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    check_pixels(*image.size, max_pixels)
     sixteen_bit_png = (
         image.format == "PNG" and png_header(data)[2] == 16 and image.mode not in _SIXTEEN_BIT_MODES
     )
@@ -292,14 +313,16 @@ def sniff_format(path: str | Path) -> str | None:
         return None
 
 
-def read_image(path: str | Path) -> DecodedImage:
-    """Read an image file by content; raises :class:`ImageReadError` if that is impossible."""
+def read_image(path: str | Path, max_pixels: int | None = None) -> DecodedImage:
+    """Read an image file by content; raises :class:`ImageReadError` if that is impossible,
+    or if its header declares more than ``max_pixels`` pixels (``None``: no limit but
+    Pillow's own decompression-bomb check), before a pixel is decoded."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise ImageReadError(path, error.strerror or str(error)) from error
     try:
-        return _decode(data)
+        return _decode(data, max_pixels)
     except UnidentifiedImageError as error:
         raise ImageReadError(path, "not a recognised image format") from error
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:

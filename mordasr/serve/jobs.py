@@ -330,7 +330,7 @@ class JobQueue:
         source = folder / "upload"
         source.write_bytes(data)
         try:
-            decoded = read_image(source)
+            decoded = read_image(source, max_pixels=self.max_pixels)
         except ImageReadError as error:
             message = f"{name}: {error.reason}"
         except Exception as error:  # e.g. MemoryError: this upload fails, the server goes on

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -12,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hostile_helpers import BOMBS, tall_paeth_png16
 from PIL import Image
 from tiny_models import photo
 
 from mordasr.cli import main
 from mordasr.infer import batch
+from mordasr.infer import cli as upscale_cli
 
 BAD = "b.png"
 
@@ -68,10 +71,10 @@ def test_running_out_of_memory_while_reading_is_one_failure(
     _photos(tmp_path / "in", "a.png", BAD, "c.png")
     real = batch.read_image
 
-    def no_memory_for_b(path: Path) -> Any:
+    def no_memory_for_b(path: Path, **options: Any) -> Any:
         if Path(path).name == BAD:
             raise MemoryError
-        return real(path)
+        return real(path, **options)
 
     monkeypatch.setattr(batch, "read_image", no_memory_for_b)
     assert _upscale(tmp_path / "in", tmp_path / "out") == 1
@@ -157,3 +160,52 @@ def test_sigterm_is_left_as_it_was_after_the_batch(tmp_path: Path) -> None:
     _photos(tmp_path / "in", "a.png")
     assert _upscale(tmp_path / "in", tmp_path / "out") == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_max_pixels_refuses_a_larger_input_and_the_rest_is_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _photos(tmp_path / "in", "a.png", "c.png")
+    _photos(tmp_path / "in", BAD, side=40)
+    out = tmp_path / "out"
+    args = ["upscale", str(tmp_path / "in"), "-o", str(out), "--model", "bicubic"]
+    assert main([*args, "--max-pixels", "1000"]) == 1
+    line = _assert_the_rest_was_done(out, capsys)
+    assert line.endswith("40x40 is more than the 1,000 pixel limit (checked before decoding)")
+
+
+@pytest.mark.parametrize(("value", "pixels"), [("100M", 100_000_000), ("2.5m", 2_500_000)])
+def test_max_pixels_reads_millions(value: str, pixels: int) -> None:
+    assert upscale_cli._pixel_count(value) == pixels
+    assert upscale_cli._pixel_count("0") is None  # no limit
+
+
+def test_the_hostile_corpus_is_refused_in_bounded_memory_and_the_rest_is_done(
+    tmp_path: Path,
+) -> None:
+    """Each bomb is one line and a failures.csv row, the good files (a 1 x 20000 Paeth PNG
+    among them) are upscaled, and the whole batch peaks under 1 GB (measured in its process)."""
+    folder = tmp_path / "in"
+    _photos(folder, "a.png")
+    (folder / "tall.png").write_bytes(tall_paeth_png16(20000))
+    for name, make in BOMBS.items():
+        (folder / name).write_bytes(make())
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "mordasr.cli", "upscale", str(folder), "-o", str(out)]
+    with subprocess.Popen(
+        [*command, "--model", "bicubic", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as process:
+        stdout, stderr = process.communicate(timeout=120)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "failures.csv", "tall.png"]
+    assert sorted(Path(row[0]).name for row in _failures(out)) == sorted(BOMBS)
+    assert len([line for line in stderr.splitlines() if line.startswith("skipped ")]) == len(BOMBS)
+    assert stdout.strip().startswith(f"2 upscaled, 0 skipped (exist), {len(BOMBS)} failed")
+    assert usage.ru_maxrss < 2**20  # KiB: the largest child process of this test run, < 1 GB

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from hostile_helpers import float_tiff_declaring
 from serve_helpers import GatedRunner, image_bytes, truncated_jpeg, wait_until_finished
 
 from mordasr.infer.pipeline import UpscaleResult
@@ -136,13 +137,22 @@ def test_a_decompression_bomb_upload_is_refused_with_nothing_stored(
 def test_running_out_of_memory_while_reading_an_upload_stores_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_memory(path: Path) -> DecodedImage:
+    def no_memory(path: Path, **options: object) -> DecodedImage:
         raise MemoryError
 
     monkeypatch.setattr(jobs_module, "read_image", no_memory)
     queue = JobQueue(GatedRunner(), tmp_path / "jobs")
     with pytest.raises(UploadError, match=r"^big.png: cannot be read \(MemoryError\)$"):
         queue.submit("big.png", image_bytes(), Settings())
+    assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
+
+
+def test_a_float_tiff_declaring_too_many_pixels_is_refused_before_decoding(
+    tmp_path: Path,
+) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs", max_pixels=16_000_000)
+    with pytest.raises(UploadError, match="8000x8000 is more than the 16,000,000 pixel limit"):
+        queue.submit("huge.tif", float_tiff_declaring(8000, 8000), Settings())
     assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
 
 
