@@ -269,7 +269,9 @@ def _upscale_one(
 ) -> None:
     """Upscale one file into ``target`` and count the outcome; whatever goes wrong with this
     file (a bad or hostile file, running out of memory, a failed write) is one line, a row of
-    ``failures.csv`` and no partial output, and the batch goes on."""
+    ``failures.csv`` and no partial output, and the batch goes on. A result is published only
+    under a free name unless ``overwrite``: one that another run wrote meanwhile is kept and
+    this file counted as skipped."""
     dropped: set[str] = set()
     try:
         with _reporting_drops(source, dropped):
@@ -290,7 +292,6 @@ def _upscale_one(
         )
         tally.skipped += 1
         return
-    existed = target.exists()
     try:
         height, width = decoded.tensor.shape[-2:]
         size = output_size(
@@ -304,10 +305,21 @@ def _upscale_one(
         result = upscaler.upscale_decoded(decoded, size)
         target.parent.mkdir(parents=True, exist_ok=True)
         with _reporting_drops(source, dropped):
-            save_like(target, result.image, decoded, alpha=result.alpha, quality=options.quality)
-    except Exception as error:
-        if not existed:
-            target.unlink(missing_ok=True)  # a half-written result would pass for a done one
+            save_like(
+                target,
+                result.image,
+                decoded,
+                alpha=result.alpha,
+                quality=options.quality,
+                overwrite=options.overwrite,
+            )
+    except FileExistsError:  # another run wrote it since the check above: theirs is kept
+        tqdm.write(
+            printable(f"skipped {source}: {target} exists (use --overwrite)"), file=sys.stderr
+        )
+        tally.skipped += 1
+        return
+    except Exception as error:  # the save is atomic: nothing of this result is left
         tqdm.write(printable(f"failed {source}: {one_line(error)}"), file=sys.stderr)
         tally.fail(source, one_line(error))
         return

@@ -18,6 +18,7 @@ cannot store, a colour profile that no longer describes the pixels) is reported 
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
@@ -57,6 +58,8 @@ _EXIF_IFD = 0x8769
 _IFD0_SIZE_TAGS = (0x0100, 0x0101)
 _EXIF_SIZE_TAGS = (0xA002, 0xA003)
 _FLOAT_RANGES = (1.0, 255.0, 65535.0)
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+"""What ``os.link`` raises on a file system without hard links (FAT, some network shares)."""
 
 
 class ImageReadError(Exception):
@@ -467,6 +470,7 @@ def save_image(
     exif: bytes | None = None,
     quality: int = 95,
     value_scale: float = 1.0,
+    overwrite: bool = True,
 ) -> None:
     """Save a (C, H, W) tensor in [0, 1] (C = 1 or 3) with optional (1, H, W) alpha.
 
@@ -476,7 +480,10 @@ def save_image(
     format cannot store and a colour profile that does not describe the output (e.g. CMYK on
     RGB) are dropped; EXIF pixel sizes are set to the new size. Every drop is reported with a
     :class:`DataDroppedWarning`. The file is written to a temporary name and renamed, so an
-    interrupted save never leaves a truncated image behind.
+    interrupted save never leaves a truncated image behind. With ``overwrite=False`` the
+    rename fails (:class:`FileExistsError`, nothing changed) when ``path`` exists, even if
+    another process created it a moment ago: two runs into one folder never replace each
+    other's files.
     """
     path = Path(path)
     image_format = _EXTENSION_FORMATS.get(path.suffix.lower())
@@ -491,9 +498,25 @@ def save_image(
     try:
         with open(temp, "xb") as file:
             file.write(data)
-        os.replace(temp, path)
+        if overwrite:
+            os.replace(temp, path)
+        else:
+            _publish_new(temp, path, data)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _publish_new(temp: Path, path: Path, data: bytes) -> None:
+    """Give the complete file ``temp`` the name ``path`` unless that name exists: a hard link
+    is created atomically or not at all (:class:`FileExistsError`). Where the file system has
+    no hard links, the name is created exclusively and written."""
+    try:
+        os.link(temp, path)
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise  # FileExistsError among them
+        with open(path, "xb") as file:
+            file.write(data)
 
 
 def save_like(
@@ -503,8 +526,10 @@ def save_like(
     *,
     alpha: torch.Tensor | None = None,
     quality: int = 95,
+    overwrite: bool = True,
 ) -> None:
-    """Save a result with the source image's bit depth (and float range), ICC profile and EXIF."""
+    """Save a result with the source image's bit depth (and float range), ICC profile and EXIF
+    (``overwrite``: as for :func:`save_image`)."""
     save_image(
         path,
         tensor,
@@ -514,4 +539,5 @@ def save_like(
         exif=source.exif,
         quality=quality,
         value_scale=source.value_scale,
+        overwrite=overwrite,
     )

@@ -4,7 +4,9 @@ odd names are each one line and a ``failures.csv`` row; SIGTERM ends with the su
 from __future__ import annotations
 
 import csv
+import errno
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -20,6 +22,7 @@ from tiny_models import photo
 from mordasr.cli import main
 from mordasr.infer import batch
 from mordasr.infer import cli as upscale_cli
+from mordasr.infer.pipeline import Upscaler
 
 BAD = "b.png"
 
@@ -90,17 +93,63 @@ def test_any_error_while_writing_is_one_failure_and_leaves_no_partial_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _photos(tmp_path / "in", "a.png", BAD, "c.png")
-    real = batch.save_like
+    real = os.link
 
-    def broken_for_b(target: Path, *args: Any, **kwargs: Any) -> None:
-        if target.name == BAD:
-            target.write_bytes(b"\x89PNG half")
-            raise ZeroDivisionError("an encoder's own bug")
-        real(target, *args, **kwargs)
+    def disk_full_for_b(source: Any, target: Any, **kwargs: Any) -> None:
+        if Path(target).name == BAD:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(source, target, **kwargs)
 
-    monkeypatch.setattr(batch, "save_like", broken_for_b)
+    monkeypatch.setattr(os, "link", disk_full_for_b)
     assert _upscale(tmp_path / "in", tmp_path / "out") == 1
-    assert _assert_the_rest_was_done(tmp_path / "out", capsys).endswith("an encoder's own bug")
+    assert _assert_the_rest_was_done(tmp_path / "out", capsys).endswith("No space left on device")
+
+
+def test_an_output_another_run_wrote_meanwhile_is_kept_and_counted_as_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = _photos(tmp_path / "in", "a.png", BAD)
+    out = tmp_path / "out"
+    real = Upscaler.upscale_decoded
+
+    def another_run_finishes_b_first(self: Upscaler, decoded: Any, size: Any = None) -> Any:
+        if len(list(out.glob("*.png"))) == 1:  # a.png is done: b.png is being upscaled
+            (out / BAD).write_bytes(b"the other run's result")
+        return real(self, decoded, size)
+
+    monkeypatch.setattr(Upscaler, "upscale_decoded", another_run_finishes_b_first)
+    assert main(["upscale", *map(str, inputs), "-o", str(out), "--model", "bicubic"]) == 0
+    assert (out / BAD).read_bytes() == b"the other run's result"
+    assert capsys.readouterr().out.startswith("1 upscaled, 1 skipped (exist), 0 failed")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", BAD]  # no temporary file left
+
+
+_ONE_RUN = """
+import sys
+from mordasr.cli import main
+sys.exit(main(["upscale", *sys.argv[1:], "--model", "bicubic", "-q"]))
+"""
+
+
+def test_two_concurrent_runs_into_one_folder_write_each_output_once(tmp_path: Path) -> None:
+    inputs = _photos(tmp_path / "in", *(f"{i}.png" for i in range(8)), side=24)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", _ONE_RUN, *map(str, inputs), "-o", str(out)]
+    runs = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    results = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], results
+    counts = [re.match(r"(\d+) upscaled, (\d+) skipped", stdout) for stdout, _ in results]
+    assert all(counts), results
+    done = sum(int(match[1]) for match in counts if match)
+    skipped = sum(int(match[2]) for match in counts if match)
+    assert (done, skipped) == (8, 8)  # each input upscaled by one run, skipped by the other
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in inputs)
 
 
 def test_a_failing_name_that_is_not_utf8_is_listed_byte_for_byte(
