@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 from importlib.util import find_spec
 
@@ -98,7 +99,32 @@ def run(args: argparse.Namespace) -> int:
         max_bytes=args.max_upload_mb * 2**20,
         max_pixels=int(args.max_megapixels * 1e6),
     )
+    try:
+        listening = bind(args.host, args.port)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        print(
+            f"mordasr serve: cannot listen on {args.host}:{args.port}: {reason} "
+            "(another --port, or stop what uses it)",
+            file=sys.stderr,
+        )
+        return 2
     app = create_app(jobs, default_model=args.model, allowed_hosts=allowed_hosts(args))
-    print(f"mordasr serve: open http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"mordasr serve: open http://{shown}:{args.port}/ (Ctrl+C stops)", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``, before anything is printed: a busy port is one
+    line, not an address to open followed by an exit."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    listening = socket.socket(family, kind, proto)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError:
+        listening.close()
+        raise
+    return listening

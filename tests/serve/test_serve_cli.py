@@ -108,3 +108,24 @@ def test_raw_dot_dot_requests_are_refused(server: int, path: str) -> None:
     status, body = raw_get(server, path)
     assert status in (400, 403, 404)
     assert b"[project]" not in body
+
+
+def test_a_busy_port_is_one_line_before_any_address_is_shown() -> None:
+    pytest.importorskip("fastapi", reason="needs the web extra")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        root = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+        done = subprocess.run(
+            [sys.executable, "-m", "mordasr.cli", "serve", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert done.stdout == ""  # no "open http://..." for a server that never ran
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"mordasr serve: cannot listen on 127.0.0.1:{port}: ")
