@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -315,7 +316,10 @@ class JobQueue:
         if len(data) > self.max_bytes:
             raise UploadError(f"{name}: larger than the {self.max_bytes // 2**20} MB limit")
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            with warnings.catch_warnings():  # the pixel limit below replaces Pillow's warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+            with image:
                 size = image.size  # known before decoding: a huge image is refused unread
         except Image.DecompressionBombError as error:
             raise UploadError(_one_line(f"{name}: {error}")) from None

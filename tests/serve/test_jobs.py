@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from hostile_helpers import float_tiff_declaring
+from hostile_helpers import BOMBS, float_tiff_declaring
 from serve_helpers import GatedRunner, image_bytes, truncated_jpeg, wait_until_finished
 
 from mordasr.infer.pipeline import UpscaleResult
@@ -144,6 +145,23 @@ def test_running_out_of_memory_while_reading_an_upload_stores_nothing(
     queue = JobQueue(GatedRunner(), tmp_path / "jobs")
     with pytest.raises(UploadError, match=r"^big.png: cannot be read \(MemoryError\)$"):
         queue.submit("big.png", image_bytes(), Settings())
+    assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_every_file_of_the_hostile_corpus_is_refused_unread_with_nothing_stored(
+    tmp_path: Path, name: str
+) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs")
+    tracemalloc.start()
+    try:
+        with pytest.raises(UploadError, match="pixel limit") as caught:
+            queue.submit(name, BOMBS[name](), Settings())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value).startswith(f"{name}: ") and "\n" not in str(caught.value)
+    assert peak < 8 * 2**20
     assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
 
 
