@@ -77,9 +77,12 @@ def webp_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def _patched_tiff(data: bytes, width: int, height: int) -> bytes:
+def _patched_tiff(data: bytes, width: int, height: int, strips: bool = True) -> bytes:
+    """``data`` with its size tags patched, and its rows per strip too where ``strips`` (else
+    the strip tables no longer match the size: tifffile warns about a malformed file)."""
     patched = bytearray(data)
-    for tag, value in ((256, width), (257, height), (278, height)):  # 278: rows per strip
+    tags = ((256, width), (257, height), (278, height))  # 278: rows per strip
+    for tag, value in tags if strips else tags[:2]:
         for kind in (3, 4):  # SHORT or LONG
             entry = struct.pack("<HHI", tag, kind, 1)
             at = patched.find(entry)
@@ -92,11 +95,12 @@ def _patched_tiff(data: bytes, width: int, height: int) -> bytes:
     return bytes(patched)
 
 
-def float_tiff_declaring(width: int, height: int) -> bytes:
-    """A float32 RGB TIFF (read by tifffile, not Pillow) declaring ``width`` x ``height``."""
+def float_tiff_declaring(width: int, height: int, strips: bool = True) -> bytes:
+    """A float32 RGB TIFF (read by tifffile, not Pillow) declaring ``width`` x ``height``
+    (``strips=False``: with strip tables that do not match, a malformed file)."""
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, np.zeros((4, 4, 3), np.float32), photometric="rgb")
-    return _patched_tiff(buffer.getvalue(), width, height)
+    return _patched_tiff(buffer.getvalue(), width, height, strips)
 
 
 def tiff_declaring(width: int, height: int) -> bytes:

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import math
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -242,9 +245,27 @@ def _decode_deep_tiff(page: tifffile.TiffPage) -> DecodedImage:
     )
 
 
+@contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Keep tifffile's warnings about a malformed file (logged, one line each) off stderr:
+    the file's failure is reported once, as one line, by the caller."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # it logs a malformed file at ERROR
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
     """Decode image bytes; every path checks the size its header declares against
     ``max_pixels`` first, so a tiny file that claims a huge image is refused unread."""
+    with _quiet_tifffile():
+        return _decode_any(data, max_pixels)
+
+
+def _decode_any(data: bytes, max_pixels: int | None) -> DecodedImage:
     page = _deep_tiff_page(data)
     if page is not None:
         try:

@@ -4,6 +4,7 @@ bytes that claims a huge image is refused in one line, without the memory it cla
 from __future__ import annotations
 
 import io
+import logging
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from hostile_helpers import BOMBS
+from hostile_helpers import BOMBS, float_tiff_declaring
 from PIL import Image
 
 from mordasr.io.image import ImageReadError, read_image
@@ -73,3 +74,14 @@ def test_a_tiny_file_declaring_a_huge_image_is_refused_unread(tmp_path: Path, na
         tracemalloc.stop()
     assert "\n" not in str(error.value)
     assert peak < 8 * 2**20
+
+
+def test_a_malformed_tiff_is_one_error_without_tifffile_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "malformed.tif"
+    path.write_bytes(float_tiff_declaring(60000, 60000, strips=False))
+    with caplog.at_level(logging.WARNING), pytest.raises(ImageReadError, match="pixel limit"):
+        read_image(path, max_pixels=100_000_000)
+    assert caplog.records == []
+    assert logging.getLogger("tifffile").level == logging.NOTSET  # left as it was
