@@ -38,8 +38,16 @@ class RunFolderError(ValueError):
 
 def is_run_folder(output_dir: Path) -> bool:
     """Whether ``output_dir`` was made by a mordasr run: it holds :data:`RUN_STATE`, or (a
-    run from before that file existed) checkpoints in the run layout."""
-    return (output_dir / RUN_STATE).is_file() or bool(list_checkpoints(output_dir))
+    run from before that file existed) checkpoints in the run layout or the ``config.json`` a
+    run writes, naming this very folder as its ``output_dir``."""
+    if (output_dir / RUN_STATE).is_file() or list_checkpoints(output_dir):
+        return True
+    try:
+        saved = json.loads((output_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    named = saved.get("output_dir") if isinstance(saved, dict) else None
+    return isinstance(named, str) and Path(named).resolve() == output_dir.resolve()
 
 
 def claim_output_dir(output_dir: Path, task: str) -> None:

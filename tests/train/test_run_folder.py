@@ -78,6 +78,25 @@ def test_a_run_from_before_the_state_file_is_recognised_by_its_checkpoints(
     assert (run / RUN_STATE).is_file()
 
 
+def test_a_run_stopped_before_its_first_checkpoint_is_recognised_by_its_config(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "early-run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"task": "realesrgan-mor", "output_dir": str(run)}))
+    claim_output_dir(run, "realesrgan-mor")
+    assert (run / RUN_STATE).is_file()
+
+
+def test_a_config_json_naming_another_folder_is_the_users(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text(json.dumps({"output_dir": str(tmp_path / "elsewhere")}))
+    with pytest.raises(RunFolderError, match="holds files that no mordasr run wrote"):
+        claim_output_dir(mine, "realesrgan-mor")
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json"]
+
+
 def test_an_output_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("mine")
