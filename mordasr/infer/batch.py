@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import csv
 import pickle
+import signal
 import sys
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
@@ -27,7 +30,6 @@ from mordasr.infer.progress import TqdmProgress
 from mordasr.io.image import (
     DataDroppedWarning,
     ImageReadError,
-    UnsupportedFormatError,
     read_image,
     save_like,
     sniff_format,
@@ -36,6 +38,9 @@ from mordasr.io.paths import SUBFOLDER, InputScan, check_output_folder, check_pl
 
 PROG = "mordasr upscale"
 FAILURES_FILE = "failures.csv"
+DEFAULT_MAX_PIXELS = 100_000_000
+"""``--max-pixels``: the largest input decoded, checked from its header (100 MP: 1.2 GB of
+float32 RGB before any upscaling)."""
 MODEL_ERRORS = (
     OSError,
     ValueError,
@@ -71,7 +76,10 @@ def plan_outputs(
     """
     targets: dict[Path, Path] = {}
     for source in files:
-        image_format = sniff_format(source)
+        try:
+            image_format = sniff_format(source)
+        except Exception:  # e.g. a decompression bomb: reading it fails with the reason
+            image_format = None
         if image_format is not None:
             folder = out_dir / (subfolders or {}).get(source, Path())
             targets[source] = output_path(source, folder, image_format, fmt, suffix)
@@ -112,7 +120,7 @@ def plan_batch(
     scan = scan_inputs(inputs, recursive=recursive)
     for reason, paths in scan.left_out.items() if first else ():
         for path in paths:
-            print(f"{PROG}: not read {path}: {reason}", file=sys.stderr)
+            print(printable(f"{PROG}: not read {path}: {reason}"), file=sys.stderr)
     targets = plan_outputs(scan.files, out_dir, fmt, suffix, scan.subfolders)
     check_output_folder(out_dir)
     return BatchPlan(scan, out_dir, targets, shard, first)
@@ -120,13 +128,15 @@ def plan_batch(
 
 @dataclass(frozen=True)
 class ResultOptions:
-    """How each result is sized and saved (the ``upscale`` flags of the same names)."""
+    """How each input is read and each result sized and saved (the ``upscale`` flags of the
+    same names; ``max_pixels``: None for no limit)."""
 
     outscale: float | None = None
     width: int | None = None
     height: int | None = None
     quality: int = 95
     overwrite: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
 def failures_name(shard: tuple[int, int] | None) -> str:
@@ -140,19 +150,58 @@ def failures_name(shard: tuple[int, int] | None) -> str:
 def write_failures(
     out_dir: Path, failures: list[tuple[Path, str]], name: str = FAILURES_FILE
 ) -> Path:
-    """Write the failures (path, reason) into ``out_dir / name`` (``failures.csv``)."""
+    """Write the failures (path, reason) into ``out_dir / name`` (``failures.csv``).
+
+    UTF-8; a name that is not valid UTF-8 keeps its exact bytes (``surrogateescape``, as
+    Python decoded it from the file system), so every failure is listed as it is named.
+    """
     target = out_dir / name
-    with open(target, "w", newline="", encoding="utf-8") as file:
+    with open(target, "w", newline="", encoding="utf-8", errors="surrogateescape") as file:
         writer = csv.writer(file)
         writer.writerow(["path", "reason"])
         writer.writerows((str(path), reason) for path, reason in failures)
     return target
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print on any stream: a file name that is not valid UTF-8 (decoded by
+    Python with surrogates) shows its odd bytes as ``\\xe9`` instead of failing the write."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def one_line(error: BaseException) -> str:
     """An exception as one line: its first line of text, or its type when it has none."""
+    if isinstance(error, MemoryError):
+        return f"out of memory ({type(error).__name__}{': ' if str(error) else ''}{error})"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+class BatchTerminated(BaseException):
+    """Raised in the batch's thread when the process gets SIGTERM, so the batch ends as after
+    Ctrl+C: its summary, then status 143. Not an :class:`Exception`, so no per-file handler
+    takes it for a failure of the file at hand."""
+
+
+TERMINATED_STATUS = 128 + signal.SIGTERM
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`BatchTerminated` while the block runs (main thread only:
+    elsewhere signals cannot be handled and SIGTERM keeps ending the process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise BatchTerminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -206,7 +255,7 @@ def _reporting_drops(source: Path, dropped: set[str]) -> Iterator[None]:
     for item in caught:
         if isinstance(item.message, DataDroppedWarning):
             dropped.add(item.message.what)
-            tqdm.write(f"note {source}: {item.message}", file=sys.stderr)
+            tqdm.write(printable(f"note {source}: {item.message}"), file=sys.stderr)
         else:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
@@ -218,37 +267,60 @@ def _upscale_one(
     options: ResultOptions,
     tally: BatchTally,
 ) -> None:
-    """Upscale one file into ``target`` and count the outcome; failures are one line each."""
+    """Upscale one file into ``target`` and count the outcome; whatever goes wrong with this
+    file (a bad or hostile file, running out of memory, a failed write) is one line, a row of
+    ``failures.csv`` and no partial output, and the batch goes on. A result is published only
+    under a free name unless ``overwrite``: one that another run wrote meanwhile is kept and
+    this file counted as skipped."""
     dropped: set[str] = set()
     try:
         with _reporting_drops(source, dropped):
-            decoded = read_image(source)
+            decoded = read_image(source, max_pixels=options.max_pixels)
         if target is None:
             raise ImageReadError(source, "its format could not be detected from its header")
     except ImageReadError as error:
-        tqdm.write(f"skipped {source}: {error}", file=sys.stderr)
+        tqdm.write(printable(f"skipped {source}: {error}"), file=sys.stderr)
         tally.fail(source, error.reason)
         return
+    except Exception as error:  # e.g. MemoryError or a decoder's own error while reading
+        tqdm.write(printable(f"skipped {source}: {one_line(error)}"), file=sys.stderr)
+        tally.fail(source, one_line(error))
+        return
     if target.exists() and not options.overwrite:
-        tqdm.write(f"skipped {source}: {target} exists (use --overwrite)", file=sys.stderr)
+        tqdm.write(
+            printable(f"skipped {source}: {target} exists (use --overwrite)"), file=sys.stderr
+        )
         tally.skipped += 1
         return
-    height, width = decoded.tensor.shape[-2:]
-    size = output_size(
-        height,
-        width,
-        upscaler.scale,
-        outscale=options.outscale,
-        out_width=options.width,
-        out_height=options.height,
-    )
     try:
+        height, width = decoded.tensor.shape[-2:]
+        size = output_size(
+            height,
+            width,
+            upscaler.scale,
+            outscale=options.outscale,
+            out_width=options.width,
+            out_height=options.height,
+        )
         result = upscaler.upscale_decoded(decoded, size)
         target.parent.mkdir(parents=True, exist_ok=True)
         with _reporting_drops(source, dropped):
-            save_like(target, result.image, decoded, alpha=result.alpha, quality=options.quality)
-    except (UnsupportedFormatError, OSError, RuntimeError, ValueError, MemoryError) as error:
-        tqdm.write(f"failed {source}: {one_line(error)}", file=sys.stderr)
+            save_like(
+                target,
+                result.image,
+                decoded,
+                alpha=result.alpha,
+                quality=options.quality,
+                overwrite=options.overwrite,
+            )
+    except FileExistsError:  # another run wrote it since the check above: theirs is kept
+        tqdm.write(
+            printable(f"skipped {source}: {target} exists (use --overwrite)"), file=sys.stderr
+        )
+        tally.skipped += 1
+        return
+    except Exception as error:  # the save is atomic: nothing of this result is left
+        tqdm.write(printable(f"failed {source}: {one_line(error)}"), file=sys.stderr)
         tally.fail(source, one_line(error))
         return
     tally.done += 1
@@ -266,35 +338,49 @@ def run_batch(
     """Load the model (``load``; ``model`` names it in messages), upscale this share's files
     and print the summary: exit status 0, 1 if any file failed (listed in ``failures.csv``), 2
     when the model cannot load or the output folder cannot be made, 130 when interrupted
-    (``bars``, the model's progress bars, are closed first)."""
+    (Ctrl+C) and 143 when terminated (SIGTERM), each after the same summary (``bars``, the
+    model's progress bars, are closed first)."""
     files = plan.files
     tally = BatchTally(total=len(files))
     try:
-        try:
-            upscaler = load()
-        except MODEL_ERRORS as error:
-            print(f"{PROG}: cannot load model {model}: {one_line(error)}", file=sys.stderr)
-            return 2
-        try:
-            plan.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            print(f"{PROG}: cannot create {plan.out_dir}: {one_line(error)}", file=sys.stderr)
-            return 2
-        for index, source in enumerate(files):
-            upscaler.begin_file(index, len(files), source)
-            failed = tally.failed
-            _upscale_one(upscaler, source, plan.targets.get(source), options, tally)
-            upscaler.end_file(tally.failures[-1][1] if tally.failed > failed else None)
-    except KeyboardInterrupt:
+        with sigterm_raises():
+            return _run_files(plan, options, load, model, tally)
+    except (KeyboardInterrupt, BatchTerminated) as stop:
         if bars is not None:  # an interrupted batch leaves their lines open
             bars.close()
-        print(_summary(tally, plan, interrupted=True), file=sys.stderr)
-        return 130
+        print(printable(_summary(tally, plan, interrupted=True)), file=sys.stderr)
+        return 130 if isinstance(stop, KeyboardInterrupt) else TERMINATED_STATUS
+
+
+def _run_files(
+    plan: BatchPlan,
+    options: ResultOptions,
+    load: Callable[[], Upscaler],
+    model: str,
+    tally: BatchTally,
+) -> int:
+    """:func:`run_batch` up to its interruption: load, the files one by one, the summary."""
+    files = plan.files
+    try:
+        upscaler = load()
+    except MODEL_ERRORS as error:
+        print(f"{PROG}: cannot load model {model}: {one_line(error)}", file=sys.stderr)
+        return 2
+    try:
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"{PROG}: cannot create {plan.out_dir}: {one_line(error)}", file=sys.stderr)
+        return 2
+    for index, source in enumerate(files):
+        upscaler.begin_file(index, len(files), source)
+        failed = tally.failed
+        _upscale_one(upscaler, source, plan.targets.get(source), options, tally)
+        upscaler.end_file(tally.failures[-1][1] if tally.failed > failed else None)
     line = _summary(tally, plan)
     if tally.failures:
         listed = write_failures(plan.out_dir, tally.failures, failures_name(plan.shard))
         line += f" (failures listed in {listed})"
-    print(line)
+    print(printable(line))
     return 1 if tally.failed else 0
 
 

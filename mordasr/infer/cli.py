@@ -15,7 +15,14 @@ from pathlib import Path
 import torch
 
 from mordasr.infer.backends import BACKENDS
-from mordasr.infer.batch import FAILURES_FILE, PROG, ResultOptions, plan_batch, run_batch
+from mordasr.infer.batch import (
+    DEFAULT_MAX_PIXELS,
+    FAILURES_FILE,
+    PROG,
+    ResultOptions,
+    plan_batch,
+    run_batch,
+)
 from mordasr.infer.checks import argument_error
 from mordasr.infer.launch import launch_device, launch_process, parse_shard, process_shard
 from mordasr.infer.pipeline import MAX_STRENGTH, Upscaler
@@ -127,6 +134,19 @@ def tile_setting(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
 
 
+def _pixel_count(value: str) -> int | None:
+    """``--max-pixels``: a number of pixels, with an optional ``M`` (millions); 0: no limit."""
+    text = value.strip().upper()
+    scale = 1_000_000 if text.endswith("M") else 1
+    try:
+        count = float(text.removesuffix("M")) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected pixels such as 100M, got {value!r}") from None
+    if not count >= 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more pixels, got {value!r}")
+    return int(count) or None
+
+
 def _add_result_options(parser: argparse.ArgumentParser) -> None:
     """Output size, strength, alpha, recursion, quality and progress flags."""
     size = parser.add_mutually_exclusive_group()
@@ -159,6 +179,13 @@ def _add_result_options(parser: argparse.ArgumentParser) -> None:
         "--recursive", action="store_true", help="also read sub-folders, keeping the tree"
     )
     parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
+    parser.add_argument(
+        "--max-pixels",
+        type=_pixel_count,
+        default=DEFAULT_MAX_PIXELS,
+        help="largest input, in pixels (e.g. 250M; 0: no limit), checked from each file's "
+        f"header before it is decoded (default: {DEFAULT_MAX_PIXELS // 1_000_000}M)",
+    )
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars (default: on a terminal)"
     )
@@ -225,6 +252,8 @@ def _run(args: argparse.Namespace) -> int:
     except OutputPlanError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    options = ResultOptions(args.outscale, args.width, args.height, args.quality, args.overwrite)
+    options = ResultOptions(
+        args.outscale, args.width, args.height, args.quality, args.overwrite, args.max_pixels
+    )
     bars = TqdmProgress() if not args.quiet and sys.stderr.isatty() else None
     return run_batch(plan, options, lambda: _load_upscaler(args, bars), model=args.model, bars=bars)

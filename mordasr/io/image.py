@@ -18,11 +18,15 @@ cannot store, a colour profile that no longer describes the pixels) is reported 
 
 from __future__ import annotations
 
+import errno
 import io
+import logging
 import math
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -57,6 +61,8 @@ _EXIF_IFD = 0x8769
 _IFD0_SIZE_TAGS = (0x0100, 0x0101)
 _EXIF_SIZE_TAGS = (0xA002, 0xA003)
 _FLOAT_RANGES = (1.0, 255.0, 65535.0)
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+"""What ``os.link`` raises on a file system without hard links (FAT, some network shares)."""
 
 
 class ImageReadError(Exception):
@@ -66,6 +72,20 @@ class ImageReadError(Exception):
         super().__init__(f"cannot read image {path}: {reason}")
         self.path = Path(path)
         self.reason = reason
+
+
+class ImageTooLargeError(ValueError):
+    """An image's header declares more pixels than the reader was allowed to decode."""
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    """Raise :class:`ImageTooLargeError` when ``width`` x ``height`` is over ``max_pixels``
+    (``None``: no limit); called with the size from a header, before any decoding."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} is more than the {max_pixels:,} pixel limit "
+            "(checked before decoding)"
+        )
 
 
 class UnsupportedFormatError(ValueError):
@@ -225,10 +245,31 @@ def _decode_deep_tiff(page: tifffile.TiffPage) -> DecodedImage:
     )
 
 
-def _decode(data: bytes) -> DecodedImage:
+@contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Keep tifffile's warnings about a malformed file (logged, one line each) off stderr:
+    the file's failure is reported once, as one line, by the caller."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # it logs a malformed file at ERROR
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
+    """Decode image bytes; every path checks the size its header declares against
+    ``max_pixels`` first, so a tiny file that claims a huge image is refused unread."""
+    with _quiet_tifffile():
+        return _decode_any(data, max_pixels)
+
+
+def _decode_any(data: bytes, max_pixels: int | None) -> DecodedImage:
     page = _deep_tiff_page(data)
     if page is not None:
         try:
+            check_pixels(page.imagewidth, page.imagelength, max_pixels)
             return _decode_deep_tiff(page)
         except (KeyError, NotImplementedError, RuntimeError) as error:  # e.g. codec missing
             if page.dtype is not None and page.dtype.kind == "f":
@@ -236,7 +277,11 @@ def _decode(data: bytes) -> DecodedImage:
             _dropped("16-bit depth", f"read with 8 bits per sample ({error})")
         finally:
             page.parent.close()
-    image = Image.open(io.BytesIO(data))
+    with warnings.catch_warnings():
+        if max_pixels is not None:  # the limit checked next replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    check_pixels(*image.size, max_pixels)
     sixteen_bit_png = (
         image.format == "PNG" and png_header(data)[2] == 16 and image.mode not in _SIXTEEN_BIT_MODES
     )
@@ -292,14 +337,16 @@ def sniff_format(path: str | Path) -> str | None:
         return None
 
 
-def read_image(path: str | Path) -> DecodedImage:
-    """Read an image file by content; raises :class:`ImageReadError` if that is impossible."""
+def read_image(path: str | Path, max_pixels: int | None = None) -> DecodedImage:
+    """Read an image file by content; raises :class:`ImageReadError` if that is impossible,
+    or if its header declares more than ``max_pixels`` pixels (``None``: no limit but
+    Pillow's own decompression-bomb check), before a pixel is decoded."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise ImageReadError(path, error.strerror or str(error)) from error
     try:
-        return _decode(data)
+        return _decode(data, max_pixels)
     except UnidentifiedImageError as error:
         raise ImageReadError(path, "not a recognised image format") from error
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
@@ -444,6 +491,7 @@ def save_image(
     exif: bytes | None = None,
     quality: int = 95,
     value_scale: float = 1.0,
+    overwrite: bool = True,
 ) -> None:
     """Save a (C, H, W) tensor in [0, 1] (C = 1 or 3) with optional (1, H, W) alpha.
 
@@ -453,7 +501,10 @@ def save_image(
     format cannot store and a colour profile that does not describe the output (e.g. CMYK on
     RGB) are dropped; EXIF pixel sizes are set to the new size. Every drop is reported with a
     :class:`DataDroppedWarning`. The file is written to a temporary name and renamed, so an
-    interrupted save never leaves a truncated image behind.
+    interrupted save never leaves a truncated image behind. With ``overwrite=False`` the
+    rename fails (:class:`FileExistsError`, nothing changed) when ``path`` exists, even if
+    another process created it a moment ago: two runs into one folder never replace each
+    other's files.
     """
     path = Path(path)
     image_format = _EXTENSION_FORMATS.get(path.suffix.lower())
@@ -468,9 +519,25 @@ def save_image(
     try:
         with open(temp, "xb") as file:
             file.write(data)
-        os.replace(temp, path)
+        if overwrite:
+            os.replace(temp, path)
+        else:
+            _publish_new(temp, path, data)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _publish_new(temp: Path, path: Path, data: bytes) -> None:
+    """Give the complete file ``temp`` the name ``path`` unless that name exists: a hard link
+    is created atomically or not at all (:class:`FileExistsError`). Where the file system has
+    no hard links, the name is created exclusively and written."""
+    try:
+        os.link(temp, path)
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise  # FileExistsError among them
+        with open(path, "xb") as file:
+            file.write(data)
 
 
 def save_like(
@@ -480,8 +547,10 @@ def save_like(
     *,
     alpha: torch.Tensor | None = None,
     quality: int = 95,
+    overwrite: bool = True,
 ) -> None:
-    """Save a result with the source image's bit depth (and float range), ICC profile and EXIF."""
+    """Save a result with the source image's bit depth (and float range), ICC profile and EXIF
+    (``overwrite``: as for :func:`save_image`)."""
     save_image(
         path,
         tensor,
@@ -491,4 +560,5 @@ def save_like(
         exif=source.exif,
         quality=quality,
         value_scale=source.value_scale,
+        overwrite=overwrite,
     )

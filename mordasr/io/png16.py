@@ -8,6 +8,7 @@ and writes exactly those: non-interlaced PNGs with 16-bit samples, as ``uint16``
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -18,6 +19,10 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS_BY_COLOR_TYPE = {0: 1, 4: 2, 2: 3, 6: 4}
 _COLOR_TYPE_BY_CHANNELS = {c: t for t, c in _CHANNELS_BY_COLOR_TYPE.items()}
 _SAMPLE_BYTES = 2
+BAND_BYTES = 256 * 2**20
+"""Working memory of the Average/Paeth decoder: it goes through bands of rows sized to fit,
+so a file declaring a tall, thin image (1 x 100000) never needs memory quadratic in its
+height; a band covers most photos whole (2000 x 1500 RGB: one band)."""
 
 
 class Png16Error(ValueError):
@@ -72,7 +77,7 @@ def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
         raise Png16Error(f"row {unknown[0]} uses unknown filter type {kinds[unknown[0]]}")
     if not bool((kinds >= 3).any()):
         return _unfilter_rows(kinds, data, bpp)
-    return _unfilter_diagonals(kinds, data.reshape(height, stride // bpp, bpp))
+    return _unfilter_bands(kinds, data.reshape(height, stride // bpp, bpp))
 
 
 def _unfilter_rows(kinds: np.ndarray, data: np.ndarray, bpp: int) -> np.ndarray:
@@ -91,19 +96,43 @@ def _unfilter_rows(kinds: np.ndarray, data: np.ndarray, bpp: int) -> np.ndarray:
     return out
 
 
-def _unfilter_diagonals(kinds: np.ndarray, data: np.ndarray) -> np.ndarray:
-    """Any filters, one anti-diagonal of pixels (y + x constant) per step.
+def band_rows(width: int, bpp: int, budget: int = BAND_BYTES) -> int:
+    """Rows per band of :func:`_unfilter_diagonals` that keep its two (rows + width) x rows
+    int16 arrays within ``budget`` bytes."""
+    per_cell = 4 * bpp  # two arrays of int16 samples
+    return max(1, int((-width + math.sqrt(width * width + 4 * budget / per_cell)) / 2))
+
+
+def _unfilter_bands(kinds: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Any filters, band after band of rows (:func:`band_rows`), each band predicted from
+    the last row of the one before."""
+    height, width, bpp = data.shape
+    out = np.empty((height, width * bpp), np.uint8)
+    prior = np.zeros((width, bpp), np.int16)
+    step = band_rows(width, bpp, BAND_BYTES)  # read at call time: tests shrink it
+    for top in range(0, height, step):
+        rows = slice(top, min(height, top + step))
+        band = _unfilter_diagonals(kinds[rows], data[rows], prior)
+        out[rows] = band.reshape(band.shape[0], width * bpp)
+        prior = band[-1].astype(np.int16)
+    return out
+
+
+def _unfilter_diagonals(kinds: np.ndarray, data: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Any filters on rows that follow the reconstructed row ``prior`` (zeros above the
+    image), one anti-diagonal of pixels (y + x constant) per step.
 
     ``skewed[d + 2, y + 1]`` holds pixel (y, d - y), so a diagonal and its neighbours
     ((y, x-1) and (y-1, x) on the previous diagonal, (y-1, x-1) on the one before) are
-    contiguous slices; the two leading diagonals and the leading row stay zero, which is what
-    PNG predicts outside the image. Filters are selected per row by 0/1 masks, not branches,
-    and only the filters the image uses are computed.
+    contiguous slices; the leading row holds ``prior`` and the two leading diagonals stay zero,
+    which is what PNG predicts left of the image. Filters are selected per row by 0/1 masks,
+    not branches, and only the filters the image uses are computed.
     """
     height, width, bpp = data.shape
     filtered = np.zeros((height + width - 1, height, bpp), np.int16)
     _skew(filtered, width)[...] = data
     skewed = np.zeros((height + width + 1, height + 1, bpp), np.int16)
+    skewed[1 : width + 1, 0] = prior  # skewed[x + 1, 0]: pixel (-1, x)
     used = {k: (kinds == k).astype(np.int16)[:, None].repeat(bpp, 1) for k in range(1, 5)}
     used = {k: mask for k, mask in used.items() if mask.any()}
     for d in range(height + width - 1):
@@ -128,7 +157,7 @@ def _unfilter_diagonals(kinds: np.ndarray, data: np.ndarray) -> np.ndarray:
             to_up *= used[4][lo:hi]
             predictor += to_up
         np.bitwise_and(predictor, 0xFF, out=skewed[d + 2, lo + 1 : hi + 1])
-    return _skew(skewed[2:, 1:], width).astype(np.uint8).reshape(height, width * bpp)
+    return _skew(skewed[2:, 1:], width).astype(np.uint8)
 
 
 def _skew(diagonals: np.ndarray, width: int) -> np.ndarray:
@@ -156,11 +185,12 @@ def read_png16(data: bytes) -> tuple[np.ndarray, bytes | None]:
     chunks = _chunks(data)
     compressed = b"".join(body for kind, body in chunks if kind == b"IDAT")
     exif = next((body for kind, body in chunks if kind == b"eXIf"), None)
-    try:
-        raw = zlib.decompress(compressed)
+    bpp = channels * _SAMPLE_BYTES
+    expected = height * (width * bpp + 1)
+    try:  # at most one byte more than the header promises: a zlib bomb stops there
+        raw = zlib.decompressobj().decompress(compressed, expected + 1)
     except zlib.error as error:
         raise Png16Error(f"corrupt image data: {error}") from error
-    bpp = channels * _SAMPLE_BYTES
     rows = _unfilter(raw, height, width * bpp, bpp)
     return rows.view(">u2").reshape(height, width, channels).astype(np.uint16), exif
 

@@ -2,7 +2,7 @@
 
 Routes (all under the page's own origin; the page loads nothing from the network):
 
-- ``GET /``: the page; ``/static/...``: its script and style sheet.
+- ``GET /``: the page, carrying the server's API token; ``/static/...``: its script and style.
 - ``GET /api/options``: models, formats, tiles and which optional controls work.
 - ``POST /api/jobs``: upload one image (multipart ``file`` plus the settings) -> the job,
   or 400 / 413 with a one-line ``detail``.
@@ -11,20 +11,25 @@ Routes (all under the page's own origin; the page loads nothing from the network
 - ``GET /api/jobs/{id}/files/{name}``: one of that job's files (``?download=1``: as an
   attachment named after the upload); nothing outside the job's folder is ever served.
 - ``GET /api/results.zip``: every finished result.
+
+Every request passes :class:`~mordasr.serve.guard.Guard` first: only this server's host
+names, no other site's requests, API calls only with the token, upload sizes checked before
+their body is read; every answer forbids framing and loading from anywhere else.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from mordasr import __version__
+from mordasr.serve.guard import TOKEN_PLACEHOLDER, Guard
 from mordasr.serve.jobs import (
     OUTPUT_FORMATS,
     JobQueue,
@@ -38,8 +43,18 @@ TILES = (0, 128, 256, 512, 1024)
 """Tile sides the page offers (0: the whole image at once)."""
 
 
-def create_app(jobs: JobQueue, default_model: str = "default") -> FastAPI:
-    """The app serving ``jobs``; its worker runs while the app does (FastAPI lifespan)."""
+def create_app(
+    jobs: JobQueue,
+    default_model: str = "default",
+    allowed_hosts: Iterable[str] = (),
+    token: str | None = None,
+) -> FastAPI:
+    """The app serving ``jobs``; its worker runs while the app does (FastAPI lifespan).
+
+    ``allowed_hosts``: ``Host`` names answered besides the loopback ones (``name`` or
+    ``name:port``); ``token``: the API token the page carries (default: a random one, also
+    at ``app.state.token``).
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +66,10 @@ def create_app(jobs: JobQueue, default_model: str = "default") -> FastAPI:
 
     app = FastAPI(title="mordasr", version=__version__, lifespan=lifespan, docs_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    guard = Guard(allowed_hosts, token, max_upload=jobs.max_bytes)
+    app.middleware("http")(guard)
+    app.state.token = guard.token
+    page = (STATIC / "index.html").read_text().replace(TOKEN_PLACEHOLDER, guard.token)
     models = available_models(default_model)
 
     def job_or_404(job_id: str) -> Any:
@@ -60,8 +79,8 @@ def create_app(jobs: JobQueue, default_model: str = "default") -> FastAPI:
             raise HTTPException(404, "no such job") from None
 
     @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+    def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     @app.get("/api/options")
     def options() -> dict[str, Any]:

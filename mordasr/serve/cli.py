@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 from importlib.util import find_spec
 
@@ -38,6 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a host name (or name:port) the page is opened under, besides localhost; repeat "
+        "for several (default: the --host address where it is not a loopback one)",
+    )
+    parser.add_argument(
         "--model", default="default", help="the model selected first (as for `mordasr upscale`)"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
@@ -51,6 +60,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-megapixels", type=float, default=16.0, help="largest input (millions of pixels)"
     )
     parser.set_defaults(func=run)
+
+
+def allowed_hosts(args: argparse.Namespace) -> list[str]:
+    """The host names answered besides the loopback ones: ``--allowed-host``, or else the
+    ``--host`` address itself where it names another interface (not 0.0.0.0 or ::)."""
+    if args.allowed_host:
+        return list(args.allowed_host)
+    try:
+        address = ipaddress.ip_address(args.host)
+    except ValueError:
+        return [args.host]
+    return [] if address.is_loopback or address.is_unspecified else [args.host]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,7 +99,32 @@ def run(args: argparse.Namespace) -> int:
         max_bytes=args.max_upload_mb * 2**20,
         max_pixels=int(args.max_megapixels * 1e6),
     )
-    app = create_app(jobs, default_model=args.model)
-    print(f"mordasr serve: open http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    try:
+        listening = bind(args.host, args.port)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        print(
+            f"mordasr serve: cannot listen on {args.host}:{args.port}: {reason} "
+            "(another --port, or stop what uses it)",
+            file=sys.stderr,
+        )
+        return 2
+    app = create_app(jobs, default_model=args.model, allowed_hosts=allowed_hosts(args))
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"mordasr serve: open http://{shown}:{args.port}/ (Ctrl+C stops)", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``, before anything is printed: a busy port is one
+    line, not an address to open followed by an exit."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    listening = socket.socket(family, kind, proto)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError:
+        listening.close()
+        raise
+    return listening

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -315,8 +316,13 @@ class JobQueue:
         if len(data) > self.max_bytes:
             raise UploadError(f"{name}: larger than the {self.max_bytes // 2**20} MB limit")
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            with warnings.catch_warnings():  # the pixel limit below replaces Pillow's warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+            with image:
                 size = image.size  # known before decoding: a huge image is refused unread
+        except Image.DecompressionBombError as error:
+            raise UploadError(_one_line(f"{name}: {error}")) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
             size = None  # not Pillow's: read_image below decides (e.g. float TIFF) or refuses
         message = self._too_many_pixels(name, *size) if size else None
@@ -328,9 +334,11 @@ class JobQueue:
         source = folder / "upload"
         source.write_bytes(data)
         try:
-            decoded = read_image(source)
+            decoded = read_image(source, max_pixels=self.max_pixels)
         except ImageReadError as error:
             message = f"{name}: {error.reason}"
+        except Exception as error:  # e.g. MemoryError: this upload fails, the server goes on
+            message = f"{name}: cannot be read ({type(error).__name__})"
         else:
             height, width = decoded.tensor.shape[-2:]
             message = self._too_many_pixels(name, width, height)

@@ -12,7 +12,7 @@ import yaml
 from mordasr.io.cliargs import add_set_option, add_subcommand
 from mordasr.train.checkpoint import CheckpointError
 from mordasr.train.config import ConfigError, TrainConfig, from_dict
-from mordasr.train.trainer import train
+from mordasr.train.trainer import RunFolderError, train
 
 # The sub-command's help line and description.
 SUMMARY = (
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     resume: bool | str = args.resume_from or not args.no_resume
     try:
         out = train(config, resume=resume, stop_at=args.stop_at, cpu=True if args.cpu else None)
-    except CheckpointError as error:
+    except (CheckpointError, RunFolderError) as error:
         print(f"mordasr train: {error}", file=sys.stderr)
         return 1
     except ConfigError as error:  # sections that contradict each other, found by the task

@@ -281,9 +281,48 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A config file's data with its ``base`` merged in and its paths made absolute."""
-    data = yaml.safe_load(path.read_text()) or {}
+MAX_YAML_VALUES = 100_000
+"""Most values a config may hold once its YAML aliases are expanded: a real config has
+hundreds; a few hundred bytes of nested aliases (an "alias bomb") would expand to billions."""
+
+
+def _check_expanded_size(path: Path, data: Any, limit: int = MAX_YAML_VALUES) -> None:
+    """Refuse ``data`` if it expands to more than ``limit`` values (aliases counted each time
+    they are used); stops counting at the limit, so a bomb is refused in a few milliseconds."""
+    count = 0
+    pending = [data]
+    while pending:
+        count += 1
+        if count > limit:
+            raise ConfigError(
+                f"{path}: more than {limit:,} values once its YAML aliases are expanded "
+                "(an alias bomb?)"
+            )
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple | set):
+            pending.extend(value)
+
+
+def _load_yaml(path: Path) -> Any:
+    """One file's YAML, its size once expanded checked before anything else looks at it."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
+    _check_expanded_size(path, data)
+    return data
+
+
+def read_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's data with its ``base`` merged in and its paths made absolute.
+
+    A ``base`` chain that comes back to a file it passed raises :class:`ConfigError`.
+    """
+    chain = (*_chain, path.resolve())
+    data = _load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping, got {describe(data)}")
     folder = path.resolve().parent
@@ -302,7 +341,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
         return data
-    return merge(read_yaml(folder / base), data)
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected a file name, got {describe(base)}")
+    base_path = folder / base
+    if base_path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+        raise ConfigError(f"{path}: base: the bases form a cycle: {cycle}")
+    return merge(read_yaml(base_path, chain), data)
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

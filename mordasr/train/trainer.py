@@ -12,7 +12,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mordasr.train.checkpoint import latest_verified_checkpoint, load_checkpoint, save_checkpoint
+from mordasr.train.checkpoint import (
+    latest_verified_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mordasr.train.config import TrainConfig
 from mordasr.train.data import step_generator
 from mordasr.train.ema import EMA
@@ -21,6 +26,52 @@ from mordasr.train.tasks import OneStepSDTask, RealESRGANMoRTask
 
 #: The tasks that ship with mordasr (importing them registers them by name).
 BUILTIN_TASKS: tuple[type[TrainTask], ...] = (RealESRGANMoRTask, OneStepSDTask)
+
+RUN_STATE = "mordasr-run.json"
+"""The file that marks a folder as a mordasr run folder: written first thing by every run, so
+a later run (a resume) knows every other file there is its own to rewrite."""
+
+
+class RunFolderError(ValueError):
+    """``output_dir`` holds files that no mordasr run wrote; the message is one line."""
+
+
+def is_run_folder(output_dir: Path) -> bool:
+    """Whether ``output_dir`` was made by a mordasr run: it holds :data:`RUN_STATE`, or (a
+    run from before that file existed) checkpoints in the run layout or the ``config.json`` a
+    run writes, naming this very folder as its ``output_dir``."""
+    if (output_dir / RUN_STATE).is_file() or list_checkpoints(output_dir):
+        return True
+    try:
+        saved = json.loads((output_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    named = saved.get("output_dir") if isinstance(saved, dict) else None
+    return isinstance(named, str) and Path(named).resolve() == output_dir.resolve()
+
+
+def claim_output_dir(output_dir: Path, task: str) -> None:
+    """Make ``output_dir`` a run folder, or raise :class:`RunFolderError` (changing nothing)
+    where it is a folder that holds someone else's files: a run rewrites ``config.json`` and
+    ``log.csv`` and deletes old checkpoints, which must never hit a user's files."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise RunFolderError(f"output_dir {output_dir} is a file, not a folder")
+    if output_dir.is_dir() and not is_run_folder(output_dir):
+        found = sorted(entry.name for entry in output_dir.iterdir())
+        if found:
+            shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+            raise RunFolderError(
+                f"output_dir {output_dir} holds files that no mordasr run wrote ({shown}); "
+                "choose a new or empty folder (a run folder is recognised by its "
+                f"{RUN_STATE})"
+            )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    state = json.dumps({"written_by": "mordasr train", "task": task}, indent=1)
+    try:
+        with (output_dir / RUN_STATE).open("x") as file:
+            file.write(state + "\n")
+    except FileExistsError:
+        pass  # a resumed run, or another process of this one got there first
 
 
 class MetricLog:
@@ -107,10 +158,11 @@ def train(
     from that checkpoint. A damaged checkpoint raises
     :class:`~mordasr.train.checkpoint.CheckpointError`. ``stop_at`` ends the run early after
     that step, saving a checkpoint there (the export happens only when ``total_steps`` is
-    reached).
+    reached). An ``output_dir`` that holds files no mordasr run wrote raises
+    :class:`RunFolderError` before anything is written.
     """
     output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(output_dir, config.task)
     accelerator = make_accelerator(config, cpu=cpu)
     torch.manual_seed(config.seed)
     task = build_task(config, accelerator)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
+from mordasr.io import png16
 from mordasr.io.image import read_image
 from mordasr.io.png16 import SIGNATURE, Png16Error, decode_png16, encode_png16, write_png16
 
@@ -112,6 +114,54 @@ def test_decoder_equals_the_byte_by_byte_reference_on_random_data(
     samples = expected.view(">u2").reshape(height, width, channels).astype(np.uint16)
     decoded = decode_png16(_png_of_filtered_bytes(raw, height, width, channels))
     assert decoded.dtype == np.uint16 and np.array_equal(decoded, samples)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize(("height", "width"), [(23, 5), (40, 1), (9, 17)])
+def test_decoding_in_bands_of_rows_equals_the_reference(
+    monkeypatch: pytest.MonkeyPatch, channels: int, height: int, width: int
+) -> None:
+    bpp = 2 * channels
+    monkeypatch.setattr(png16, "BAND_BYTES", 4 * bpp * (width + 4) * 4)  # bands of 4 rows
+    assert png16.band_rows(width, bpp, png16.BAND_BYTES) == 4
+    rng = np.random.default_rng([channels, height, width])
+    body = rng.integers(0, 256, (height, width * bpp + 1), dtype=np.uint8)
+    body[:, 0] = rng.integers(0, 5, height)
+    raw = body.tobytes()
+    expected = _reference_unfilter(raw, height, width * bpp, bpp)
+    samples = expected.view(">u2").reshape(height, width, channels).astype(np.uint16)
+    assert np.array_equal(
+        decode_png16(_png_of_filtered_bytes(raw, height, width, channels)), samples
+    )
+
+
+def test_a_tall_thin_paeth_png_decodes_in_bounded_memory() -> None:
+    height = 4000  # decoded in one band, this would take 2 x 4000 x 4000 x 6 x 2 B = 384 MB
+    body = np.zeros((height, 6 + 1), np.uint8)
+    body[:, 0] = 4
+    data = _png_of_filtered_bytes(body.tobytes(), height, 1, 3)
+    tracemalloc.start()
+    try:
+        decoded = decode_png16(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert decoded.shape == (height, 1, 3) and not decoded.any()
+    assert peak < png16.BAND_BYTES + 16 * 2**20
+
+
+def test_image_data_beyond_the_declared_size_is_not_inflated() -> None:
+    bomb = zlib.compress(bytes(64 * 2**20))  # 64 MiB of zeros in about 64 KB
+    data = _png_of_filtered_bytes(b"", 2, 2, 3)
+    data = data.replace(_chunk(b"IDAT", zlib.compress(b"")), _chunk(b"IDAT", bomb))
+    tracemalloc.start()
+    try:
+        with pytest.raises(Png16Error, match="expected 26"):
+            decode_png16(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
 
 
 def test_unknown_filter_type_is_reported() -> None:

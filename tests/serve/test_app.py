@@ -20,11 +20,15 @@ from fastapi.testclient import TestClient
 
 from mordasr.infer.tiling import tile_starts
 from mordasr.serve.app import STATIC, create_app
+from mordasr.serve.guard import TOKEN_HEADER
 from mordasr.serve.jobs import JobQueue, UpscaleRunner
+
+TOKEN = "test-token"
 
 
 def client_for(queue: JobQueue) -> Iterator[TestClient]:
-    with TestClient(create_app(queue, default_model="bicubic")) as client:
+    app = create_app(queue, default_model="bicubic", token=TOKEN)
+    with TestClient(app, base_url="http://127.0.0.1", headers={TOKEN_HEADER: TOKEN}) as client:
         yield client
 
 

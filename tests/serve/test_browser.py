@@ -84,6 +84,8 @@ def test_upload_compare_and_screenshot_in_chromium(server: str, tmp_path: Path) 
         page.on("request", lambda r: None if r.url.startswith(server) else outside.append(r.url))
         script_errors: list[str] = []
         page.on("pageerror", lambda error: script_errors.append(str(error)))
+        console_errors: list[str] = []  # "Refused to ...": what the Content-Security-Policy blocked
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         page.goto(server)
         page.wait_for_selector("#model option", state="attached")
         page.set_input_files("#files", [str(broken), str(ASSETS / "0014.jpg")])
@@ -116,3 +118,4 @@ def test_upload_compare_and_screenshot_in_chromium(server: str, tmp_path: Path) 
         browser.close()
     assert shot.read_bytes().startswith(b"\x89PNG")
     assert outside == [] and script_errors == []
+    assert [text for text in console_errors if "Refused to" in text] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from hostile_helpers import BOMBS, float_tiff_declaring
 from serve_helpers import GatedRunner, image_bytes, truncated_jpeg, wait_until_finished
 
 from mordasr.infer.pipeline import UpscaleResult
@@ -119,6 +121,56 @@ def test_an_upload_that_is_no_image_is_refused_with_one_line(
     message = str(caught.value)
     assert message.startswith("photo.jpg: ") and "\n" not in message
     assert str(tmp_path) not in message  # the server's folders stay private
+    assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
+
+
+def test_a_decompression_bomb_upload_is_refused_with_nothing_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs", max_pixels=10**9)
+    monkeypatch.setattr(jobs_module.Image, "MAX_IMAGE_PIXELS", 100)  # 40x30 is now a bomb
+    with pytest.raises(UploadError, match="decompression bomb") as caught:
+        queue.submit("bomb.png", image_bytes(40, 30), Settings())
+    assert str(caught.value).startswith("bomb.png: ") and "\n" not in str(caught.value)
+    assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
+
+
+def test_running_out_of_memory_while_reading_an_upload_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_memory(path: Path, **options: object) -> DecodedImage:
+        raise MemoryError
+
+    monkeypatch.setattr(jobs_module, "read_image", no_memory)
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs")
+    with pytest.raises(UploadError, match=r"^big.png: cannot be read \(MemoryError\)$"):
+        queue.submit("big.png", image_bytes(), Settings())
+    assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_every_file_of_the_hostile_corpus_is_refused_unread_with_nothing_stored(
+    tmp_path: Path, name: str
+) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs")
+    tracemalloc.start()
+    try:
+        with pytest.raises(UploadError, match="pixel limit") as caught:
+            queue.submit(name, BOMBS[name](), Settings())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value).startswith(f"{name}: ") and "\n" not in str(caught.value)
+    assert peak < 8 * 2**20
+    assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
+
+
+def test_a_float_tiff_declaring_too_many_pixels_is_refused_before_decoding(
+    tmp_path: Path,
+) -> None:
+    queue = JobQueue(GatedRunner(), tmp_path / "jobs", max_pixels=16_000_000)
+    with pytest.raises(UploadError, match="8000x8000 is more than the 16,000,000 pixel limit"):
+        queue.submit("huge.tif", float_tiff_declaring(8000, 8000), Settings())
     assert queue.jobs() == [] and list((tmp_path / "jobs").iterdir()) == []
 
 

@@ -3,9 +3,20 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { options: null, staged: [], selected: null, userSelected: false };
+// The server's token: every API call carries it, so other sites' pages cannot drive the server.
+const token = document.querySelector('meta[name="mordasr-token"]').content;
 
-async function api(path, init) {
-  const response = await fetch(path, init);
+// A link to the API (image, download) that carries the token, as links cannot send headers.
+function withToken(path) {
+  const url = new URL(path, window.location.href);
+  url.searchParams.set("token", token);
+  return url.pathname + url.search;
+}
+
+async function api(path, init = {}) {
+  const headers = new Headers(init.headers);
+  headers.set("X-Mordasr-Token", token);
+  const response = await fetch(path, { ...init, headers });
   let body = null;
   try {
     body = await response.json();
@@ -131,7 +142,7 @@ function renderJob(job) {
   row.querySelector(".compare").hidden = job.state !== "done";
   const download = row.querySelector(".download");
   download.hidden = !job.download_url;
-  if (job.download_url) download.href = job.download_url;
+  if (job.download_url) download.href = withToken(job.download_url);
   const error = row.querySelector(".error");
   error.textContent = job.error || "";
   error.hidden = !job.error;
@@ -167,8 +178,8 @@ function select(id, jobs = state.jobs) {
     `input ${job.input_size.join("x")} -> result ${job.result_size.join("x")} ` +
     `(${job.settings.model}, ${job.seconds}s). Drag on the image or use the split slider; ` +
     "100% zoom shows the result at full resolution.";
-  $("before").src = job.input_url;
-  $("after").src = job.result_url;
+  $("before").src = withToken(job.input_url);
+  $("after").src = withToken(job.result_url);
 }
 
 function applyZoom() {
@@ -247,6 +258,7 @@ function wireUpload() {
 async function init() {
   const options = await api("/api/options");
   state.options = options;
+  $("zip").href = withToken("/api/results.zip");
   $("version").textContent = `v${options.version}`;
   fillSelect($("model"), options.models.map((name) => [name, name]), options.default_model);
   fillSelect(
