@@ -260,7 +260,12 @@ sys.exit(main(["upscale", *sys.argv[1:], "--model", "bicubic"]))
 """
 
 
-def test_sigint_mid_batch_ends_with_a_one_line_summary_and_status_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_signal_mid_batch_ends_with_a_one_line_summary_and_its_status(
+    tmp_path: Path, stop: signal.Signals, status: int
+) -> None:
     inputs = _photos(tmp_path / "in", "a.png", "b.png", "c.png")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -269,9 +274,9 @@ def test_sigint_mid_batch_ends_with_a_one_line_summary_and_status_130(tmp_path: 
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as process:
         assert process.stdout is not None and process.stdout.readline() == "second started\n"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _, err = process.communicate(timeout=60)
-    assert process.returncode == 130
+    assert process.returncode == status
     assert "Traceback" not in err
     summary = err.strip().splitlines()[-1]
     assert summary.startswith("interrupted: 1 upscaled") and "2 not started" in summary

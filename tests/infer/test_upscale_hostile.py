@@ -175,43 +175,6 @@ def test_a_failing_name_that_is_not_utf8_is_listed_byte_for_byte(
     assert [row[0] for row in _failures(out)] == [str(folder / name)]
 
 
-_SLOW_SECOND_IMAGE = """
-import sys, time
-from mordasr.cli import main
-from mordasr.infer.pipeline import Upscaler
-
-real, calls = Upscaler.upscale_decoded, []
-
-def slow_second(self, decoded, size=None):
-    calls.append(1)
-    if len(calls) == 2:
-        print("second started", flush=True)
-        time.sleep(60)
-    return real(self, decoded, size)
-
-Upscaler.upscale_decoded = slow_second
-sys.exit(main(["upscale", *sys.argv[1:], "--model", "bicubic"]))
-"""
-
-
-def test_sigterm_mid_batch_ends_with_the_summary_and_status_143(tmp_path: Path) -> None:
-    inputs = _photos(tmp_path / "in", "a.png", "b.png", "c.png")
-    out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    command = [sys.executable, "-c", _SLOW_SECOND_IMAGE, *map(str, inputs), "-o", str(out)]
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    ) as process:
-        assert process.stdout is not None and process.stdout.readline() == "second started\n"
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    assert process.returncode == 143
-    assert "Traceback" not in err
-    summary = err.strip().splitlines()[-1]
-    assert summary.startswith("interrupted: 1 upscaled") and "2 not started" in summary
-    assert [p.name for p in out.iterdir()] == ["a.png"]
-
-
 def test_sigterm_is_left_as_it_was_after_the_batch(tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGTERM)
     _photos(tmp_path / "in", "a.png")
