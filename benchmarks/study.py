@@ -128,13 +128,22 @@ BASELINE = "lora"
 
 
 @dataclass(frozen=True)
-class StudySettings:
-    """What every run of one study shares; a study folder holds one set of these."""
+class PinnedSettings:
+    """The recipe and budget every run of one study shares (``study.json`` pins them)."""
 
     config: str
     config_digest: str
     steps: int
     overrides: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+
+@dataclass(frozen=True)
+class StudySettings(PinnedSettings):
+    """What every run of one RealSR study shares; a study folder holds one set of these."""
+
     lr_dir: str
     hr_dir: str
     eval_limit: int | None
@@ -142,9 +151,6 @@ class StudySettings:
     analysis_dir: str
     analysis_limit: int | None
     analysis_crop: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
 
 
 DIGEST_DEFAULTS = {("model", "router_scores_from"): "image"}
@@ -164,7 +170,7 @@ def config_digest(path: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def pin_settings(out: Path, settings: StudySettings) -> None:
+def pin_settings(out: Path, settings: PinnedSettings) -> None:
     """Write ``out/study.json``, or check that the study already there used ``settings``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "study.json"
@@ -513,13 +519,9 @@ def load_mixed_set(root: Path, validation_folder: str, limit: int | None = None)
 
 
 @dataclass(frozen=True)
-class MixedSettings:
+class MixedSettings(PinnedSettings):
     """What every run of one mixed-set study shares; a study folder holds one set of these."""
 
-    config: str
-    config_digest: str
-    steps: int
-    overrides: tuple[str, ...]
     mixed_dir: str
     validation_folder: str
     eval_limit: int | None
@@ -527,9 +529,6 @@ class MixedSettings:
     lr_grid: tuple[float, ...]
     realsr: tuple[str, str] | None
     """(LR folder, HR folder) of RealSR when every run is scored there too."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
 
 
 def host() -> dict[str, Any]:
