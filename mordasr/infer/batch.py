@@ -214,6 +214,8 @@ class BatchTally:
     failed: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    ran_on: str = ""
+    """The backend and precision that ran the network, once the model is loaded."""
 
     def fail(self, source: Path, reason: str) -> None:
         self.failed += 1
@@ -242,6 +244,8 @@ class BatchTally:
         if self.dropped:
             kinds = ", ".join(f"{what} ({n} file(s))" for what, n in self.dropped.items())
             parts.append(f"dropped: {kinds}")
+        if self.ran_on:
+            parts.append(f"ran on {self.ran_on}")
         return "; ".join(parts) + f" -> {out_dir}"
 
 
@@ -366,6 +370,7 @@ def _run_files(
     except MODEL_ERRORS as error:
         print(f"{PROG}: cannot load model {model}: {one_line(error)}", file=sys.stderr)
         return 2
+    tally.ran_on = upscaler.configuration.describe()
     try:
         plan.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -28,6 +28,7 @@ from mordasr.estimate.learned import MIN_SIDE
 from mordasr.mor import (
     MoRConfig,
     RoutingPlan,
+    cast_network,
     inject_mor,
     load_mor_state_dict,
     mor_config,
@@ -124,10 +125,11 @@ class MoRSuperResolver(nn.Module):
     def to_inference(
         self, device: torch.device | str, dtype: torch.dtype, *, merge: bool = False
     ) -> MoRSuperResolver:
-        """Backbone (and adapters) in ``dtype`` on ``device``, the estimator float32 there; the
+        """Backbone in ``dtype`` on ``device``; the estimator and the MoR layers stay float32
+        there, so routing and folding do not depend on ``dtype`` (:func:`cast_network`). The
         routed ranks are folded per image anyway, so ``merge`` changes nothing here."""
         self.to(device)
-        self.backbone.to(dtype=dtype)
+        cast_network(self.backbone, dtype)
         return self.eval()
 
     @classmethod
