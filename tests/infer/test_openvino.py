@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_models import photo, tiny_mor_model
 
+from mordasr.infer.backends import openvino as openvino_backend
 from mordasr.infer.pipeline import Upscaler
 
 pytest.importorskip("openvino")
@@ -69,6 +70,18 @@ def test_a_batch_is_routed_image_by_image_on_openvino(model_dir: Path) -> None:
 def test_the_compiled_model_is_shared_by_upscalers(model_dir: Path) -> None:
     first = Upscaler(model_dir, device="cpu", backend="openvino", precision="exact")
     second = Upscaler(model_dir, device="cpu", backend="openvino", precision="exact")
-    assert second.backend.compiled(second.model.backbone) is first.backend.compiled(
-        first.model.backbone
+    shape = (1, 3, 16, 16)
+    assert second.backend.compiled(second.model.backbone, shape) is first.backend.compiled(
+        first.model.backbone, shape
     )
+
+
+def test_a_bounded_number_of_shapes_stay_compiled(model_dir: Path) -> None:
+    upscaler = Upscaler(model_dir, device="cpu", backend="openvino", precision="exact")
+    network = upscaler.model.backbone
+    shapes = [(1, 3, 8 + 4 * i, 8) for i in range(openvino_backend.MAX_SHAPES + 2)]
+    for shape in shapes:
+        upscaler.backend.compiled(network, shape)
+    kept = [key[3] for key in openvino_backend._COMPILED]
+    assert shapes[-1] in kept and shapes[0] not in kept
+    assert len([s for s in kept if s in shapes]) == openvino_backend.MAX_SHAPES
