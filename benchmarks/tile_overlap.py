@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from mordasr.infer.pipeline import Upscaler
-from mordasr.infer.tiling import tile_starts
+from mordasr.infer.tiling import balanced_side, tile_starts
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "RealSRSet+5images"
 SEAM_BAND = 8
@@ -52,9 +52,10 @@ def seam_mask(height: int, width: int, tile: int, overlap: int, scale: int) -> n
     """Output pixels within :data:`SEAM_BAND` of the middle of a strip two tiles share."""
     mask = np.zeros((height * scale, width * scale), bool)
     for axis, length in ((0, height), (1, width)):
-        starts = tile_starts(length, tile, overlap)
+        side = balanced_side(length, tile, overlap)
+        starts = tile_starts(length, side, overlap)
         for previous, start in itertools.pairwise(starts):
-            middle = (start + min(previous + tile, length)) // 2 * scale
+            middle = (start + previous + side) // 2 * scale
             band = slice(max(middle - SEAM_BAND, 0), middle + SEAM_BAND)
             if axis == 0:
                 mask[band, :] = True
@@ -65,9 +66,9 @@ def seam_mask(height: int, width: int, tile: int, overlap: int, scale: int) -> n
 
 def computed_share(height: int, width: int, tile: int, overlap: int) -> float:
     """Input pixels the tiles hold per image pixel."""
-    rows = tile_starts(height, tile, overlap)
-    cols = tile_starts(width, tile, overlap)
-    side_h, side_w = min(tile, height), min(tile, width)
+    side_h, side_w = balanced_side(height, tile, overlap), balanced_side(width, tile, overlap)
+    rows = tile_starts(height, side_h, overlap)
+    cols = tile_starts(width, side_w, overlap)
     return len(rows) * len(cols) * side_h * side_w / (height * width)
 
 
@@ -77,8 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tile", type=int, default=352)
     parser.add_argument("--size", default="704x528", help="LR crop WIDTHxHEIGHT")
     parser.add_argument("--overlaps", type=int, nargs="+", default=[8, 10, 16, 24, 32])
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
     image = photo(width, height)
     whole = Upscaler(args.model, device="cpu", tile=0, precision="exact")

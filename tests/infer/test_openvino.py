@@ -3,12 +3,16 @@ bfloat16 kept close to float32 (the quality criterion itself is a benchmark)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from tiny_models import photo, tiny_mor_model
 
+from mordasr.cli import main
+from mordasr.infer.backends import OPENVINO_HINT
 from mordasr.infer.backends import openvino as openvino_backend
 from mordasr.infer.pipeline import Upscaler
 
@@ -85,3 +89,27 @@ def test_a_bounded_number_of_shapes_stay_compiled(model_dir: Path) -> None:
     kept = [key[3] for key in openvino_backend._COMPILED]
     assert shapes[-1] in kept and shapes[0] not in kept
     assert len([s for s in kept if s in shapes]) == openvino_backend.MAX_SHAPES
+
+
+def test_without_openvino_the_cli_prints_one_line_hint(
+    model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    source = tmp_path / "in.png"
+    Image.fromarray(photo(16, 16)).save(source)
+    argv = ["upscale", str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir)]
+    assert main([*argv, "--backend", "openvino"]) == 2
+    assert capsys.readouterr().err.strip() == f"mordasr upscale: {OPENVINO_HINT}"
+
+
+def test_the_summary_line_names_the_configuration(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.png"
+    Image.fromarray(photo(16, 16)).save(source)
+    argv = ["upscale", str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir)]
+    assert main([*argv, "--backend", "openvino", "--precision", "exact", "-q"]) == 0
+    assert "ran on openvino float32 (exact)" in capsys.readouterr().out
