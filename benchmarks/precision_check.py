@@ -16,6 +16,9 @@ Each configuration's results are kept in ``OUT/<name>.json`` (the reference's ou
     OMP_NUM_THREADS=2 python benchmarks/precision_check.py -o runs/precision
         [--lr ../shared/data/RealSR/LR --hr ../shared/data/RealSR/HR] [--limit N]
         [--configs openvino-bfloat16 openvino-float32 ...]
+
+``torch-bfloat16-float32-ends`` runs the first convolution and the upsampling tail in float32
+inside a bfloat16 network: where the largest pixel differences come from.
 """
 
 from __future__ import annotations
@@ -46,8 +49,25 @@ CONFIGS: dict[str, dict[str, object]] = {
     "openvino-float32": {"backend": "openvino", "dtype": torch.float32},
     "onnxruntime-float32": {"backend": "onnxruntime", "dtype": torch.float32},
     "torch-bfloat16": {"backend": "torch", "dtype": torch.bfloat16},
+    "torch-bfloat16-float32-ends": {"backend": "torch", "dtype": torch.bfloat16},
 }
+KEPT_FLOAT32 = {
+    "torch-bfloat16-float32-ends": ("conv_first", "conv_up1", "conv_up2", "conv_hr", "conv_last")
+}
+"""Configurations that run these top-level layers of the backbone in float32 (the mixed-precision
+question: does the error come from the ends of the network?)."""
 REFERENCE = {"backend": "torch", "dtype": torch.float32}
+
+
+def keep_float32(upscaler: Upscaler, names: tuple[str, ...]) -> None:
+    """Run ``names`` (children of the backbone) in float32 inside a lower-precision network:
+    their weights cast up, their input cast up and their output cast back down."""
+    backbone = upscaler.model.backbone  # type: ignore[attr-defined]
+    for name in names:
+        module = backbone.get_submodule(name).float()
+        dtype = upscaler.dtype
+        module.register_forward_pre_hook(lambda _m, args: tuple(a.float() for a in args))
+        module.register_forward_hook(lambda _m, _a, out, dtype=dtype: out.to(dtype))
 
 
 def pairs(lr_dir: Path, hr_dir: Path, limit: int | None) -> list[tuple[Path, Path]]:
@@ -161,15 +181,15 @@ def cached(path: Path, compute: Callable[[], dict[str, object]]) -> dict[str, ob
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--lr", type=Path, default=DATA / "LR")
     parser.add_argument("--hr", type=Path, default=DATA / "HR")
     parser.add_argument("--limit", type=int, default=None, help="first N pairs")
     parser.add_argument("--model", default="default")
-    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=sorted(CONFIGS))
-    args = parser.parse_args()
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
+    args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     items = pairs(args.lr, args.hr, args.limit)
     reference = Upscaler(args.model, device="cpu", **REFERENCE)  # type: ignore[arg-type]
@@ -180,6 +200,7 @@ def main() -> None:
     summaries = []
     for name in args.configs:
         upscaler = Upscaler(args.model, device="cpu", **CONFIGS[name])  # type: ignore[arg-type]
+        keep_float32(upscaler, KEPT_FLOAT32.get(name, ()))
         result = cached(
             args.out / f"{name}.json",
             lambda: run_config(name, upscaler, items, reference, args.out),  # noqa: B023

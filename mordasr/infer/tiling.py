@@ -22,6 +22,9 @@ from tqdm.auto import tqdm
 
 from mordasr.sr.regions import TileBox
 
+SIDE_MULTIPLE = 16
+"""Balanced tile sides are multiples of this (convolution kernels block by 16 channels and
+pixels: a 352x341 tile ran about 10 % slower per pixel than 352x336 on OpenVINO)."""
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 BoxedTileFn = Callable[[torch.Tensor, TileBox], torch.Tensor]
 """A tile function that is also told where its tile lies (for per-tile routing)."""
@@ -46,14 +49,16 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
 
 
 def balanced_side(length: int, tile: int, overlap: int, align: int = 1) -> int:
-    """The smallest tile side (a multiple of ``align``, at most ``tile``) that covers ``length``
-    pixels with as few tiles as ``tile`` would: a 384-pixel axis cut by 352-pixel tiles takes
-    two of 224, not two of 352, so that overlap is all the extra work tiling costs."""
+    """The smallest tile side (a multiple of ``align`` and of :data:`SIDE_MULTIPLE`, at most
+    ``tile``) that covers ``length`` pixels with as few tiles as ``tile`` would: a 384-pixel
+    axis cut by 352-pixel tiles takes two of 224, not two of 352, so that overlap is all the
+    extra work tiling costs."""
     if length <= tile:
         return length
     count = math.ceil((length - tile) / (tile - 2 * overlap)) + 1
     side = math.ceil((length + 2 * overlap * (count - 1)) / count)
-    side = align * math.ceil(side / align)
+    step = math.lcm(align, SIDE_MULTIPLE)
+    side = step * math.ceil(side / step)
     return min(max(side, 2 * overlap + align), tile)
 
 
