@@ -118,12 +118,11 @@ def run_config(
             row["same_experts"] = float(same)
         per_image[lr_path.name] = row
     seconds = time.perf_counter() - started
-    return {
-        "name": name,
-        "configuration": upscaler.configuration.describe(),
-        "seconds": seconds,
-        "per_image": per_image,
-    }
+    kept = KEPT_FLOAT32.get(name)
+    described = upscaler.configuration.describe() + (
+        f", float32: {', '.join(kept)}" if kept else ""
+    )
+    return {"name": name, "configuration": described, "seconds": seconds, "per_image": per_image}
 
 
 def summarise(result: dict[str, object], reference: dict[str, object]) -> dict[str, object]:
