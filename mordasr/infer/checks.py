@@ -78,7 +78,7 @@ def device_error(name: str | None) -> str | None:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        return f"--device {name!r} is not a device name: use cpu, cuda or cuda:N"
+        return f"--device {name!r} is not a device name: use cpu, cuda, cuda:N or mps"
     if device.type == "cuda":
         if not torch.cuda.is_available():
             build = "" if torch.version.cuda else " (this torch is built without CUDA)"

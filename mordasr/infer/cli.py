@@ -51,7 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``upscale`` sub-command."""
     parser = add_subcommand(subparsers, "upscale", SUMMARY)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    parser.add_argument("-o", "--output", default="out", help="output folder (default: out)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="out",
+        help="output folder (default: out), or for one input file the result's file name "
+        "(e.g. result.png; the format follows its extension)",
+    )
     parser.add_argument(
         "--model",
         default="default",
@@ -66,7 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels")
     parser.add_argument(
-        "--device", default=None, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda:1..."
+        "--device",
+        default=None,
+        help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1..., or mps (Apple GPU)",
     )
     parser.add_argument(
         "--precision",
