@@ -1,29 +1,30 @@
-"""End-to-end upscale time of the default model on each inference backend against eager torch.
+"""End-to-end upscale time of the default model in each backend and precision, against eager
+float32.
 
 Each candidate is an :class:`~mordasr.infer.pipeline.Upscaler` whose ``upscale_file`` (decode,
 estimate, route, fold, network, encode) is timed on a PNG crop of a real photo (from
 ``../shared/data``; a synthetic image when that is absent) at 256x256 and 512x384 inputs. Rounds
 interleave the candidates in a rotating order; the table gives the median seconds per input
 megapixel and the median over rounds of the time ratio to eager torch float32 in the same
-round. One-time costs (model load, graph export, session creation) are timed separately.
+round, after one untimed pass of every candidate at that size (OpenVINO compiles once per input
+shape). One-time costs (model load, graph export and compilation, the first image) are timed
+separately.
 
-Candidates: ``torch`` (eager float32, the baseline), ``onnxruntime``, ``auto`` (what
-``Upscaler(backend="auto")`` resolves to; timed once per round under its resolved name),
-``channels_last`` (eager torch on channels-last tensors) and ``bfloat16`` (eager torch with
-``dtype=torch.bfloat16``: oneDNN's AMX/AVX512-BF16 kernels where the CPU has them, at a cost in
-accuracy); the last two are timed on the first size only unless ``--channels-last-sizes`` /
-``--bf16-sizes`` say more. Every row gives the max and the 99th percentile of its output's
-difference from eager float32's, in 8-bit levels.
+Candidates (:data:`CANDIDATES`): ``torch`` (eager float32, the baseline), ``onnxruntime`` and
+``openvino`` (float32), ``openvino-bfloat16`` and ``torch-bfloat16``; the row marked ``auto`` is
+what ``Upscaler()`` chooses on this machine. ``torch-bfloat16`` is timed on the first size only
+unless ``--bf16-sizes`` says more. Every row gives the max and the 99th percentile of its
+output's difference from eager float32's, in 8-bit levels (the quality criterion over 100 RealSR
+pairs is ``benchmarks/precision_check.py``).
 
 Achieved GFLOP/s counts the network's convolutions (2 FLOP per multiply-add, counted by hooks).
-It is reported as a fraction of two ceilings: the theoretical float32 peak ``threads x 2 FMA
-units x lanes x 2 FLOP x clock``, with the lanes from the /proc/cpuinfo flags (``avx512f``: 16,
-``avx2``: 8, else 4), 2 FMA units per core assumed (nothing reports it: Xeons with one 512-bit
-FMA unit, and AMD Zen 4, which splits each 512-bit FMA into two 256-bit halves, have half that
-peak) and the clock the largest ``cpu MHz`` (not the lower clock AVX-512 code may run at); and
-the practical ceiling, a large float32 matrix product measured at the start of the run on the
-same threads. The bfloat16 row's fractions are of these float32 ceilings too, so they can pass
-100 %.
+It is reported as a fraction of the ceiling that applies to the row's precision: for float32
+the theoretical FMA peak ``threads x 2 FMA units x lanes x 2 FLOP x clock``, with the lanes from
+the /proc/cpuinfo flags (``avx512f``: 16, ``avx2``: 8, else 4), 2 FMA units per core assumed
+(nothing reports it) and the clock the largest ``cpu MHz``; for bfloat16 the AMX peak
+``threads x 1024 FLOP x clock`` where the CPU has ``amx_bf16`` (else AVX512-BF16's
+``threads x 2 x 32 x 2 FLOP x clock``); and, for every row, a large float32 matrix product
+measured at the start of the run on the same threads (the practical float32 ceiling).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_infer.py [--rounds 3] [--bf16-sizes 1]
         [--json runs/bench_infer.json]
@@ -37,8 +38,6 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,33 +45,11 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mordasr.infer import backends
-from mordasr.infer.backends import Network, OnnxRuntimeBackend, TorchBackend
 from mordasr.infer.pipeline import Upscaler
 from mordasr.mor import MoRConv2d, route
-from mordasr.sr.protocol import ImageWork
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "RealSRSet+5images"
 SIZES = ((256, 256), (512, 384))
-
-
-class ChannelsLast:
-    """Eager torch with the network's weights and activations in channels-last layout."""
-
-    name = "channels_last"
-
-    def __init__(self, network: nn.Module) -> None:
-        network.to(memory_format=torch.channels_last)
-
-    @contextmanager
-    def bind(self, work: ImageWork) -> Iterator[Network]:
-        with TorchBackend().bind(work) as network:
-
-            def run(image: Tensor) -> Tensor:
-                out = network(image.contiguous(memory_format=torch.channels_last))
-                return out.contiguous()
-
-            yield run
 
 
 def photo_crop(width: int, height: int) -> Image.Image:
@@ -149,8 +126,16 @@ def fp32_peak(threads: int, sgemm_size: int) -> dict[str, float | str]:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     clocks = [float(line.split(":")[1]) for line in text.splitlines() if "cpu MHz" in line]
     flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    peak = peak_rule(flags, threads, max(clocks) if clocks else float("nan"))
-    return {**peak, "sgemm_size": sgemm_size, "sgemm_gflops": sgemm_gflops(sgemm_size)}
+    mhz = max(clocks) if clocks else float("nan")
+    peak = peak_rule(flags, threads, mhz)
+    half = half_peak(flags, threads, mhz)
+    return {
+        **peak,
+        "bf16_rule": half["rule"],
+        "bf16_peak_gflops": half["peak_gflops"],
+        "sgemm_size": sgemm_size,
+        "sgemm_gflops": sgemm_gflops(sgemm_size),
+    }
 
 
 def level_differences(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -164,61 +149,70 @@ def level_differences(output: np.ndarray, reference: np.ndarray) -> dict[str, fl
     }
 
 
+CANDIDATES: dict[str, dict[str, object]] = {
+    "torch": {"backend": "torch", "precision": "exact"},
+    "onnxruntime": {"backend": "onnxruntime", "precision": "exact"},
+    "openvino": {"backend": "openvino", "precision": "exact"},
+    "openvino-bfloat16": {"backend": "openvino", "dtype": torch.bfloat16},
+    "torch-bfloat16": {"backend": "torch", "dtype": torch.bfloat16},
+}
+"""Each candidate's :class:`Upscaler` options."""
+
+
 def make_candidates(
-    model: str, channels_last: bool, bf16: bool
+    model: str, names: list[str]
 ) -> tuple[dict[str, Upscaler], dict[str, float], str]:
-    """Upscalers by candidate name, their one-time setup seconds, and what ``auto`` became."""
+    """Upscalers by candidate name, their one-time setup seconds (load, export and compile
+    on an empty cache, first image), and the candidate ``Upscaler()`` chooses here."""
     setup: dict[str, float] = {}
     candidates: dict[str, Upscaler] = {}
-    for name in ("torch", "onnxruntime"):
+    warm = torch.rand(3, 64, 64)
+    for name in names:
         start = time.perf_counter()
-        candidates[name] = Upscaler(model, device="cpu", backend=name)
-        setup[f"{name}: load model"] = time.perf_counter() - start
-    ort = candidates["onnxruntime"]
-    network = ort.model.backbone
-    backends._SESSIONS.clear()
-    start = time.perf_counter()
-    OnnxRuntimeBackend(disk_cache=False).session(network)
-    setup["onnxruntime: export graph + create session (no disk cache)"] = (
-        time.perf_counter() - start
+        upscaler = Upscaler(model, device="cpu", **CANDIDATES[name])  # type: ignore[arg-type]
+        upscaler.upscale_tensor(warm)
+        setup[f"{name}: load, export/compile, first 64x64 image"] = time.perf_counter() - start
+        candidates[name] = upscaler
+    chosen = Upscaler(model, device="cpu").configuration
+    auto = next(
+        (
+            name
+            for name, upscaler in candidates.items()
+            if (upscaler.configuration.backend, upscaler.configuration.dtype)
+            == (chosen.backend, chosen.dtype)
+        ),
+        chosen.describe(),
     )
-    backends._SESSIONS.clear()
-    OnnxRuntimeBackend().session(network)
-    backends._SESSIONS.clear()
-    start = time.perf_counter()
-    backend = OnnxRuntimeBackend()
-    backend.session(network)
-    setup["onnxruntime: hash weights + session from the disk cache (new process)"] = (
-        time.perf_counter() - start
-    )
-    ort.backend = backend
-    lr = torch.rand(1, 3, 64, 64)
-    start = time.perf_counter()
-    for _ in range(5):
-        with backend.bind(ort.model.prepare(lr)):
-            pass
-    setup["onnxruntime: fold + feed one image's weights (per image)"] = (
-        time.perf_counter() - start
-    ) / 5
-    if channels_last:
-        eager = Upscaler(model, device="cpu", backend="torch")
-        eager.backend = ChannelsLast(eager.model.backbone)
-        candidates["channels_last"] = eager
-    if bf16:
-        start = time.perf_counter()
-        candidates["bfloat16"] = Upscaler(
-            model, device="cpu", dtype=torch.bfloat16, backend="torch"
-        )
-        setup["bfloat16: load model"] = time.perf_counter() - start
-    auto = Upscaler(model, device="cpu").backend.name
     return candidates, setup, auto
+
+
+def half_peak(flags: str, threads: int, mhz: float) -> dict[str, float | str]:
+    """The bfloat16 peak of ``threads`` cores: AMX tiles (1024 FLOP per cycle and core) where
+    ``flags`` list ``amx_bf16``, else AVX512-BF16 (2 units x 32 lanes x 2 FLOP), else none."""
+    names = set(flags.split(":", 1)[-1].split())
+    if "amx_bf16" in names:
+        per_cycle, rule = 1024, "AMX bf16: 1024 FLOP per cycle and core"
+    elif "avx512_bf16" in names:
+        per_cycle, rule = 128, "AVX512-BF16: 2 units x 32 lanes x 2 FLOP"
+    else:
+        return {"rule": "no bfloat16 hardware", "peak_gflops": float("nan")}
+    return {
+        "rule": f"{threads} threads x {rule} x {mhz:.0f} MHz",
+        "peak_gflops": threads * per_cycle * mhz / 1e3,
+    }
+
+
+def row_peak(name: str, peak: dict[str, float | str]) -> float:
+    """The ceiling of candidate ``name``: the bfloat16 peak for bfloat16 rows, else float32's."""
+    key = "bf16_peak_gflops" if name.endswith("bfloat16") else "peak_gflops"
+    return float(peak[key])
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:
     """The rows as a markdown table: speed, both ceilings' fractions, max and p99 differences."""
     lines = [
         "",
-        "| input | backend | s / MP | ratio vs torch | GFLOP/s | of fp32 peak | of sgemm "
+        "| input | backend | s / MP | ratio vs torch | GFLOP/s | of its peak | of sgemm "
         "| max diff (levels) | p99 diff (levels) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -237,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", default="3,2", help="rounds per size (one number: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--channels-last-sizes", type=int, default=1, help="time channels_last on the first N sizes"
+        "--candidates", nargs="+", choices=sorted(CANDIDATES), default=list(CANDIDATES)
     )
     parser.add_argument(
         "--bf16-sizes", type=int, default=1, help="time torch bfloat16 on the first N sizes"
@@ -260,10 +254,10 @@ def main(argv: list[str] | None = None) -> None:
         "peak": peak,
     }
     print(json.dumps(report), flush=True)
-    candidates, setup, auto = make_candidates(
-        args.model, args.channels_last_sizes > 0, args.bf16_sizes > 0
-    )
-    first_sizes = {"channels_last": args.channels_last_sizes, "bfloat16": args.bf16_sizes}
+    wanted = [n for n in args.candidates if n != "torch-bfloat16" or args.bf16_sizes > 0]
+    names = ["torch", *(n for n in wanted if n != "torch")]  # the baseline always runs
+    candidates, setup, auto = make_candidates(args.model, names)
+    first_sizes = {"torch-bfloat16": args.bf16_sizes}
     flops = conv_flops_per_pixel(candidates["torch"])
     report.update(setup=setup, auto=auto, mflop_per_pixel=flops / 1e6)
     print(json.dumps({"setup": setup, "auto": auto, "mflop_per_pixel": flops / 1e6}), flush=True)
@@ -277,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
             names = [n for n in candidates if size_index < first_sizes.get(n, len(sizes))]
             source = Path(folder) / f"in_{width}x{height}.png"
             photo_crop(width, height).save(source)
+            for name in names:  # one-time work per input shape (graph compilation) is setup
+                candidates[name].upscale_file(source, Path(folder) / "warm_out.png")
             times: dict[str, list[float]] = {name: [] for name in names}
             ratios: dict[str, list[float]] = {name: [] for name in names}
             loads = []
@@ -309,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
                     "s_per_mp": seconds / megapixels,
                     "ratio": statistics.median(ratios[name]),
                     "gflops": gflops,
-                    "peak_fraction": gflops / peak["peak_gflops"],
+                    "peak_fraction": gflops / row_peak(name, peak),
                     "sgemm_fraction": gflops / peak["sgemm_gflops"],
                     **level_differences(outputs[name], outputs["torch"]),
                     "load_1min": loads,

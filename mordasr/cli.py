@@ -17,6 +17,7 @@ from mordasr.eval.benchmark import register as benchmark_register
 from mordasr.eval.cli import register as eval_register
 from mordasr.infer.cli import register as upscale_register
 from mordasr.infer.export_cli import register as export_register
+from mordasr.nets.weights_cli import register as weights_register
 from mordasr.serve.cli import register as serve_register
 from mordasr.train.cli import register as train_register
 
@@ -35,6 +36,7 @@ def _registrars() -> list[Register]:
         benchmark_register,
         analyze_register,
         serve_register,
+        weights_register,
     ]
 
 

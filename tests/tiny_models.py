@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,18 @@ def tiny_backbone(path: Path, scale: int = 4) -> Path:
 
 
 def tiny_mor_model(
-    root: Path, router_input: str = "scores", router_bias: bool = False, scale: int = 4
+    root: Path,
+    router_input: str = "scores",
+    router_bias: bool = False,
+    scale: int = 4,
+    lora: bool = False,
 ) -> Path:
     """A MoR model folder on a tiny backbone of ``scale``, with non-zero adapters (routed by
-    the 7 scores, or by what ``router_input`` names; ``router_bias`` gives the routers a bias)."""
+    the 7 scores, or by what ``router_input`` names; ``router_bias`` gives the routers a bias;
+    ``lora``: plain LoRA adapters instead, 4 shared ranks and no router)."""
     root.mkdir(parents=True, exist_ok=True)
     backbone = tiny_backbone(root / "tiny.pth", scale)
+    routed = {"num_shared": 4, "num_routed": 0, "num_zero": 0, "top_k": 0} if lora else {}
     mor = MoRConfig(
         target_modules=r"conv_(body|up1|up2|hr|last)",
         num_shared=2,
@@ -37,6 +44,7 @@ def tiny_mor_model(
         score_dim=len(BLUR_NOISE) if router_input == "blur-noise" else 7,
         router_bias=router_bias,
     )
+    mor = replace(mor, **routed)
     spec = SRModelSpec(backbone=str(backbone), router_input=router_input, scale=scale)
     model = MoRSuperResolver.build(spec, mor)
     gen = torch.Generator().manual_seed(1)

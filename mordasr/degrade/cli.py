@@ -1,16 +1,6 @@
 """``mordasr degrade``: write degraded LR copies of a folder of HR images.
 
-Every regular file of ``HR_DIR`` that Pillow can open (format detected from content, not from
-the name) is read as RGB (grayscale is repeated, alpha dropped, 16-bit scaled to [0, 1]). Its LR
-image is written to ``OUT_DIR`` as PNG under the same stem (``photo.jpg`` -> ``photo.png``), and
-one JSON line per image goes to ``OUT_DIR/params.jsonl``: input name, output name, seed, preset
-and the sampled parameters. ``--save-gt`` also writes the ground truth (unsharp-masked when the
-preset says so) to ``OUT_DIR/gt/``. Existing outputs are never replaced without ``--overwrite``;
-an input is never replaced, and inputs whose outputs would share a name are refused.
-
-Images are processed in name order, consecutive images of equal size sharing a batch; batch
-``k`` uses seed ``seed + k``, so results are reproducible for the same folder, seed and
-``--batch-size``.
+What it reads, writes and how it seeds is :data:`DESCRIPTION`, the text ``--help`` shows.
 """
 
 from __future__ import annotations
@@ -29,6 +19,21 @@ from mordasr.io.image import read_rgb, save_image
 from mordasr.io.paths import OutputPlanError, check_output_folder, check_plan
 
 PARAMS_FILE = "params.jsonl"
+DESCRIPTION = """\
+Write degraded LR copies of a folder of HR images.
+
+Every regular file of HR_DIR that Pillow can open (format detected from content, not from
+the name) is read as RGB (grayscale is repeated, alpha dropped, 16-bit scaled to [0, 1]). Its LR
+image is written to OUT_DIR as PNG under the same stem (photo.jpg -> photo.png), and one JSON
+line per image goes to OUT_DIR/params.jsonl: input name, output name, seed, preset and the
+sampled parameters. --save-gt also writes the ground truth (unsharp-masked when the preset says
+so) to OUT_DIR/gt/. Existing outputs are never replaced without --overwrite; an input is never
+replaced, and inputs whose outputs would share a name are refused.
+
+Images are processed in name order, consecutive images of equal size sharing a batch; batch k
+uses seed SEED + k, so results are reproducible for the same folder, --seed and --batch-size.
+"""
+"""The ``--help`` text (plain text: argparse shows it as written)."""
 
 
 def _readable_images(hr_dir: Path) -> tuple[list[tuple[Path, tuple[int, int]]], list[str]]:
@@ -130,7 +135,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "degrade",
         help="synthesise low-quality images from clean ones",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("hr_dir", metavar="HR_DIR", help="folder of clean (HR) images")
@@ -144,8 +149,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--scale", type=int, default=4, help="downscaling factor (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--save-gt", action="store_true", help="also write ground truth to gt/")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device: cpu (default), cuda, cuda:N or mps"
+    )
+    parser.add_argument(
+        "--save-gt", action="store_true", help="also write ground truth to gt/ (default: off)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs (default: off)"
+    )
     parser.set_defaults(func=run)

@@ -83,11 +83,13 @@ def run_benchmark(
     save_dir: Path | None = None,
     progress: bool = True,
     keep: int = 0,
+    precision: str = "exact",
 ) -> list[ModelRun]:
     """Run every model on every pair; optionally save SR outputs under ``save_dir/<model>/``
-    and keep those of the first ``keep`` pairs in ``ModelRun.samples``."""
+    and keep those of the first ``keep`` pairs in ``ModelRun.samples``. Models run in float32
+    unless ``precision`` is ``auto`` (what ``mordasr upscale`` runs by default)."""
 
-    upscalers = {name: Upscaler(name, device=device) for name in models}
+    upscalers = {name: Upscaler(name, device=device, precision=precision) for name in models}
     runs = {
         name: ModelRun(name, up.model.describe(), {m: [] for m in metrics})
         for name, up in upscalers.items()

@@ -34,7 +34,15 @@ from mordasr.io.image import (
     save_like,
     sniff_format,
 )
-from mordasr.io.paths import SUBFOLDER, InputScan, check_output_folder, check_plan, scan_inputs
+from mordasr.io.paths import (
+    SUBFOLDER,
+    InputScan,
+    check_output_folder,
+    check_plan,
+    names_a_file,
+    scan_inputs,
+    single_output,
+)
 
 PROG = "mordasr upscale"
 FAILURES_FILE = "failures.csv"
@@ -116,11 +124,17 @@ def plan_batch(
     first: bool,
 ) -> BatchPlan:
     """Scan ``inputs`` (printing what is not read when ``first``), place every result and check
-    the output folder; raises :class:`~mordasr.io.paths.OutputPlanError` when one cannot work."""
+    the output folder; raises :class:`~mordasr.io.paths.OutputPlanError` when one cannot work.
+    An ``out_dir`` that names an image file (``-o result.png``) takes the one input's result
+    (:func:`~mordasr.io.paths.single_output`); the plan's folder is then the file's."""
     scan = scan_inputs(inputs, recursive=recursive)
     for reason, paths in scan.left_out.items() if first else ():
         for path in paths:
             print(printable(f"{PROG}: not read {path}: {reason}"), file=sys.stderr)
+    if names_a_file(out_dir):
+        targets = single_output(scan, inputs, out_dir, fmt)
+        check_output_folder(out_dir.parent)
+        return BatchPlan(scan, out_dir.parent, targets, shard, first)
     targets = plan_outputs(scan.files, out_dir, fmt, suffix, scan.subfolders)
     check_output_folder(out_dir)
     return BatchPlan(scan, out_dir, targets, shard, first)
@@ -214,6 +228,8 @@ class BatchTally:
     failed: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    ran_on: str = ""
+    """The backend and precision that ran the network, once the model is loaded."""
 
     def fail(self, source: Path, reason: str) -> None:
         self.failed += 1
@@ -242,6 +258,8 @@ class BatchTally:
         if self.dropped:
             kinds = ", ".join(f"{what} ({n} file(s))" for what, n in self.dropped.items())
             parts.append(f"dropped: {kinds}")
+        if self.ran_on:
+            parts.append(f"ran on {self.ran_on}")
         return "; ".join(parts) + f" -> {out_dir}"
 
 
@@ -366,6 +384,7 @@ def _run_files(
     except MODEL_ERRORS as error:
         print(f"{PROG}: cannot load model {model}: {one_line(error)}", file=sys.stderr)
         return 2
+    tally.ran_on = upscaler.configuration.describe()
     try:
         plan.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -10,7 +10,12 @@ import os
 
 import torch
 
-from mordasr.infer.backends import ONNX_HINT, onnxruntime_available
+from mordasr.infer.backends import (
+    ONNX_HINT,
+    OPENVINO_HINT,
+    onnxruntime_available,
+    openvino_available,
+)
 from mordasr.infer.pipeline import MAX_STRENGTH, output_size
 
 
@@ -58,18 +63,22 @@ def argument_error(args: argparse.Namespace) -> str | None:
         device_error(args.device),
         result_error(args),
         ONNX_HINT if args.backend == "onnxruntime" and not onnxruntime_available() else None,
+        OPENVINO_HINT if args.backend == "openvino" and not openvino_available() else None,
+        "--precision exact and --dtype disagree: --dtype already sets the precision"
+        if args.precision == "exact" and args.dtype not in (None, "float32")
+        else None,
     )
     return next((error for error in errors if error), None)
 
 
 def device_error(name: str | None) -> str | None:
     """Why ``--device`` cannot be used on this machine (with the fix), or None."""
-    if name is None:
+    if name is None or name == "auto":
         return None
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        return f"--device {name!r} is not a device name: use cpu, cuda or cuda:N"
+        return f"--device {name!r} is not a device name: use cpu, cuda, cuda:N or mps"
     if device.type == "cuda":
         if not torch.cuda.is_available():
             build = "" if torch.version.cuda else " (this torch is built without CUDA)"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mordasr.infer.backends import BACKENDS
+from mordasr.infer.backends import BACKENDS, PRECISIONS
 from mordasr.infer.batch import (
     DEFAULT_MAX_PIXELS,
     FAILURES_FILE,
@@ -51,7 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``upscale`` sub-command."""
     parser = add_subcommand(subparsers, "upscale", SUMMARY)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    parser.add_argument("-o", "--output", default="out", help="output folder (default: out)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="out",
+        help="output folder (default: out), or for one input file the result's file name "
+        "(e.g. result.png; the format follows its extension)",
+    )
     parser.add_argument(
         "--model",
         default="default",
@@ -65,18 +71,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "out-of-memory error) or pixels (0: whole image)",
     )
     parser.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1..., or mps (Apple GPU)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): the fastest precision that kept the quality of float32 on this "
+        "device (bfloat16 on CPUs with AMX or AVX512-BF16, half on CUDA); exact: float32",
+    )
     parser.add_argument(
         "--dtype",
         choices=sorted(DTYPES),
-        default="float32",
-        help="network dtype; broken half-precision tiles are redone in float32",
+        default=None,
+        help="force the network's dtype (overrides --precision); broken half-precision tiles "
+        "are redone in float32",
     )
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="where the network runs (default auto: ONNX Runtime on the CPU when installed)",
+        help="where the network runs (default auto: OpenVINO, else ONNX Runtime, on the CPU)",
     )
     parser.add_argument(
         "--routing",
@@ -195,7 +213,8 @@ def _load_upscaler(args: argparse.Namespace, bars: TqdmProgress | None) -> Upsca
     return Upscaler(
         args.model,
         device=args.device,
-        dtype=DTYPES[args.dtype],
+        dtype=None if args.dtype is None else DTYPES[args.dtype],
+        precision=args.precision,
         tile=args.tile or None,
         tile_overlap=args.tile_overlap,
         progress=bars or False,
@@ -237,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
     if error is not None:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    if process is not None and args.device is None:
+    if process is not None and args.device in (None, "auto"):
         args.device = launch_device(os.environ, torch.cuda.device_count())
     try:
         plan = plan_batch(

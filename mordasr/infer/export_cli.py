@@ -1,23 +1,27 @@
-"""`mordasr export MODEL -o model.onnx`: an ONNX file other tools can run (one fixed routing)."""
+"""`mordasr export MODEL -o FILE`: an ONNX, safetensors or .pth file other tools load (one fixed
+routing)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from mordasr.infer.export import export_model, parse_scores
+from mordasr.infer.export import EXPORT_FORMATS, export_format, export_model, parse_scores
 from mordasr.io.cliargs import add_subcommand
 from mordasr.io.image import ImageReadError
 from mordasr.sr.zoo import load_sr_model
 
 # The sub-command's help line and description.
 SUMMARY = (
-    "write a model as ONNX (input (1,3,H,W) in [0,1], dynamic size)",
-    "Export a feed-forward model as an ONNX file with dynamic height and width "
-    "that ONNX Runtime and tools reading Real-ESRGAN ONNX models load: input 'input' "
-    "(N,3,H,W) float32 RGB in [0,1], output 'output' clamped to [0,1]. A MoR model's "
-    "routing is fixed for the --scores given, one routing for the whole image (region "
-    "routing, `upscale --routing region`, needs mordasr itself).",
+    "write a model as ONNX (input (N,3,H,W) in [0,1], dynamic size), .safetensors or .pth",
+    "Export a feed-forward model with its routing fixed for the --scores given, one routing "
+    "for the whole image (region routing, `upscale --routing region`, needs mordasr itself). "
+    ".onnx: dynamic batch, height and width, input 'input' (N,3,H,W) float32 RGB in [0,1], "
+    "output 'output' clamped to [0,1], for ONNX Runtime and tools reading Real-ESRGAN ONNX "
+    "models. .safetensors/.pth: the folded network as a plain state dict with the official "
+    "Real-ESRGAN key layout of its architecture (RRDBNet or SRVGGNetCompact), which ComfyUI, "
+    "chaiNNer and spandrel load like RealESRGAN_x4plus.pth; the safetensors header records "
+    "the architecture, scale and routing.",
 )
 
 
@@ -25,7 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` sub-command."""
     parser = add_subcommand(subparsers, "export", SUMMARY)
     parser.add_argument("model", help="'default', a model folder, or a backbone name or file")
-    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    parser.add_argument(
+        "-o", "--output", required=True, help="the file to write (.onnx, .safetensors or .pth)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("auto", *EXPORT_FORMATS),
+        default="auto",
+        help="file format (default auto: from the -o file's extension)",
+    )
     parser.add_argument(
         "--scores",
         nargs="+",
@@ -46,9 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``mordasr export``; exit status 2 on a bad model, scores or file."""
     try:
+        fmt = export_format(args.output, args.format)
         model = load_sr_model(args.model)
         scores = parse_scores(model, args.scores)
-        path = export_model(model, args.output, scores, args.strength)
+        path = export_model(model, args.output, scores, args.strength, fmt, source=args.model)
     except (FileNotFoundError, ValueError, ImageReadError, OSError) as error:
         print(f"mordasr export: {error}", file=sys.stderr)
         return 2

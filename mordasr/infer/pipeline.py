@@ -30,14 +30,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from mordasr.infer.backends import Backend, select_backend
+from mordasr.infer.backends import Backend, Configuration, choose_configuration
 from mordasr.infer.color_fix import adain_color_fix, wavelet_color_fix
 from mordasr.infer.latent_tiling import tiled_latent_forward, tiled_vae_decode, tiled_vae_encode
 from mordasr.infer.memory import auto_tile, available_memory, bytes_per_pixel, is_out_of_memory
 from mordasr.infer.progress import ProgressCallback, ProgressEvent, Stage, progress_callback
 from mordasr.infer.tiling import BoxedTileFn, TileProgress, tiled_forward_at
 from mordasr.io.image import DecodedImage, read_image, save_like
-from mordasr.mor import mor_layers, set_strength
+from mordasr.mor import cast_network, mor_layers, set_strength
 from mordasr.sr.protocol import ImageWork, LatentWork, SRModel
 from mordasr.sr.regions import RoutingMode, TileBox, check_routing
 from mordasr.sr.sd.prompts import FixedPrompt
@@ -75,9 +75,14 @@ class Upscaler:
             :class:`~mordasr.sr.protocol.SRModel`, or any module with ``.scale`` (run as is).
             Inputs are padded to the model's ``multiple_of`` (reflected) and cropped back.
         device: where to run (default: CUDA if available, else CPU).
-        dtype: compute dtype of the network (the estimator always runs in float32). In float16
-            and bfloat16 a tile whose output is not finite, or black for a non-black input, is
-            computed again in float32 (with a warning).
+        dtype: compute dtype of the network, overriding ``precision`` (routing, folding and
+            the estimator always run in float32). In float16 and bfloat16 a tile whose output
+            is not finite, or black for a non-black input, is computed again in float32 (with
+            a warning).
+        precision: ``auto`` (default): the fastest configuration that met the quality
+            criterion against float32 on this device's instruction set (OpenVINO bfloat16 on
+            CPUs with AMX or AVX512-BF16, half precision on CUDA, float32 elsewhere; see
+            :mod:`mordasr.infer.backends.choice`); ``exact``: float32.
         tile: largest input tile side; ``"auto"`` (default) picks it per image from the
             model's memory per pixel and the free memory (:mod:`mordasr.infer.memory`);
             ``None`` or 0 processes the whole image at once. On an out-of-memory error the
@@ -98,7 +103,9 @@ class Upscaler:
         color_fix: one-step SD: ``wavelet``, ``adain`` or ``none``.
         prompt: one-step SD: a fixed prompt replacing the model's prompt source.
         backend: where the network runs: ``torch``, ``onnxruntime`` (feed-forward models,
-            float32, CPU) or ``auto`` (see :mod:`mordasr.infer.backends`).
+            float32, CPU), ``openvino`` (feed-forward models, CPU) or ``auto``: the fastest
+            installed one for the precision (see :mod:`mordasr.infer.backends.choice`).
+        device: ``auto`` or None picks CUDA, then Apple's MPS, then the CPU.
         routing: MoR models: ``image`` (default) routes every tile by the whole image's
             scores; ``region`` scores every region of the image and routes each tile by the
             regions it covers (tiles then span at most a few regions; see
@@ -109,7 +116,7 @@ class Upscaler:
         self,
         model: str | Path | nn.Module = "default",
         device: str | torch.device | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         tile: TileSetting = "auto",
         tile_overlap: int = 32,
         progress: bool | ProgressCallback = False,
@@ -122,15 +129,19 @@ class Upscaler:
         prompt: str | None = None,
         backend: str = "auto",
         routing: RoutingMode = "image",
+        precision: str = "auto",
     ) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = dtype
+        self.device = default_device() if device in (None, "auto") else torch.device(device)
         if isinstance(model, str | Path):
             module = load_sr_model(model)
             merge = strength == 1.0  # merged shared ranks could not be scaled
         else:
             module, merge = as_sr_model(model), False
-        self.model: SRModel = module.to_inference(self.device, dtype, merge=merge)
+        self.configuration: Configuration = choose_configuration(
+            module, self.device, backend, precision, dtype
+        )
+        self.dtype = self.configuration.network_dtype
+        self.model: SRModel = module.to_inference(self.device, self.dtype, merge=merge)
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"unknown color_fix {color_fix!r}; choose from {sorted(COLOR_FIXES)}")
         if prompt is not None:
@@ -139,7 +150,7 @@ class Upscaler:
             self.model.prompt_source = FixedPrompt(prompt)
         if tile != "auto" and tile is not None and (not isinstance(tile, int) or tile < 0):
             raise ValueError(f"tile must be 'auto', None or a side >= 0, got {tile!r}")
-        self.backend: Backend = select_backend(backend, self.model, self.device, dtype)
+        self.backend: Backend = self.configuration.backend_object()
         self.routing = check_routing(routing)
         if routing == "region" and (self.model.score_dim is None or self.model.tiling != "image"):
             raise ValueError("region routing applies to feed-forward MoR models only")
@@ -307,20 +318,21 @@ class Upscaler:
     ) -> Callable[[Tensor], Tensor]:
         """``network`` as a tile function that redoes a broken half-precision tile in float32:
         ``work``'s network cast to float32, running its float32 plan."""
-        if self.dtype not in HALF_DTYPES:
+        compute = self.configuration.dtype
+        if compute not in HALF_DTYPES:
             return network
 
         def run(tile: Tensor) -> Tensor:
             out = network(tile)
             if not _is_broken(out, tile):
                 return out
-            self._warn(f"{self.dtype} gave a non-finite or black tile; it was redone in float32")
+            self._warn(f"{compute} gave a non-finite or black tile; it was redone in float32")
             work.network.float()
             try:
                 with work.plan.applied(work.network) as exact:
                     return exact(tile.float()).to(out.dtype)
             finally:
-                work.network.to(self.dtype)
+                cast_network(work.network, self.dtype)
 
         return run
 
@@ -423,6 +435,15 @@ class Upscaler:
         decoded = read_image(source)
         result = self.upscale_decoded(decoded, size)
         save_like(target, result.image, decoded, alpha=result.alpha, quality=quality)
+
+
+def default_device() -> torch.device:
+    """CUDA if available, then Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def output_size(

@@ -78,6 +78,12 @@ class ImageTooLargeError(ValueError):
     """An image's header declares more pixels than the reader was allowed to decode."""
 
 
+def format_of_suffix(path: str | Path) -> str | None:
+    """The format :func:`save_image` writes for ``path``'s extension (``"PNG"``, ``"JPEG"``,
+    ...), or None when it writes none for it."""
+    return _EXTENSION_FORMATS.get(Path(path).suffix.lower())
+
+
 def check_pixels(width: int, height: int, max_pixels: int | None) -> None:
     """Raise :class:`ImageTooLargeError` when ``width`` x ``height`` is over ``max_pixels``
     (``None``: no limit); called with the size from a header, before any decoding."""

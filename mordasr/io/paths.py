@@ -10,7 +10,9 @@ Shared by the command lines that turn a set of input files into a folder of outp
   lost): it refuses rather than inventing a disambiguated name, so every output keeps the
   predictable name of its input;
 - :func:`check_output_folder` tells whether the output folder can be created and written before
-  a model is loaded or an image computed.
+  a model is loaded or an image computed;
+- :func:`single_output` places the one result of a batch given ``-o FILE`` (an image file name
+  that is not an existing folder), and refuses it for several inputs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mordasr.io.image import format_of_suffix
 
 SUBFOLDER = "sub-folder"
 DANGLING_LINK = "dangling link"
@@ -174,3 +178,29 @@ def check_output_folder(out_dir: str | Path) -> None:
             reason = f"{reason}; choose a writable -o folder"
         message = f"cannot write to the output folder {out_dir} ({base}): {reason}"
         raise OutputPlanError(message) from error
+
+
+def names_a_file(out: str | Path) -> bool:
+    """Whether ``-o out`` names one output file rather than a folder: it ends in an image
+    extension (``.png``, ``.jpg``, ...) and is not an existing folder."""
+    return format_of_suffix(out) is not None and not Path(out).is_dir()
+
+
+def single_output(
+    scan: InputScan, inputs: Sequence[str | Path], out: Path, fmt: str = "auto"
+) -> dict[Path, Path]:
+    """The plan (source -> ``out``) of ``-o FILE``: one named input file, written in the format
+    of ``out``'s extension; raises :class:`OutputPlanError` for several inputs (or a folder)
+    and for a ``--format`` that disagrees with the extension."""
+    folders = [Path(item) for item in inputs if Path(item).is_dir()]
+    if len(scan.files) != 1 or folders:
+        count = f"{len(scan.files)} inputs" if not folders else f"the folder {folders[0]}"
+        raise OutputPlanError(
+            f"-o {out} names one file but there are {count}: with several inputs -o must be "
+            f"a folder (e.g. -o {out.with_suffix('')}/); nothing was written"
+        )
+    if fmt != "auto" and format_of_suffix(f".{fmt}") != format_of_suffix(out):
+        raise OutputPlanError(f"--format {fmt} disagrees with -o {out}: drop one of them")
+    targets = {scan.files[0]: out}
+    check_plan(targets, scan.files)
+    return targets

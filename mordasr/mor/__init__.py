@@ -15,6 +15,7 @@ from mordasr.mor.balance import load_balance_loss, severity_from_scores
 from mordasr.mor.config import MoRConfig
 from mordasr.mor.layer import MoRConv2d, MoRLayer, MoRLinear
 from mordasr.mor.model import (
+    cast_network,
     inject_mor,
     load_mor_adapter,
     load_mor_state_dict,
@@ -48,6 +49,7 @@ __all__ = [
     "Variant",
     "allocate_ranks",
     "applied_plan",
+    "cast_network",
     "degradation_aware_balance",
     "gradient_importance",
     "inject_mor",

@@ -195,7 +195,7 @@ class MoRLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Frozen layer plus the routed and shared experts of each image (eq. 10)."""
         if self.strength == 0.0:
-            return self.base_layer(x)
+            return self._base(x)
         plan = self.plan
         if plan is not None and plan.weight is not None:
             _check_batch(plan.weight.shape[0], x)
@@ -208,12 +208,20 @@ class MoRLayer(nn.Module):
         a, b, coeff = self._active_factors(None if plan is None else plan.routing, x.dtype)
         rank = coeff.shape[1] if coeff.numel() else 0
         if rank == 0:
-            return self.base_layer(x)
+            return self._base(x)
         _check_batch(coeff.shape[0], x)
         if self._path(x, rank, coeff.shape[0]) == "lowrank":
-            return self.base_layer(x) + self.delta_scaling * self._lowrank(x, a, b, coeff)
+            return self._base(x) + self.delta_scaling * self._lowrank(x, a, b, coeff)
         delta = self._delta(a, b, coeff)
-        return self._with_weight(x, self.base_layer.weight + self.delta_scaling * delta)
+        weight = self.base_layer.weight.to(x.dtype)
+        return self._with_weight(x, weight + self.delta_scaling * delta)
+
+    def _base(self, x: Tensor) -> Tensor:
+        """The frozen layer alone, its weight cast to the input's dtype (a MoR layer stays
+        float32 in a network run in lower precision: :func:`~mordasr.mor.model.cast_network`)."""
+        if self.base_layer.weight.dtype == x.dtype:
+            return self.base_layer(x)
+        return self._with_weight(x, self.base_layer.weight[None].to(x.dtype))
 
     def _active_factors(
         self, routing: Routing | None, dtype: torch.dtype
@@ -237,7 +245,7 @@ class MoRLayer(nn.Module):
             return empty, empty, empty
         batch = max(c.shape[0] for c in parts_c)
         coeff = torch.cat([c.expand(batch, -1) for c in parts_c], dim=1)
-        return torch.cat(parts_a, dim=0), torch.cat(parts_b, dim=1), coeff
+        return torch.cat(parts_a, dim=0).to(dtype), torch.cat(parts_b, dim=1).to(dtype), coeff
 
     @torch.no_grad()
     def fold(self, routing: Routing | None) -> Tensor:
@@ -341,7 +349,7 @@ class MoRLinear(MoRLayer):
         return F.linear(h, b)
 
     def _with_weight(self, x: Tensor, weight: Tensor) -> Tensor:
-        bias = self.base_layer.bias
+        bias = _bias(self.base_layer, x)
         if weight.shape[0] == 1:
             return F.linear(x, weight[0], bias)
         return torch.cat([F.linear(x[i : i + 1], w, bias) for i, w in enumerate(weight)])
@@ -400,11 +408,12 @@ class MoRConv2d(MoRLayer):
 
     def _with_weight(self, x: Tensor, weight: Tensor) -> Tensor:
         base = self.base_layer
+        bias = _bias(base, x)
         if weight.shape[0] == 1:
-            return F.conv2d(x, weight[0], base.bias, base.stride, base.padding, base.dilation)
+            return F.conv2d(x, weight[0], bias, base.stride, base.padding, base.dilation)
         return torch.cat(
             [
-                F.conv2d(x[i : i + 1], w, base.bias, base.stride, base.padding, base.dilation)
+                F.conv2d(x[i : i + 1], w, bias, base.stride, base.padding, base.dilation)
                 for i, w in enumerate(weight)
             ]
         )
@@ -419,3 +428,9 @@ class MoRConv2d(MoRLayer):
         else:
             per_token = rank * (base.in_channels * sh * sw + base.out_channels * kh * kw)
         return tokens, per_token
+
+
+def _bias(layer: nn.Conv2d | nn.Linear, x: Tensor) -> Tensor | None:
+    """The layer's bias in the input's dtype (None without one)."""
+    bias = layer.bias
+    return None if bias is None else bias.to(x.dtype)

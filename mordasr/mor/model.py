@@ -54,6 +54,18 @@ def mor_layers(model: nn.Module) -> Iterator[tuple[str, MoRLayer]]:
             yield name, module
 
 
+def cast_network(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model`` in ``dtype`` except its MoR layers (frozen layer, adapters, routers), which stay
+    float32: routing and folding are always computed in float32 and each folded weight is
+    rounded once, to the dtype of the activations it meets. Returns ``model``."""
+    kept = {
+        id(t) for _, layer in mor_layers(model) for t in (*layer.parameters(), *layer.buffers())
+    }
+    for _, layer in mor_layers(model):
+        layer.float()
+    return model._apply(lambda t: t if id(t) in kept or not t.is_floating_point() else t.to(dtype))
+
+
 def mor_config(model: nn.Module) -> MoRConfig:
     """The config the model's MoR layers were injected with (before per-layer overrides)."""
     for _, layer in mor_layers(model):

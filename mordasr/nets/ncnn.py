@@ -14,7 +14,8 @@ Format summary (ncnn's own documentation calls these the param and model files):
   padded to 4 bytes for ``0x01306B47``, an 8-bit index into a 256-entry float32 table for other
   non-zero tags); biases follow as untagged float32.
 
-Only the layer types needed by convolutional SR networks are decoded; a layer type that carries
+Only the layer types needed by convolutional SR networks are decoded (``Convolution`` and
+``PReLU``, whose slopes are stored as untagged float32); a layer type that carries
 weights but is not understood raises :class:`NcnnFormatError` instead of silently misreading the
 rest of the file.
 """
@@ -87,6 +88,17 @@ class ConvolutionWeights:
     activation: int  # ncnn activation_type: 0 none, 1 ReLU, 2 leaky ReLU, ...
     activation_params: tuple[float, ...]
     weight_storage: int  # the tag the weight blob was stored with
+
+
+@dataclass(frozen=True)
+class PReLUWeights:
+    """Decoded slopes of a ``PReLU`` layer, shaped like a PyTorch ``PReLU`` weight."""
+
+    layer: NcnnLayer
+    slopes: np.ndarray  # (num_slope,), float32
+
+
+LayerWeights = ConvolutionWeights | PReLUWeights
 
 
 def _parse_scalar(text: str) -> int | float:
@@ -226,22 +238,37 @@ def _read_convolution(layer: NcnnLayer, reader: _BlobReader) -> ConvolutionWeigh
     )
 
 
-def read_convolutions(layers: list[NcnnLayer], data: bytes) -> list[ConvolutionWeights]:
-    """Decode the weights of every ``Convolution`` layer from the bytes of a ``.bin`` file.
+def read_weights(layers: list[NcnnLayer], data: bytes) -> list[LayerWeights]:
+    """Decode the weights of every ``Convolution`` and ``PReLU`` layer from the bytes of a
+    ``.bin`` file, in graph order.
 
     Fails if a layer type that may carry weights is not understood, or if bytes are left over
     after the last layer, so a successful return means the whole file was consumed.
     """
     reader = _BlobReader(data)
-    convolutions = []
+    weights: list[LayerWeights] = []
     for layer in layers:
         if layer.type == "Convolution":
-            convolutions.append(_read_convolution(layer, reader))
+            weights.append(_read_convolution(layer, reader))
+        elif layer.type == "PReLU":
+            count = _int_param(layer, 0, 1)
+            weights.append(PReLUWeights(layer, reader.raw(count, f"slopes of {layer.name}")))
         elif layer.type not in _WEIGHTLESS:
             raise NcnnFormatError(f"layer {layer.name}: type {layer.type} is not supported")
     leftover = len(reader.data) - reader.offset
     if leftover:
         raise NcnnFormatError(f"{leftover} bytes of the bin file were not consumed by any layer")
+    return weights
+
+
+def read_convolutions(layers: list[NcnnLayer], data: bytes) -> list[ConvolutionWeights]:
+    """The ``Convolution`` weights of a network made of convolutions only (see
+    :func:`read_weights`); a ``PReLU`` layer is an error."""
+    convolutions = []
+    for weights in read_weights(layers, data):
+        if not isinstance(weights, ConvolutionWeights):
+            raise NcnnFormatError(f"layer {weights.layer.name}: a PReLU in a convolution-only net")
+        convolutions.append(weights)
     return convolutions
 
 
@@ -249,3 +276,11 @@ def load_ncnn_convolutions(param_path: Path, bin_path: Path) -> list[Convolution
     """Read a ``.param``/``.bin`` pair and return its convolutions in graph order."""
     layers = parse_param(Path(param_path).read_text(encoding="utf-8"))
     return read_convolutions(layers, Path(bin_path).read_bytes())
+
+
+def load_ncnn_weights(
+    param_path: Path, bin_path: Path
+) -> tuple[list[NcnnLayer], list[LayerWeights]]:
+    """Read a ``.param``/``.bin`` pair: its layers and its weighted layers' weights, in order."""
+    layers = parse_param(Path(param_path).read_text(encoding="utf-8"))
+    return layers, read_weights(layers, Path(bin_path).read_bytes())

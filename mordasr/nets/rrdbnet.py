@@ -101,6 +101,11 @@ class RRDBNet(nn.Module):
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
 
+    @property
+    def multiple_of(self) -> int:
+        """Side multiple the input needs: x2 and x1 networks pixel-unshuffle by 2 and 4."""
+        return self.unshuffle
+
     @classmethod
     def from_config(cls, config: RRDBNetConfig) -> RRDBNet:
         """Build an (untrained) network with the given hyper-parameters."""

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", default="default", help="the model selected first (as for `mordasr upscale`)"
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1..., mps (default: auto)")
     parser.add_argument(
         "--jobs-dir",
         default=None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, SupportsInt, cast
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from mordasr.mor import RoutingPlan
-from mordasr.nets.loaders import PRETRAINED, load_realesrgan
+from mordasr.nets.loaders import PRETRAINED, load_network
 from mordasr.sr.manifest import loading, read_json_dataclass, write_manifest
 from mordasr.sr.protocol import ImageWork, Tiling
 from mordasr.sr.regions import RoutingMode
@@ -57,6 +57,9 @@ class PlainSR(_FixedScaleSR):
         backbone: maps (B, 3, h, w) to (B, 3, scale*h, scale*w).
         scale: its upscaling factor.
         multiple_of: the side multiple it needs (2 and 4 for x2 and x1 RRDBNets).
+
+    The backbone is any feed-forward network :func:`~mordasr.nets.loaders.load_network` loads:
+    RRDBNet, SRVGGNetCompact, or another architecture through spandrel.
     """
 
     model_type: ClassVar[str] = "plain"
@@ -85,7 +88,7 @@ class PlainSR(_FixedScaleSR):
         return self.to(device=device, dtype=dtype).eval()
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the manifest and the backbone's weights (an RRDBNet state dict)."""
+        """Write the manifest and the backbone's weights (its state dict)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.backbone.state_dict().items()}
@@ -95,8 +98,8 @@ class PlainSR(_FixedScaleSR):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path) -> PlainSR:
-        """A folder written by :meth:`save_pretrained`, a pretrained backbone name
-        (``realesrgan-x4plus``, ``realsr-df2k-x4``) or a ``.pth``/``.param``/``.safetensors``
+        """A folder written by :meth:`save_pretrained`, a pretrained backbone name (a key of
+        :data:`~mordasr.nets.loaders.PRETRAINED`) or a ``.pth``/``.param``/``.safetensors``
         file; a file that cannot be read (or a pickle that carries code) is a one-line
         :class:`~mordasr.sr.manifest.ModelLoadError`."""
         source = Path(name_or_path)
@@ -104,9 +107,10 @@ class PlainSR(_FixedScaleSR):
             check_model_type(source, cls.model_type)
             source = source / BACKBONE_FILE
         with loading(source):
-            backbone = load_realesrgan(source)
+            backbone = load_network(source)
         backbone.requires_grad_(False)
-        return cls(backbone, backbone.scale, backbone.unshuffle).eval()
+        scale, multiple_of = (int(cast(SupportsInt, backbone.scale)), backbone.multiple_of)
+        return cls(backbone, scale, int(cast(SupportsInt, multiple_of))).eval()
 
 
 @dataclass

@@ -28,6 +28,7 @@ from mordasr.estimate.learned import MIN_SIDE
 from mordasr.mor import (
     MoRConfig,
     RoutingPlan,
+    cast_network,
     inject_mor,
     load_mor_state_dict,
     mor_config,
@@ -36,7 +37,7 @@ from mordasr.mor import (
 )
 from mordasr.mor.model import CONFIG_NAME as MOR_CONFIG_FILE
 from mordasr.mor.model import WEIGHTS_NAME as MOR_WEIGHTS_FILE
-from mordasr.nets.loaders import load_realesrgan
+from mordasr.nets.loaders import load_network
 from mordasr.sr.manifest import loading, read_json_dataclass, write_manifest
 from mordasr.sr.protocol import ImageWork, Tiling
 from mordasr.sr.regions import (
@@ -111,7 +112,7 @@ class MoRSuperResolver(nn.Module):
     @property
     def multiple_of(self) -> int:
         """Side multiple the backbone needs: x2 and x1 RRDBNets pixel-unshuffle by 2 and 4."""
-        return int(getattr(self.backbone, "unshuffle", 1))
+        return int(getattr(self.backbone, "multiple_of", 1))
 
     @property
     def score_dim(self) -> int:
@@ -124,10 +125,11 @@ class MoRSuperResolver(nn.Module):
     def to_inference(
         self, device: torch.device | str, dtype: torch.dtype, *, merge: bool = False
     ) -> MoRSuperResolver:
-        """Backbone (and adapters) in ``dtype`` on ``device``, the estimator float32 there; the
+        """Backbone in ``dtype`` on ``device``; the estimator and the MoR layers stay float32
+        there, so routing and folding do not depend on ``dtype`` (:func:`cast_network`). The
         routed ranks are folded per image anyway, so ``merge`` changes nothing here."""
         self.to(device)
-        self.backbone.to(dtype=dtype)
+        cast_network(self.backbone, dtype)
         return self.eval()
 
     @classmethod
@@ -137,7 +139,7 @@ class MoRSuperResolver(nn.Module):
         """Load the backbone and estimator and, if ``mor`` is given, inject fresh adapters."""
         backbone_path = _resolve(spec.backbone, base_dir)
         with loading(backbone_path):
-            backbone = load_realesrgan(backbone_path)
+            backbone = load_network(backbone_path)
         backbone.requires_grad_(False)
         if mor is not None:
             inject_mor(backbone, mor)

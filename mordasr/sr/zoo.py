@@ -8,7 +8,10 @@
   ``OneStepSR.save_pretrained`` (the one-step SD 2.1 model, loaded onto the SD weights its
   config names); folders of earlier versions, without a manifest, are recognised by their
   ``model.json`` or ``onestep_config.json``;
-- ``realesrgan-x4plus`` / ``realsr-df2k-x4`` or a ``.pth``/``.param`` file: the plain backbone;
+- a backbone name (``realesrgan-x4plus``, ``realsr-df2k-x4``, ``realesrgan-x4plus-anime``,
+  ``realesr-animevideov3`` and its ``-x2``/``-x3``) or a ``.pth``/``.param``/``.safetensors``
+  file: the plain network (RRDBNet, SRVGGNetCompact, or another architecture through spandrel
+  with the ``mordasr[any]`` extra);
 - ``bicubic``: bicubic interpolation (x4), the usual floor in benchmark tables.
 """
 

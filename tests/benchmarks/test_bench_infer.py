@@ -56,6 +56,7 @@ def test_level_differences_do_not_wrap_around_in_uint8(bench: ModuleType) -> Non
 @pytest.fixture(scope="module")
 def tiny_run(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
     root = tmp_path_factory.mktemp("bench_infer")
     model = tiny_mor_model(root / "model")
     report = root / "report.json"
@@ -69,18 +70,24 @@ def tiny_run(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dic
     return json.loads(report.read_text())
 
 
-def test_tiny_run_times_bfloat16_and_channels_last_on_the_first_size_only(
+def test_tiny_run_times_torch_bfloat16_on_the_first_size_only(
     tiny_run: dict[str, object],
 ) -> None:
-    rows = {(row["size"], row["backend"]) for row in tiny_run["rows"]}
+    rows = {(row["size"], row["backend"].removesuffix(" (auto)")) for row in tiny_run["rows"]}
+    graph = {"onnxruntime", "openvino", "openvino-bfloat16"}
     assert rows == {
-        ("16x16", "torch"),
-        ("16x16", "onnxruntime (auto)"),
-        ("16x16", "channels_last"),
-        ("16x16", "bfloat16"),
-        ("24x16", "torch"),
-        ("24x16", "onnxruntime (auto)"),
+        *(("16x16", name) for name in ("torch", "torch-bfloat16", *graph)),
+        *(("24x16", name) for name in ("torch", *graph)),
     }
+
+
+def test_tiny_run_marks_the_automatic_choice(tiny_run: dict[str, object]) -> None:
+    assert sum(row["backend"].endswith(" (auto)") for row in tiny_run["rows"]) == 2
+
+
+def test_half_peak_counts_amx_tiles(bench: ModuleType) -> None:
+    peak = bench.half_peak(XEON_FLAGS, threads=2, mhz=2600.0)
+    assert peak["peak_gflops"] == pytest.approx(2 * 1024 * 2.6)
 
 
 def test_tiny_run_reports_max_and_p99_differences_from_eager_float32(
@@ -97,5 +104,6 @@ def test_tiny_run_reports_fractions_of_peak_and_of_the_measured_sgemm(
 ) -> None:
     peak = tiny_run["peak"]
     for row in tiny_run["rows"]:
-        assert row["peak_fraction"] == pytest.approx(row["gflops"] / peak["peak_gflops"])
+        ceiling = peak["bf16_peak_gflops" if "bfloat16" in row["backend"] else "peak_gflops"]
+        assert row["peak_fraction"] == pytest.approx(row["gflops"] / ceiling, nan_ok=True)
         assert row["sgemm_fraction"] == pytest.approx(row["gflops"] / peak["sgemm_gflops"])

@@ -1,5 +1,5 @@
-"""Backends of the upscale pipeline: ONNX Runtime against eager torch, per-image routing on the
-fast path, the automatic choice and the install hint without ONNX Runtime."""
+"""The ONNX Runtime backend: against eager torch, per-image routing on the fed graph, its caches
+and the install hint without ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from mordasr.infer.backends import (
     WEIGHT_INPUT_PREFIX,
     BackendUnavailableError,
     OnnxRuntimeBackend,
-    select_backend,
+    choose_configuration,
 )
+from mordasr.infer.backends import onnxruntime as ort_backend
 from mordasr.infer.pipeline import Upscaler
 
 pytest.importorskip("onnxruntime")
@@ -116,19 +117,10 @@ def test_a_batch_is_routed_image_by_image(model_dir: Path) -> None:
     assert (fast - eager).abs().max() < ONE_LEVEL
 
 
-def test_auto_picks_onnxruntime_for_float32_on_the_cpu(model_dir: Path) -> None:
-    assert Upscaler(model_dir, device="cpu").backend.name == "onnxruntime"
-
-
-def test_auto_keeps_torch_where_the_fast_path_does_not_apply(model_dir: Path) -> None:
-    assert Upscaler(model_dir, device="cpu", dtype=torch.bfloat16).backend.name == "torch"
-    assert Upscaler("bicubic", device="cpu").backend.name == "torch"
-
-
 def test_the_graph_is_exported_once_per_model_and_kept_on_disk(
     model_dir: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backends, "_SESSIONS", {})
+    monkeypatch.setattr(ort_backend, "_SESSIONS", {})
     first = Upscaler(model_dir, device="cpu", backend="onnxruntime")
     second = Upscaler(model_dir, device="cpu", backend="onnxruntime")
     session = first.backend.session(first.model.backbone)
@@ -142,7 +134,7 @@ def test_an_unknown_backend_is_refused(model_dir: Path) -> None:
 
 
 def test_onnxruntime_refuses_half_precision(model_dir: Path) -> None:
-    with pytest.raises(ValueError, match="float32 on the CPU"):
+    with pytest.raises(ValueError, match="float32 only"):
         Upscaler(model_dir, device="cpu", dtype=torch.float16, backend="onnxruntime")
 
 
@@ -152,7 +144,10 @@ def without_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("without_onnxruntime")
-def test_without_onnxruntime_auto_runs_on_torch(model_dir: Path) -> None:
+def test_without_the_graph_backends_auto_runs_on_torch(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
     upscaler = Upscaler(model_dir, device="cpu")
     assert upscaler.backend.name == "torch"
     assert upscaler.upscale_tensor(lr_image(16, 16)).shape == (3, 64, 64)
@@ -162,7 +157,7 @@ def test_without_onnxruntime_auto_runs_on_torch(model_dir: Path) -> None:
 def test_without_onnxruntime_the_backend_names_the_install(model_dir: Path) -> None:
     model = Upscaler(model_dir, device="cpu", backend="torch").model
     with pytest.raises(BackendUnavailableError, match=r"pip install 'mordasr\[onnx\]'"):
-        select_backend("onnxruntime", model, torch.device("cpu"), torch.float32)
+        choose_configuration(model, torch.device("cpu"), "onnxruntime")
     with pytest.raises(BackendUnavailableError):
         OnnxRuntimeBackend()
 
@@ -189,7 +184,7 @@ def test_onnxruntime_hands_freed_memory_back_after_every_image(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[None] = []
-    monkeypatch.setattr(backends, "release_freed_memory", lambda: calls.append(None))
+    monkeypatch.setattr(ort_backend, "release_freed_memory", lambda: calls.append(None))
     upscaler = Upscaler(model_dir, device="cpu", backend="onnxruntime", tile=0)
     upscaler.upscale_tensor(torch.stack([lr_image(seed=1), lr_image(seed=2)]))
     assert len(calls) == 2

@@ -19,7 +19,7 @@ from mordasr.io.image import read_image
 
 @pytest.fixture(scope="module")
 def upscaler(model_dir: Path) -> Upscaler:
-    return Upscaler(model_dir, device="cpu")
+    return Upscaler(model_dir, device="cpu", precision="exact")
 
 
 def test_tensor_upscale_is_four_times_larger_and_in_range(upscaler: Upscaler) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import re
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ import torch.nn.functional as F
 
 from mordasr.nets.alexnet import AlexNetFeatures
 from mordasr.nets.pretrained import (
-    INSTALL_HINT,
     NumpyOnlyUnpickler,
     PretrainedWeightsMissingError,
     dists_alpha_beta,
@@ -58,10 +56,11 @@ def test_unpickler_refuses_object_arrays() -> None:
         _unpickle(pickle.dumps(np.array([1, "x"], dtype=object)))
 
 
-def test_missing_weight_package_names_the_install_command() -> None:
-    with pytest.raises(PretrainedWeightsMissingError, match=re.escape("requirements-weights.txt")):
+def test_missing_weight_package_names_the_fetch_command_and_the_folder_variable() -> None:
+    with pytest.raises(
+        PretrainedWeightsMissingError, match=r"mordasr weights fetch.*MORDASR_WEIGHTS"
+    ):
         package_dir("mordasr_no_such_weight_package", "no-such-package")
-    assert "--no-deps" in INSTALL_HINT
 
 
 def test_flax_kernel_conversion_matches_flax_cross_correlation() -> None:

@@ -1,0 +1,94 @@
+"""What routing per region costs against routing per image, on a 1-megapixel photo.
+
+The default model upscales a 1000x1000 crop of a photo (``--image``; a synthetic image when it
+is absent) with ``routing="image"`` and ``routing="region"``, each with the default precision
+and backend, in interleaved rounds after one untimed pass of each (graph compilation per tile
+shape is one-time work). The table gives the median seconds, the median ratio region / image
+of the same round, the tiles and their side under each routing.
+
+    OMP_NUM_THREADS=2 python benchmarks/region_cost.py --image photo.jpg [--rounds 3]
+        [--json runs/region_cost.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mordasr.infer.pipeline import Upscaler
+from mordasr.infer.progress import ProgressEvent
+
+SIDE = 1000
+
+
+def crop(path: Path | None, side: int) -> torch.Tensor:
+    """(3, side, side) in [0, 1]: the centre of ``path``, or seeded noise."""
+    if path is not None and path.is_file():
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+            left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
+            array = np.asarray(rgb.crop((left, top, left + side, top + side)), np.float32) / 255
+        return torch.from_numpy(array).permute(2, 0, 1)
+    return torch.rand(3, side, side, generator=torch.Generator().manual_seed(0))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--image", type=Path, default=None)
+    parser.add_argument("--side", type=int, default=SIDE)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    image = crop(args.image, args.side)
+    tiles: dict[str, list[int]] = {"image": [], "region": []}
+
+    def counter(name: str):
+        def count(event: ProgressEvent) -> None:
+            if event.stage == "tile" and event.tiles_total:
+                tiles[name] = [event.tiles_total, event.tile_size or 0]
+
+        return count
+
+    upscalers = {
+        name: Upscaler(args.model, device="cpu", routing=mode, progress=counter(name))
+        for name, mode in (("image", "image"), ("region", "region"))
+    }
+    for upscaler in upscalers.values():
+        upscaler.upscale_tensor(image)
+    times: dict[str, list[float]] = {name: [] for name in upscalers}
+    for index in range(args.rounds):
+        names = list(upscalers)[index % 2 :] + list(upscalers)[: index % 2]
+        for name in names:
+            start = time.perf_counter()
+            upscalers[name].upscale_tensor(image)
+            times[name].append(time.perf_counter() - start)
+        print(json.dumps({"round": index, **{n: times[n][-1] for n in times}}), flush=True)
+    ratios = [r / i for r, i in zip(times["region"], times["image"], strict=True)]
+    report = {
+        "configuration": upscalers["image"].configuration.describe(),
+        "side": args.side,
+        "seconds": times,
+        "ratio_median": statistics.median(ratios),
+        "tiles": tiles,
+    }
+    print("| routing | median s | ratio vs image | tiles | tile side |")
+    print("|---|---:|---:|---:|---:|")
+    for name in upscalers:
+        ratio = statistics.median(ratios) if name == "region" else 1.0
+        count, side = tiles[name] or [0, 0]
+        print(f"| {name} | {statistics.median(times[name]):.1f} | {ratio:.3f} | {count} | {side} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
