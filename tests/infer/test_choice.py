@@ -87,3 +87,12 @@ def test_an_unknown_precision_is_refused(model: SRModel) -> None:
 def test_the_graph_backends_refuse_a_non_cpu_device(model: SRModel) -> None:
     with pytest.raises(ValueError, match="on the CPU"):
         choose_configuration(model, torch.device("meta"), "openvino")
+
+
+@pytest.mark.parametrize(("bf16", "dtype"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_cuda_runs_half_precision_on_torch(
+    model: SRModel, monkeypatch: pytest.MonkeyPatch, bf16: bool, dtype: torch.dtype
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    chosen = choose_configuration(model, torch.device("cuda"))
+    assert (chosen.backend, chosen.dtype) == ("torch", dtype)
