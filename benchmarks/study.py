@@ -12,7 +12,9 @@ recipe ``configs/study_mixed.yaml``). The crops of ``--validation-folder`` (defa
 ``Set14-HR``) are the validation split, all others (BSD100) the test split. Every run is scored
 on every group of the test split, image by image (``--metrics``, by default LPIPS, PSNR-Y,
 DISTS and NIQE of the 8-bit output of the model's own float32 forward, the same code for
-every variant), and with ``--realsr`` on the ``--lr``/``--hr`` pairs too. Routed variants add the
+every variant); with ``--realsr``, the runs a call works on are also scored on the
+``--lr``/``--hr`` pairs (each run's ``realsr.json``, made once, so RealSR can be added to a
+finished study for just the runs that need it). Routed variants add the
 real experts kept per layer in each group and the score-swap change: each ``mild`` test image
 upscaled routed by its ``severe`` version's router input instead of its own, mean and 99th
 percentile of ``|difference|`` in 8-bit levels.
@@ -38,6 +40,13 @@ percentile of ``|difference|`` in 8-bit levels.
   region scores; one of at most 64 px is one region and routes exactly as per image (up to the
   folding's rounding), and a training crop of at most 64 px (the CPU recipe's 32) trains as in
   ``mor``.
+* ``default`` and ``backbone`` (evaluation only, fixed models): the shipped model
+  (``--shipped``, default ``default``) as users run it, and the same at ``--strength 0`` (its
+  plain backbone, exactly), each scored once (``OUT/VARIANT/seed0``) and paired with every seed
+  of the others. With ``default`` in the study every variant is also compared with it, and the
+  table ends with issue 25's shipping rule: pooled LPIPS not worse than ``default`` (paired
+  interval), no group worse by more than the margin, RealSR PSNR-Y within 0.1 dB of
+  ``backbone``'s; the eligible variant with the lowest pooled LPIPS wins.
 * ``--ceilings``: per group a specialist, ``lora`` trained on that group's preset only
   (``SPECIALIST_PRESETS``; seeds 0 .. ``--specialist-seeds``-1, default seed 0), scored on its
   group against ``lora``; run first. ``--strength-ceiling DIR`` appends what
@@ -170,15 +179,27 @@ def config_digest(path: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+RETIRED_SETTINGS: dict[str, Any] = {"realsr": None}
+"""Settings once pinned that no longer are, with the value that means what leaving them out
+means now: a folder pinned with them at that value still takes calls (RealSR is now scored per
+run, into ``realsr.json``, whenever ``--realsr`` is given)."""
+
+
 def pin_settings(out: Path, settings: PinnedSettings) -> None:
     """Write ``out/study.json``, or check that the study already there used ``settings``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "study.json"
     wanted = settings.to_dict()
     if path.is_file():
-        found = json.loads(path.read_text())
+        found = {
+            k: v
+            for k, v in json.loads(path.read_text()).items()
+            if k in wanted or k not in RETIRED_SETTINGS or v != RETIRED_SETTINGS[k]
+        }
         if found != wanted:
-            changed = sorted(k for k in wanted if found.get(k) != wanted[k])
+            changed = sorted(
+                k for k in wanted.keys() | found.keys() if found.get(k) != wanted.get(k)
+            )
             raise ValueError(f"{out} holds a study with other settings ({', '.join(changed)})")
         return
     path.write_text(json.dumps(wanted, indent=2) + "\n")
@@ -437,6 +458,17 @@ MARGIN = 0.002
 """The equivalence margin of the LPIPS verdicts."""
 MIXED_METRICS = ("lpips", "psnr", "dists", "niqe")
 """LPIPS (primary), then the secondary columns."""
+SHIPPED = "default"
+"""Evaluation only: the shipped model (``--shipped``) as users run it."""
+BACKBONE = "backbone"
+"""Evaluation only: the shipped model at strength 0, which is its plain backbone."""
+FIXED_STRENGTH = {SHIPPED: 1.0, BACKBONE: 0.0}
+"""The fixed models and the strength each runs at: nothing is trained, so each is scored once
+(``OUT/VARIANT/seed0``) and stands for every seed (no seed spread of its own)."""
+REALSR_FILE = "realsr.json"
+"""A run's RealSR scores (``--realsr``), beside its ``results.json``."""
+RULE_PSNR_DROP = 0.1
+"""The shipping rule: RealSR PSNR-Y at most this far (dB) below the plain backbone's."""
 
 
 class Busy(Exception):
@@ -527,8 +559,6 @@ class MixedSettings(PinnedSettings):
     eval_limit: int | None
     metrics: tuple[str, ...]
     lr_grid: tuple[float, ...]
-    realsr: tuple[str, str] | None
-    """(LR folder, HR folder) of RealSR when every run is scored there too."""
 
 
 def host() -> dict[str, Any]:
@@ -565,20 +595,30 @@ def score_group(
     scores: torch.Tensor | None = None,
     keep: dict[str, torch.Tensor] | None = None,
     routing: RoutingMode = "image",
+    strength: float = 1.0,
 ) -> dict[str, Any]:
     """Per image: ``metrics`` of the 8-bit SR output and, for a routed model, the real experts
     kept; every image routed by ``scores`` if given, else by its own router input, or with
     ``routing="region"`` upscaled by :class:`~mordasr.infer.pipeline.Upscaler` under region
-    routing (the real experts then averaged over the image's regions). The float outputs are
-    kept in ``keep`` (by id) when given."""
-    if routing == "region" and scores is not None:
-        raise ValueError("region routing scores every region itself: give no scores")
+    routing (the real experts then averaged over the image's regions). A ``strength`` other
+    than 1 runs through the ``Upscaler`` too (0: the plain backbone, no real experts). The float
+    outputs are kept in ``keep`` (by id) when given."""
+    if (routing == "region" or strength != 1.0) and scores is not None:
+        raise ValueError("region routing and strength route every image itself: give no scores")
     functions = metric_functions()
-    routed = is_routed(model)
+    routed = is_routed(model) and strength != 0.0
     upscaler = None
-    if routing == "region":
+    if routing == "region" or strength != 1.0:
         device = next(model.parameters()).device
-        upscaler = Upscaler(model, device=device, tile=None, backend="torch", routing="region")
+        upscaler = Upscaler(
+            model,
+            device=device,
+            tile=None,
+            backend="torch",
+            routing=routing,
+            strength=strength,
+            precision="exact",
+        )
     per_image: dict[str, list[float]] = {m: [] for m in metrics}
     experts = []
     for lr_path, hr_path in pairs:
@@ -587,7 +627,10 @@ def score_group(
             route_input = scores if scores is not None else model.route_input(lr)
             sr = model(lr, route_input).clamp(0, 1)
         else:
-            route_input = model.region_scores(lr).per_region()
+            if routing == "region":
+                route_input = model.region_scores(lr).per_region()
+            elif routed:
+                route_input = model.route_input(lr)
             sr = upscaler.upscale_tensor(lr).clamp(0, 1)
         if keep is not None:
             keep[hr_path.stem] = sr
@@ -626,19 +669,21 @@ def swap_change(
 def evaluate_mixed(
     settings: MixedSettings,
     mixed: MixedSet,
-    model_dir: Path,
+    model_dir: Path | str,
     groups: tuple[str, ...] | None = None,
     scores: torch.Tensor | None = None,
     routing: RoutingMode = "image",
+    strength: float = 1.0,
 ) -> dict[str, Any]:
-    """Every group (or ``groups``) of the test split and, if the study asks, RealSR, routed as
-    ``routing`` says (:func:`score_group`); for a routed model routed per image by its own
-    inputs, the score-swap output change."""
+    """Every group (or ``groups``) of the test split, routed as ``routing`` says and run at
+    ``strength`` (:func:`score_group`); for a routed model routed per image by its own inputs,
+    the score-swap output change."""
     started = time.time()
     model = MoRSuperResolver.from_pretrained(model_dir)
     swap = (
         scores is None
         and routing == "image"
+        and strength == 1.0
         and is_routed(model)
         and {SWAP_OWN, SWAP_OTHER} <= set(mixed.groups)
     )
@@ -652,15 +697,10 @@ def evaluate_mixed(
             scores,
             kept if swap and group == SWAP_OWN else None,
             routing,
+            strength,
         )
         for group in groups or mixed.groups
     }
-    if settings.realsr is not None and groups is None:
-        pairs = pair_lr_hr(Path(settings.realsr[0]), Path(settings.realsr[1]))
-        result["realsr"] = {
-            "images": [hr.name for _, hr in pairs],
-            **score_group(model, pairs, settings.metrics, scores, routing=routing),
-        }
     if swap and kept:
         lrs = [
             (own, other)
@@ -671,6 +711,26 @@ def evaluate_mixed(
         result["swap_change"] = swap_change(model, kept, lrs)
     result["eval_seconds"] = round(time.time() - started, 1)
     return result
+
+
+def evaluate_realsr(
+    metrics: tuple[str, ...],
+    pairs: list[tuple[Path, Path]],
+    model_dir: Path | str,
+    scores: torch.Tensor | None = None,
+    routing: RoutingMode = "image",
+    strength: float = 1.0,
+) -> dict[str, Any]:
+    """``metrics`` per RealSR pair, the model run as in its mixed-set scoring."""
+    started = time.time()
+    model = MoRSuperResolver.from_pretrained(model_dir)
+    result = score_group(model, pairs, metrics, scores, routing=routing, strength=strength)
+    return {
+        "model_dir": str(model_dir),
+        "images": [hr.name for _, hr in pairs],
+        **result,
+        "eval_seconds": round(time.time() - started, 1),
+    }
 
 
 def validation_lpips(model_dir: Path, mixed: MixedSet) -> float:
@@ -704,11 +764,23 @@ class MixedStudy:
     for the specialists, whose data differ).
     """
 
-    def __init__(self, settings: MixedSettings, mixed: MixedSet, out: Path, progress: bool) -> None:
+    def __init__(
+        self,
+        settings: MixedSettings,
+        mixed: MixedSet,
+        out: Path,
+        progress: bool,
+        realsr: list[tuple[Path, Path]] | None = None,
+        shipped: str = SHIPPED,
+    ) -> None:
         self.settings = settings
         self.mixed = mixed
         self.out = out
         self.progress = progress
+        self.realsr = realsr
+        """(LR, HR) RealSR pairs every run asked for is also scored on, or None."""
+        self.shipped = shipped
+        """The model the fixed variants (:data:`FIXED_STRENGTH`) score."""
 
     def _config(
         self, variant: str, seed: int, run_dir: Path, pool: str, extra: tuple[str, ...] = ()
@@ -769,9 +841,15 @@ class MixedStudy:
             return 1.0
         return self.tune_lr(BASELINE)
 
-    def _once(self, run_dir: Path, label: str, make: Callable[[], dict[str, Any]]) -> dict:
-        """``run_dir/results.json``, made by ``make`` (holding the run's lock) unless there."""
-        path = run_dir / "results.json"
+    def _once(
+        self,
+        run_dir: Path,
+        label: str,
+        make: Callable[[], dict[str, Any]],
+        name: str = "results.json",
+    ) -> dict:
+        """``run_dir/name``, made by ``make`` (holding the run's lock) unless there."""
+        path = run_dir / name
         if path.is_file():
             return json.loads(path.read_text())
         with claimed(run_dir):
@@ -783,6 +861,51 @@ class MixedStudy:
         return result
 
     def run(self, variant: str, seed: int) -> dict[str, Any]:
+        """Train (unless done) and evaluate one (variant, seed); its ``results.json``, with its
+        RealSR scores (``realsr``) when the study asks for them (made unless there)."""
+        result = (
+            self._fixed(variant, seed) if variant in FIXED_STRENGTH else self._run(variant, seed)
+        )
+        if self.realsr is None:
+            return result
+        return {**result, "realsr": self._realsr(variant, seed, result, self.realsr)}
+
+    def _realsr(
+        self, variant: str, seed: int, result: dict[str, Any], pairs: list[tuple[Path, Path]]
+    ) -> dict[str, Any]:
+        """The RealSR scores of a finished run, routed and run as its mixed-set scoring was."""
+        scores = result.get("frozen_scores")
+
+        def make() -> dict[str, Any]:
+            return evaluate_realsr(
+                self.settings.metrics,
+                pairs,
+                result["model_dir"],
+                None if scores is None else torch.tensor([scores]),
+                result.get("routing", "image"),
+                FIXED_STRENGTH.get(variant, 1.0),
+            )
+
+        run_dir = self.out / variant / f"seed{0 if variant in FIXED_STRENGTH else seed}"
+        return self._once(run_dir, f"{variant} seed {seed} on RealSR", make, REALSR_FILE)
+
+    def _fixed(self, variant: str, seed: int) -> dict[str, Any]:
+        """The shipped model (at its variant's strength) scored once, standing for ``seed``."""
+
+        def make() -> dict[str, Any]:
+            strength = FIXED_STRENGTH[variant]
+            return {
+                "variant": variant,
+                "seed": 0,
+                "strength": strength,
+                **evaluate_mixed(self.settings, self.mixed, self.shipped, strength=strength),
+                "train_seconds": 0.0,
+            }
+
+        result = self._once(self.out / variant / "seed0", f"{variant} (fixed model)", make)
+        return {**result, "seed": seed}
+
+    def _run(self, variant: str, seed: int) -> dict[str, Any]:
         """Train (unless done) and evaluate one (variant, seed); its ``results.json``. The
         tuned ``lora`` of seed 0 is the grid's run of the chosen rate (not trained again)."""
         run_dir = self.out / variant / f"seed{seed}"
@@ -904,9 +1027,19 @@ class MixedStudy:
         return self._once(run_dir, f"{SPECIALIST} {group} seed {seed}", make)
 
     def collect(self, name: str, seeds: int) -> list[dict[str, Any]]:
-        """The finished runs of ``name`` (a variant or ``specialist-GROUP``), by seed."""
-        paths = [self.out / name / f"seed{s}" / "results.json" for s in range(seeds)]
-        return [json.loads(p.read_text()) for p in paths if p.is_file()]
+        """The finished runs of ``name`` (a variant or ``specialist-GROUP``), by seed, with
+        their RealSR scores where made; a fixed model's one run stands for every seed."""
+        fixed = name in FIXED_STRENGTH
+        runs = []
+        for seed in range(seeds):
+            run_dir = self.out / name / f"seed{0 if fixed else seed}"
+            if not (run_dir / "results.json").is_file():
+                continue
+            run = {**json.loads((run_dir / "results.json").read_text()), "seed": seed}
+            if (run_dir / REALSR_FILE).is_file():
+                run["realsr"] = json.loads((run_dir / REALSR_FILE).read_text())
+            runs.append(run)
+        return runs
 
 
 def _by_seed(runs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -1004,6 +1137,7 @@ def summarise_mixed(
     """Everything the table shows, from the finished runs in the study folder."""
     groups, metrics = study.mixed.groups, study.settings.metrics
     baseline = study.collect(BASELINE, seeds)
+    shipped = study.collect(SHIPPED, seeds)
     summary: dict[str, Any] = {"groups": list(groups), "variants": {}, "specialists": {}}
     for variant in variants:
         runs = study.collect(variant, seeds)
@@ -1026,9 +1160,15 @@ def summarise_mixed(
             row[key] = None if row[key] is None else row[key] / 60
         if variant == FROZEN:
             row["frozen_source"] = runs[0]["frozen_source"]
+        if variant in FIXED_STRENGTH:
+            row["fixed"] = True
         if variant != BASELINE and baseline:
             row["vs_lora"] = versus_baseline(runs, baseline, groups)
+        if variant != SHIPPED and shipped:
+            row["vs_default"] = versus_baseline(runs, shipped, groups)
         summary["variants"][variant] = row
+    if shipped:
+        summary["shipping"] = shipping_rule(summary)
     for group in groups:
         runs = study.collect(f"{SPECIALIST}-{group}", specialist_seeds)
         if runs and baseline:
@@ -1054,6 +1194,39 @@ def summarise_mixed(
     if grid_record.is_file():
         summary["lr_grid"] = json.loads(grid_record.read_text())
     return summary
+
+
+def shipping_rule(summary: dict[str, Any]) -> dict[str, Any]:
+    """Issue 25's rule for the default model, per variant against the shipped ``default``:
+    pooled LPIPS not worse (paired interval), no group worse by more than :data:`MARGIN` (mean
+    paired difference), RealSR PSNR-Y at most :data:`RULE_PSNR_DROP` below the ``backbone``'s;
+    the eligible variant with the lowest pooled LPIPS wins (``default`` itself when none beats
+    it; none without RealSR scores of the backbone)."""
+    rows = summary["variants"]
+    backbone = rows.get(BACKBONE, {}).get("metrics", {}).get(REALSR, {}).get("psnr")
+    verdicts: dict[str, Any] = {}
+    for variant, row in rows.items():
+        tests = row.get("vs_default", {})
+        if variant != SHIPPED and POOLED not in tests:
+            continue
+        worst = max(
+            ((tests[g]["mean"], g) for g in summary["groups"] if g in tests), default=(0.0, None)
+        )
+        psnr = row["metrics"].get(REALSR, {}).get("psnr")
+        pooled_ok = variant == SHIPPED or tests[POOLED]["verdict"] != "worse"
+        realsr_ok = None if psnr is None or backbone is None else psnr >= backbone - RULE_PSNR_DROP
+        verdicts[variant] = {
+            "lpips": row["metrics"][POOLED]["lpips"],
+            "pooled": tests.get(POOLED),
+            "worst_group": worst[1],
+            "worst_group_delta": worst[0],
+            "realsr_psnr": psnr,
+            "eligible": bool(pooled_ok and worst[0] <= MARGIN and realsr_ok),
+            "realsr_checked": realsr_ok is not None,
+        }
+    eligible = [v for v, r in verdicts.items() if r["eligible"]]
+    winner = min(eligible, key=lambda v: verdicts[v]["lpips"]) if eligible else None
+    return {"backbone_realsr_psnr": backbone, "variants": verdicts, "winner": winner}
 
 
 def _number(value: float | None, digits: int, sign: str = "") -> str:
@@ -1084,7 +1257,8 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
             if means is None:
                 continue
             test = row.get("vs_lora", {}).get(group)
-            cells = [variant, group, str(len(row["seeds"])), _number(means.get("lpips"), 4)]
+            seeds = "fixed" if row.get("fixed") else str(len(row["seeds"]))
+            cells = [variant, group, seeds, _number(means.get("lpips"), 4)]
             if test is None:
                 cells += ["—", "—", "—"]
             else:
@@ -1096,7 +1270,9 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
         "",
         "ΔLPIPS: variant minus lora, paired by seed and image; 95% hierarchical bootstrap "
         "interval (seeds, then images). p: bootstrap p-value, Holm-adjusted across the groups "
-        "(pooled and RealSR unadjusted). Real experts: kept per routed layer and image.",
+        "(pooled and RealSR unadjusted). Real experts: kept per routed layer and image. "
+        f"fixed: one model scored once ({SHIPPED}: the shipped model; {BACKBONE}: it at "
+        "strength 0), paired with every seed of lora.",
         "",
         "| variant | lr × | swap change mean / p99 (/255) | train min/run | eval min/run |",
         "|---|---|---|---|---|",
@@ -1134,7 +1310,39 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
                 f"{row['lpips_lora']:.4f} | {_interval(row['vs_lora'])} | "
                 f"{row['vs_lora']['verdict']} |"
             )
+    if "shipping" in summary:
+        lines += ["", *shipping_table(summary["shipping"])]
     return "\n".join(lines)
+
+
+def shipping_table(shipping: dict[str, Any]) -> list[str]:
+    """The shipping rule's lines (:func:`shipping_rule`)."""
+    backbone = _number(shipping["backbone_realsr_psnr"], 2)
+    lines = [
+        f"| variant | pooled LPIPS | ΔLPIPS vs {SHIPPED} [95% CI] | worst group Δ | "
+        f"RealSR PSNR-Y (backbone {backbone}) | eligible |",
+        "|---|---|---|---|---|---|",
+    ]
+    for variant, row in shipping["variants"].items():
+        pooled = "—" if row["pooled"] is None else _interval(row["pooled"])
+        worst = (
+            "—"
+            if row["worst_group"] is None
+            else f"{row['worst_group_delta']:+.4f} ({row['worst_group']})"
+        )
+        eligible = "yes" if row["eligible"] else "no" if row["realsr_checked"] else "no RealSR"
+        lines.append(
+            f"| {variant} | {row['lpips']:.4f} | {pooled} | {worst} | "
+            f"{_number(row['realsr_psnr'], 2)} | {eligible} |"
+        )
+    winner = shipping["winner"] or "none (RealSR of the candidates and the backbone needed)"
+    lines += [
+        "",
+        f"Shipping rule (issue 25): pooled LPIPS not worse than {SHIPPED}, no group worse by more "
+        f"than {MARGIN} (mean), RealSR PSNR-Y within {RULE_PSNR_DROP} dB of {BACKBONE}; lowest "
+        f"pooled LPIPS wins: **{winner}**.",
+    ]
+    return lines
 
 
 def strength_ceiling(folder: Path) -> tuple[dict[str, Any], str]:
@@ -1153,7 +1361,7 @@ def mixed_main(args: argparse.Namespace) -> int:
     variants = list(dict.fromkeys(args.variants))
     chosen = variants if args.only_variants is None else list(dict.fromkeys(args.only_variants))
     seeds = list(range(args.seeds)) if args.only_seeds is None else sorted(set(args.only_seeds))
-    known = [*VARIANTS, *EVALUATED_FROM, *TRAINED_AS]
+    known = [*VARIANTS, *EVALUATED_FROM, *TRAINED_AS, *FIXED_STRENGTH]
     bad = [v for v in variants if v not in known] + [v for v in chosen if v not in variants]
     if bad or args.seeds < 1 or args.steps < 1 or not set(seeds) <= set(range(args.seeds)):
         print(
@@ -1176,8 +1384,8 @@ def mixed_main(args: argparse.Namespace) -> int:
             eval_limit=args.eval_limit,
             metrics=metrics,
             lr_grid=tuple(args.lr_grid or ()),
-            realsr=(str(args.lr.resolve()), str(args.hr.resolve())) if args.realsr else None,
         )
+        realsr = pair_lr_hr(args.lr, args.hr) if args.realsr else None
         pin_settings(args.out, settings)
     except ValueError as error:
         print(f"study: {error}", file=sys.stderr)
@@ -1186,7 +1394,7 @@ def mixed_main(args: argparse.Namespace) -> int:
         reason = str(error).replace("\n", " ")
         print(f"study: cannot read {config} or {args.mixed}: {reason}", file=sys.stderr)
         return 2
-    study = MixedStudy(settings, mixed, args.out, progress=not args.quiet)
+    study = MixedStudy(settings, mixed, args.out, not args.quiet, realsr, args.shipped)
     work = []
     if args.ceilings:
         work += [
@@ -1280,7 +1488,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--strength-ceiling", type=Path, help="results of benchmarks/strength_ceiling.py"
     )
     mixed.add_argument(
-        "--realsr", action="store_true", help="score every run on the --lr/--hr pairs too"
+        "--realsr",
+        action="store_true",
+        help="also score the runs of this call on the --lr/--hr pairs (each run's realsr.json)",
+    )
+    mixed.add_argument(
+        "--shipped",
+        default=SHIPPED,
+        help=f"the model the {SHIPPED} and {BACKBONE} variants score (default: the shipped one)",
     )
     mixed.add_argument(
         "--poll",

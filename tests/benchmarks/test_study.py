@@ -279,7 +279,8 @@ def test_mixed_runs_score_every_test_image_of_every_group(mixed_study) -> None:
             assert len(group["per_image"]["lpips"]) == 3 and len(group["per_image"]["psnr"]) == 3
             assert ("real_experts" in group) == (variant != "lora")
         assert ("swap_change" in result) == (variant == "mor")
-        assert len(result["realsr"]["per_image"]["lpips"]) == 2
+        realsr = json.loads((out / variant / "seed1" / "realsr.json").read_text())
+        assert len(realsr["per_image"]["lpips"]) == 2
         assert result["eval_seconds"] >= 0 and result["train_seconds"] is not None
         assert result["host"]["torch_threads"] >= 1
     assert not (out / "lora" / "seed0" / "train").exists()  # the tuning run of the chosen rate
@@ -309,7 +310,8 @@ def test_mor_frozen_routes_every_image_by_the_mean_training_pool_input(
     expected = load_file(pool)["scores"].float().mean(dim=0)
     assert torch.allclose(torch.tensor(frozen["frozen_scores"]), expected)
     shutil.copytree(out, tmp_path / "out")
-    (tmp_path / "out" / "mor-frozen" / "seed0" / "results.json").unlink()
+    for name in ("results.json", "realsr.json"):
+        (tmp_path / "out" / "mor-frozen" / "seed0" / name).unlink()
     seen = []
     forward = study.MoRSuperResolver.forward
 
@@ -338,7 +340,8 @@ def test_mor_spatial_and_mor_region_are_scored_with_region_routing_only(
     shutil.copytree(out, tmp_path / "out")
     for variant in ("mor-spatial", "mor-region"):
         for seed in (0, 1):
-            (tmp_path / "out" / variant / f"seed{seed}" / "results.json").unlink()
+            for name in ("results.json", "realsr.json"):
+                (tmp_path / "out" / variant / f"seed{seed}" / name).unlink()
     routings, forwards = [], []
     prepare, forward = study.MoRSuperResolver.prepare, study.MoRSuperResolver.forward
 
@@ -378,7 +381,7 @@ def test_lr_grid_keeps_the_best_validation_rate_for_every_plain_lora_run(
     monkeypatch.setattr(study, "evaluate_mixed", lambda *args, **kwargs: {"eval_seconds": 0})
     settings = study.MixedSettings(
         str(assets / "tiny.yaml"), "d", 1, (), str(mixed_set), "val", None, ("lpips",),
-        (1.0, 4.0, 16.0), None,
+        (1.0, 4.0, 16.0),
     )  # fmt: skip
     mixed = study.load_mixed_set(mixed_set, "val")
     runner = study.MixedStudy(settings, mixed, tmp_path, progress=False)
@@ -406,7 +409,7 @@ def test_the_lr_grid_trains_what_no_other_process_holds_and_waits_for_the_rest(
     monkeypatch.setattr(study, "validation_lpips", lambda model_dir, mixed: 0.5)
     settings = study.MixedSettings(
         str(assets / "tiny.yaml"), "d", 1, (), str(mixed_set), "val", None, ("lpips",),
-        (1.0, 4.0), None,
+        (1.0, 4.0),
     )  # fmt: skip
     runner = study.MixedStudy(settings, study.load_mixed_set(mixed_set, "val"), tmp_path, False)
     held = tmp_path / "lora-lr1" / "seed0"
@@ -458,3 +461,67 @@ def test_the_strength_ceiling_hook_appends_that_scripts_report(
     assert found["settings"] == {"model": "default"}
     assert section.endswith("| blur | 0.5 |") and str(tmp_path) in section
     assert "no summary.md" in study.strength_ceiling(tmp_path / "missing")[1]
+
+
+def test_the_shipped_model_and_its_backbone_are_scored_once_for_every_seed(
+    study: ModuleType, assets: Path, mixed_set: Path, mixed_study, tmp_path: Path
+) -> None:
+    out, _ = mixed_study
+    shutil.copytree(out, tmp_path / "out")
+    shipped = out / "mor" / "seed0" / "train" / "final"
+    argv = _mixed_argv(assets, mixed_set, tmp_path / "out")
+    at = argv.index("--variants") + 1
+    argv[at:at] = ["default", "backbone"]
+    assert study.main([*argv, "--shipped", str(shipped)]) == 0
+    for variant, strength in (("default", 1.0), ("backbone", 0.0)):
+        assert sorted(p.name for p in (tmp_path / "out" / variant).iterdir()) == ["seed0"]
+        result = json.loads((tmp_path / "out" / variant / "seed0" / "results.json").read_text())
+        assert result["strength"] == strength and result["model_dir"] == str(shipped)
+        assert ("real_experts" in result["groups"]["mild"]) == (variant == "default")
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| default | pooled | fixed |" in table and "| backbone | RealSR | fixed |" in table
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["variants"]["backbone"]["vs_lora"]["pooled"]["seeds"] == 2
+    assert set(summary["shipping"]["variants"]) >= {"default", "lora", "mor", "backbone"}
+
+
+def test_the_shipping_rule_takes_the_lowest_pooled_lpips_that_breaks_no_limit(
+    study: ModuleType,
+) -> None:
+    def row(lpips: float, pooled: str, worst: float, psnr: float) -> dict:
+        test = {"mean": lpips - 0.30, "verdict": pooled}
+        return {
+            "metrics": {"pooled": {"lpips": lpips}, "RealSR": {"psnr": psnr}},
+            "vs_default": {"pooled": test, "noise": {"mean": worst}, "blur": {"mean": 0.0}},
+        }
+
+    summary = {
+        "groups": ["noise", "blur"],
+        "variants": {
+            "default": {"metrics": {"pooled": {"lpips": 0.30}, "RealSR": {"psnr": 26.0}}},
+            "backbone": row(0.31, "worse", 0.01, 25.7),
+            "a": row(0.28, "better", 0.003, 26.0),  # a group worse by more than the margin
+            "b": row(0.285, "better", 0.001, 25.5),  # RealSR 0.2 dB below the backbone
+            "c": row(0.29, "inconclusive", 0.002, 25.65),
+        },
+    }
+    shipping = study.shipping_rule(summary)
+    assert {v: r["eligible"] for v, r in shipping["variants"].items()} == {
+        "default": True, "backbone": False, "a": False, "b": False, "c": True,
+    }  # fmt: skip
+    assert shipping["winner"] == "c"
+
+
+def test_a_study_folder_pinned_with_the_retired_realsr_setting_still_takes_calls(
+    study: ModuleType, mixed_study, tmp_path: Path
+) -> None:
+    out, _ = mixed_study
+    pinned = json.loads((out / "study.json").read_text())
+    (tmp_path / "study.json").write_text(json.dumps({**pinned, "realsr": None}))
+    settings = study.MixedSettings(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in pinned.items()}
+    )
+    study.pin_settings(tmp_path, settings)
+    (tmp_path / "study.json").write_text(json.dumps({**pinned, "realsr": ["LR", "HR"]}))
+    with pytest.raises(ValueError, match="realsr"):
+        study.pin_settings(tmp_path, settings)
