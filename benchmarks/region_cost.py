@@ -3,11 +3,13 @@
 The default model upscales a 1000x1000 crop of a photo (``--image``; a synthetic image when it
 is absent) with ``routing="image"`` and ``routing="region"``, each with the default precision
 and backend, in interleaved rounds after one untimed pass of each (graph compilation per tile
-shape is one-time work). The table gives the median seconds, the median ratio region / image
-of the same round, the tiles and their side under each routing.
+shape is one-time work). Region routing runs with the automatic tile and, for each side of
+``--region-tiles``, with that tile side (under region routing a tile is the unit of routing:
+the side is the granularity). The table gives the median seconds, the median ratio to image
+routing of the same round, the tiles and their side.
 
     OMP_NUM_THREADS=2 python benchmarks/region_cost.py --image photo.jpg [--rounds 3]
-        [--json runs/region_cost.json]
+        [--region-tiles 256 320] [--json runs/region_cost.json]
 """
 
 from __future__ import annotations
@@ -45,10 +47,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image", type=Path, default=None)
     parser.add_argument("--side", type=int, default=SIDE)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--region-tiles", type=int, nargs="*", default=[])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     image = crop(args.image, args.side)
-    tiles: dict[str, list[int]] = {"image": [], "region": []}
+    runs: dict[str, tuple[str, int | str]] = {
+        "image": ("image", "auto"),
+        "region": ("region", "auto"),
+    }
+    runs.update({f"region-{side}": ("region", side) for side in args.region_tiles})
+    tiles: dict[str, list[int]] = {name: [] for name in runs}
 
     def counter(name: str):
         def count(event: ProgressEvent) -> None:
@@ -58,33 +66,38 @@ def main(argv: list[str] | None = None) -> None:
         return count
 
     upscalers = {
-        name: Upscaler(args.model, device="cpu", routing=mode, progress=counter(name))
-        for name, mode in (("image", "image"), ("region", "region"))
+        name: Upscaler(args.model, device="cpu", routing=mode, tile=tile, progress=counter(name))
+        for name, (mode, tile) in runs.items()
     }
     for upscaler in upscalers.values():
         upscaler.upscale_tensor(image)
     times: dict[str, list[float]] = {name: [] for name in upscalers}
     for index in range(args.rounds):
-        names = list(upscalers)[index % 2 :] + list(upscalers)[: index % 2]
+        shift = index % len(upscalers)
+        names = list(upscalers)[shift:] + list(upscalers)[:shift]
         for name in names:
             start = time.perf_counter()
             upscalers[name].upscale_tensor(image)
             times[name].append(time.perf_counter() - start)
         print(json.dumps({"round": index, **{n: times[n][-1] for n in times}}), flush=True)
-    ratios = [r / i for r, i in zip(times["region"], times["image"], strict=True)]
+    ratios = {
+        name: statistics.median(r / i for r, i in zip(times[name], times["image"], strict=True))
+        for name in upscalers
+    }
     report = {
         "configuration": upscalers["image"].configuration.describe(),
         "side": args.side,
         "seconds": times,
-        "ratio_median": statistics.median(ratios),
+        "ratio_median": ratios["region"],
+        "ratios": ratios,
         "tiles": tiles,
     }
     print("| routing | median s | ratio vs image | tiles | tile side |")
     print("|---|---:|---:|---:|---:|")
     for name in upscalers:
-        ratio = statistics.median(ratios) if name == "region" else 1.0
         count, side = tiles[name] or [0, 0]
-        print(f"| {name} | {statistics.median(times[name]):.1f} | {ratio:.3f} | {count} | {side} |")
+        median = statistics.median(times[name])
+        print(f"| {name} | {median:.1f} | {ratios[name]:.3f} | {count} | {side} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -289,14 +289,14 @@ class Upscaler:
         return report
 
     def _tile_for(self, image: Tensor, work: ImageWork) -> int | None:
-        """The first tile side to try for ``image`` (None: whole image); under region routing
-        at most the side that keeps routing at the region grid's granularity."""
-        tile: int | None
-        if self.tile == "auto":
-            per_pixel = bytes_per_pixel(self.model, self.dtype)
-            tile = auto_tile(per_pixel, available_memory(self.device), self.tile_overlap)
-        else:
-            tile = self.tile or None
+        """The first tile side to try for ``image`` (None: whole image). Under region routing
+        a tile is also the unit of routing: ``auto`` takes at most the side of
+        :meth:`~mordasr.sr.regions.RegionScores.tile_side`, a set side is the user's choice of
+        granularity (smaller tiles route finer and cost more overlap)."""
+        if self.tile != "auto":
+            return self.tile or None
+        per_pixel = bytes_per_pixel(self.model, self.dtype)
+        tile = auto_tile(per_pixel, available_memory(self.device), self.tile_overlap)
         if work.regions is None:
             return tile
         side = work.regions.tile_side(self.tile_overlap)

@@ -158,3 +158,17 @@ def test_cli_upscales_with_region_routing(model_dir: Path, tmp_path: Path) -> No
 def test_cli_refuses_an_unknown_routing(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["upscale", str(tmp_path), "--model", str(model_dir), "--routing", "pixel"])
+
+
+@pytest.mark.parametrize("tile", [96, 160])
+def test_a_set_tile_side_is_the_unit_of_region_routing(model: MoRSuperResolver, tile: int) -> None:
+    sides = []
+
+    def record(event) -> None:
+        if event.stage == "tile" and event.tile_size:
+            sides.append(event.tile_size)
+
+    image = torch.rand(3, 96, 320, generator=torch.Generator().manual_seed(1))
+    upscaler = Upscaler(model, routing="region", tile=tile, backend="torch", progress=record)
+    upscaler.upscale_tensor(image)
+    assert sides and max(sides) <= tile and max(sides) > tile - 16
