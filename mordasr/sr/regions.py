@@ -41,11 +41,14 @@ REGION_SOURCES: tuple[str, ...] = get_args(RegionSource)
 
 REGION_WINDOW = 64
 """Side of a region's window in LR pixels (at least the estimator's ``MIN_SIDE``)."""
-REGION_STRIDE = 32
-"""Distance between neighbouring windows in LR pixels (windows overlap by half)."""
-REGION_SMOOTHING = 1.0
-"""Standard deviation, in regions, of the Gaussian that smooths scores over the grid."""
-TILE_WINDOWS = 2
+REGION_STRIDE = 64
+"""Distance between neighbouring windows in LR pixels: windows tile the image without
+overlap, so the estimator scores each pixel once (overlapping by half cost four times the
+estimator work, BENCHMARKS.md section 22)."""
+REGION_SMOOTHING = 0.5
+"""Standard deviation, in regions, of the Gaussian that smooths scores over the grid (half a
+region: 32 LR pixels)."""
+TILE_WINDOWS = 4
 """Under region routing a tile's core (its part between seams) spans this many windows."""
 UNCERTAINTY_BLOCK = 128
 """LR block side over which the frozen backbone runs for the uncertainty map (memory)."""

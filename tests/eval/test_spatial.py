@@ -34,10 +34,10 @@ def test_each_regions_expert_count_is_what_its_own_scores_route_to(model_dir: Pa
     model = MoRSuperResolver.from_pretrained(model_dir)
     lr = torch.from_numpy(photo(64, 128)).permute(2, 0, 1).float()[None] / 255
     maps = spatial_maps(model, lr)
-    assert maps.real_experts.shape == maps.regions.grid.shape == (1, 3)
+    assert maps.real_experts.shape == maps.regions.grid.shape == (1, 2)
     assert maps.uncertainty.shape == (256, 512)
     top_k = mor_config(model.backbone).top_k
-    for col in range(3):
+    for col in range(2):
         plan = route(model.backbone, maps.regions.scores[:, :, 0, col])
         expected = top_k - plan.mean_zero_experts()
         assert maps.real_experts[0, col].item() == pytest.approx(expected, abs=1e-6)
