@@ -1,0 +1,129 @@
+"""Video upscaling: a clip streamed frame by frame, its sound copied, routed per shot."""
+
+from __future__ import annotations
+
+import csv
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import photo
+
+from mordasr.infer.pipeline import Upscaler
+from mordasr.infer.video import Frame, ShotRouter, upscale_video
+
+av = pytest.importorskip("av")
+
+RATE = 12
+FRAMES = 12
+SAMPLE_RATE = 16000
+
+
+def write_clip(path: Path, frames: int = FRAMES) -> Path:
+    """A 32x24 H.264 clip at 12 fps with a 440 Hz tone: two shots (different scenes, the
+    second one much noisier), each frame with fresh noise."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=RATE)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        video.options = {"crf": "0"}
+        audio = container.add_stream("aac", rate=SAMPLE_RATE)
+        audio.layout = "mono"
+        for index in range(frames):
+            second = index >= frames // 2
+            scene = photo(24, 32, seed=int(second)).astype(np.float32)
+            noisy = scene + rng.normal(0, 40.0 if second else 2.0, scene.shape)
+            pixels = noisy.clip(0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        samples = SAMPLE_RATE * frames // RATE
+        tone = np.sin(2 * np.pi * 440 * np.arange(samples) / SAMPLE_RATE).astype(np.float32)
+        for start in range(0, samples, 1024):
+            chunk = tone[start : start + 1024][None]
+            sound = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            sound.sample_rate, sound.pts = SAMPLE_RATE, start
+            container.mux(audio.encode(sound))
+        container.mux(audio.encode(None))
+    return path
+
+
+def _streams(path: Path) -> tuple[int, Fraction, tuple[int, int], float]:
+    """Frame count (decoded), frame rate, (width, height) and audio duration in seconds."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        count = sum(1 for _ in container.decode(video))
+        audio = container.streams.audio[0]
+        seconds = float(audio.duration * audio.time_base)
+        return count, video.average_rate, (video.width, video.height), seconds
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    return write_clip(tmp_path / "clip.mp4")
+
+
+def _log(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def test_a_clip_is_upscaled_with_its_frames_rate_and_sound(
+    model_dir: Path, clip: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "out.mp4"
+    result = upscale_video(Upscaler(model_dir, device="cpu", tile=None), clip, target)
+    count, rate, size, seconds = _streams(target)
+    source_count, source_rate, _, source_seconds = _streams(clip)
+    assert (result.frames, count, source_count, size) == (FRAMES, FRAMES, FRAMES, (128, 96))
+    assert rate == source_rate == RATE
+    assert seconds == pytest.approx(source_seconds)
+
+
+def test_routing_is_constant_within_each_shot_and_differs_between_shots(
+    model_dir: Path, clip: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "routing.csv"
+    upscaler = Upscaler(model_dir, device="cpu", tile=None)
+    result = upscale_video(upscaler, clip, tmp_path / "out.mp4", routing_log=log)
+    rows = _log(log)
+    assert result.shots == 2
+    assert [int(row["shot"]) for row in rows] == [0] * 6 + [1] * 6
+    first, second = rows[:6], rows[6:]
+    for shot in (first, second):
+        assert len({(row["shot_scores"], row["kept"]) for row in shot}) == 1
+        assert len({row["scores"] for row in shot}) > 1  # the frames' own scores vary
+    assert first[0]["shot_scores"] != second[0]["shot_scores"]
+    assert first[0]["kept"] != second[0]["kept"]
+
+
+def test_a_shot_is_routed_by_the_mean_scores_of_its_first_window() -> None:
+    router = ShotRouter(window=2)
+    flat = torch.zeros(3, 8, 8)
+    frames = [Frame(i, i, flat, torch.tensor([float(i)])) for i in range(4)]
+    routed = [r for frame in frames for r in router.push(frame)] + router.flush()
+    assert [r.frame.index for r in routed] == [0, 1, 2, 3]
+    assert all(r.scores == pytest.approx(torch.tensor([1.0])) for r in routed)
+
+
+def test_a_scene_change_starts_a_new_shot() -> None:
+    router = ShotRouter(window=1)
+    dark, bright = torch.zeros(3, 8, 8), torch.ones(3, 8, 8)
+    for index, lr in enumerate((dark, dark, bright)):
+        router.push(Frame(index, index, lr, None))
+    assert [r.frame.shot for r in router.flush()] == [1]
+    assert router.shots == 2
+
+
+def test_upscale_tensor_routes_by_explicit_scores(model_dir: Path) -> None:
+    upscaler = Upscaler(model_dir, device="cpu", tile=None, backend="torch")
+    lr = torch.from_numpy(photo(24, 32)).permute(2, 0, 1).float() / 255
+    scores = torch.full((1, 7), 0.9)
+    with torch.no_grad():
+        expected = upscaler.model(lr[None], scores)[0].clamp(0, 1)  # type: ignore[call-arg]
+    routed = upscaler.upscale_tensor(lr, scores=scores)
+    torch.testing.assert_close(routed, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(upscaler.upscale_tensor(lr), routed, atol=1e-4)
