@@ -49,6 +49,8 @@ DEFAULT_CUT_THRESHOLD = 0.1
 """Mean absolute difference (in [0, 1]) of consecutive 1/4-size gray thumbnails that starts a
 new shot: noise and motion stay well below it, a change of scene is far above."""
 THUMB_FACTOR = 4
+SizeRule = Callable[[int, int], tuple[int, int] | None]
+"""The output (height, width) of a video whose frames are (height, width); None: the model's."""
 
 
 class VideoError(RuntimeError):
@@ -236,7 +238,7 @@ def upscale_video(
     source: str | Path,
     target: str | Path,
     *,
-    size: tuple[int, int] | None = None,
+    size_for: SizeRule | None = None,
     crf: int = DEFAULT_CRF,
     codec: str | None = None,
     routing_log: str | Path | None = None,
@@ -244,8 +246,9 @@ def upscale_video(
     cut_threshold: float = DEFAULT_CUT_THRESHOLD,
     overwrite: bool = False,
 ) -> VideoResult:
-    """Upscale the video ``source`` into ``target`` (to ``size`` (height, width), rounded down
-    to even sides for yuv420p), frame by frame, routed per shot, with its audio copied.
+    """Upscale the video ``source`` into ``target`` frame by frame, routed per shot, with its
+    audio copied. ``size_for(height, width)`` gives the output (height, width) of the source's
+    frames (None, or no rule: the model's scale), rounded down to even sides for yuv420p.
 
     The result is written under a temporary name and published at the end; nothing is left of
     a failed run (raises :class:`VideoError` with one line; :class:`FileExistsError` when
@@ -265,7 +268,14 @@ def upscale_video(
     try:
         with closing(
             _stream(
-                upscaler, source, temporary, router, log, size, crf, codec or default_codec(target)
+                upscaler,
+                source,
+                temporary,
+                router,
+                log,
+                size_for,
+                crf,
+                codec or default_codec(target),
             )
         ) as frames:
             for _ in frames:
@@ -300,7 +310,7 @@ def _stream(
     temporary: Path,
     router: ShotRouter,
     log: RoutingLog | None,
-    size: tuple[int, int] | None,
+    size_for: SizeRule | None,
     crf: int,
     codec: str,
 ) -> Generator[int, None, None]:
@@ -316,6 +326,7 @@ def _stream(
         if not container.streams.video:
             raise VideoError("no video stream")
         video = container.streams.video[0]
+        size = None if size_for is None else size_for(video.height, video.width)
         encoder = _Encoder(upscaler, video, output, size, crf, codec)
         audio = {
             stream.index: output.add_stream_from_template(stream)

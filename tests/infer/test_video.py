@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tiny_models import photo
 
+from mordasr.cli import main
+from mordasr.infer import video as video_module
 from mordasr.infer.pipeline import Upscaler
-from mordasr.infer.video import Frame, ShotRouter, upscale_video
+from mordasr.infer.video import Frame, ShotRouter, VideoError, upscale_video
 
 av = pytest.importorskip("av")
 
@@ -127,3 +130,62 @@ def test_upscale_tensor_routes_by_explicit_scores(model_dir: Path) -> None:
     routed = upscaler.upscale_tensor(lr, scores=scores)
     torch.testing.assert_close(routed, expected, atol=1e-5, rtol=0)
     assert not torch.allclose(upscaler.upscale_tensor(lr), routed, atol=1e-4)
+
+
+def test_a_folder_of_images_and_videos_is_upscaled_and_a_corrupt_video_fails_in_one_line(
+    model_dir: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    clip.rename(folder / "a.mp4")
+    (folder / "b.mkv").write_bytes(b"\x1a\x45\xdf\xa3 not really a video")
+    Image.fromarray(photo(24, 32)).save(folder / "c.png")
+    out = tmp_path / "out"
+    argv = ["upscale", str(folder), "-o", str(out), "--model", str(model_dir), "--outscale", "2"]
+    assert main(argv) == 1
+    assert _streams(out / "a.mp4")[0::2] == (FRAMES, (64, 48))
+    assert Image.open(out / "c.png").size == (64, 48)
+    assert not (out / "b.mkv").exists()
+    with open(out / "failures.csv", newline="", encoding="utf-8") as file:
+        rows = list(csv.reader(file))[1:]
+    assert [Path(path).name for path, _ in rows] == ["b.mkv"]
+    assert "\n" not in rows[0][1]
+    assert "2 upscaled, 0 skipped (exist), 1 failed" in capsys.readouterr().out
+
+
+def test_without_pyav_a_video_fails_with_the_install_hint(
+    model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(video_module, "has_pyav", lambda: False)
+    upscaler = Upscaler(model_dir, device="cpu", tile=None)
+    with pytest.raises(VideoError, match=r"pip install 'mordasr\[video\]'"):
+        upscale_video(upscaler, clip, tmp_path / "out.mp4")
+
+
+def test_ctrl_c_leaves_a_playable_file_of_the_frames_done(
+    model_dir: Path,
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    upscaler = Upscaler(model_dir, device="cpu", tile=None)
+    calls = []
+    upscale = upscaler.upscale_tensor
+
+    def interrupted_at_the_fifth_frame(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return upscale(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(upscaler, "upscale_tensor", interrupted_at_the_fifth_frame)
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(upscaler, clip, tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+    assert _streams(tmp_path / "out.partial.mp4")[0] == 4
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"4 frames written to {tmp_path / 'out.partial.mp4'}")
+    )
