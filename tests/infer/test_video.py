@@ -21,18 +21,22 @@ av = pytest.importorskip("av")
 
 RATE = 12
 FRAMES = 12
-SAMPLE_RATE = 16000
+
+
+CODECS = {".webm": ("libvpx-vp9", "libopus", 48000)}
+"""Containers that need other codecs than H.264 and AAC (video, audio, sample rate)."""
 
 
 def write_clip(path: Path, frames: int = FRAMES) -> Path:
-    """A 32x24 H.264 clip at 12 fps with a 440 Hz tone: two shots (different scenes, the
-    second one much noisier), each frame with fresh noise."""
+    """A 32x24 clip at 12 fps (H.264, VP9 in WebM) with a 440 Hz tone: two shots (different
+    scenes, the second one much noisier), each frame with fresh noise."""
+    video_codec, audio_codec, sample_rate = CODECS.get(path.suffix, ("libx264", "aac", 16000))
     rng = np.random.default_rng(0)
     with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=RATE)
+        video = container.add_stream(video_codec, rate=RATE)
         video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
-        video.options = {"crf": "0"}
-        audio = container.add_stream("aac", rate=SAMPLE_RATE)
+        video.options = {"crf": "0"} if video_codec == "libx264" else {"lossless": "1"}
+        audio = container.add_stream(audio_codec, rate=sample_rate)
         audio.layout = "mono"
         for index in range(frames):
             second = index >= frames // 2
@@ -43,12 +47,15 @@ def write_clip(path: Path, frames: int = FRAMES) -> Path:
             frame.pts = index
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
-        samples = SAMPLE_RATE * frames // RATE
-        tone = np.sin(2 * np.pi * 440 * np.arange(samples) / SAMPLE_RATE).astype(np.float32)
-        for start in range(0, samples, 1024):
-            chunk = tone[start : start + 1024][None]
+        samples = sample_rate * frames // RATE
+        tone = np.sin(2 * np.pi * 440 * np.arange(samples) / sample_rate).astype(np.float32)
+        step = audio.codec_context.frame_size or 1024
+        for start in range(0, samples, step):
+            chunk = np.zeros((1, step), np.float32)
+            part = tone[start : start + step]
+            chunk[0, : len(part)] = part
             sound = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            sound.sample_rate, sound.pts = SAMPLE_RATE, start
+            sound.sample_rate, sound.pts = sample_rate, start
             container.mux(audio.encode(sound))
         container.mux(audio.encode(None))
     return path
@@ -59,9 +66,18 @@ def _streams(path: Path) -> tuple[int, Fraction, tuple[int, int], float]:
     with av.open(str(path)) as container:
         video = container.streams.video[0]
         count = sum(1 for _ in container.decode(video))
+        rate, size = video.average_rate, (video.width, video.height)
+    with av.open(str(path)) as container:
         audio = container.streams.audio[0]
-        seconds = float(audio.duration * audio.time_base)
-        return count, video.average_rate, (video.width, video.height), seconds
+        ticks = sum(packet.duration or 0 for packet in container.demux(audio))
+        return count, rate, size, float(ticks * audio.time_base)
+
+
+def _times(path: Path) -> tuple[Fraction, list[Fraction]]:
+    """The video stream's time base and each frame's presentation time in seconds."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        return video.time_base, [frame.pts * video.time_base for frame in container.decode(video)]
 
 
 @pytest.fixture
@@ -84,6 +100,19 @@ def test_a_clip_is_upscaled_with_its_frames_rate_and_sound(
     assert (result.frames, count, source_count, size) == (FRAMES, FRAMES, FRAMES, (128, 96))
     assert rate == source_rate == RATE
     assert seconds == pytest.approx(source_seconds)
+    assert _times(target) == _times(clip)
+
+
+@pytest.mark.parametrize("suffix", [".mov", ".mkv", ".webm"])
+def test_other_containers_keep_their_container_frames_and_sound(
+    model_dir: Path, tmp_path: Path, suffix: str
+) -> None:
+    source = write_clip(tmp_path / f"clip{suffix}")
+    out = tmp_path / "out"
+    assert main(["upscale", str(source), "-o", str(out), "--model", str(model_dir), "-q"]) == 0
+    count, rate, size, seconds = _streams(out / f"clip{suffix}")
+    assert (count, rate, size) == (FRAMES, RATE, (128, 96))
+    assert seconds == pytest.approx(_streams(source)[3])
 
 
 def test_routing_is_constant_within_each_shot_and_differs_between_shots(
