@@ -27,7 +27,13 @@ from tqdm.auto import tqdm
 from mordasr.infer.launch import shard_files
 from mordasr.infer.pipeline import Upscaler, output_size
 from mordasr.infer.progress import TqdmProgress
-from mordasr.infer.video import DEFAULT_CRF, is_video, upscale_video
+from mordasr.infer.video import (
+    DEFAULT_CRF,
+    is_animation,
+    is_video,
+    upscale_animation,
+    upscale_video,
+)
 from mordasr.io.image import (
     DataDroppedWarning,
     ImageReadError,
@@ -96,6 +102,9 @@ def plan_outputs(
             image_format = None
         if image_format is not None:
             folder = out_dir / (subfolders or {}).get(source, Path())
+            if is_animation(source):  # stays an animation of its own format
+                targets[source] = folder / f"{source.stem}{suffix}{source.suffix.lower()}"
+                continue
             targets[source] = output_path(source, folder, image_format, fmt, suffix)
     check_plan(targets, files)
     return targets
@@ -301,8 +310,8 @@ def _upscale_one(
     ``failures.csv`` and no partial output, and the batch goes on. A result is published only
     under a free name unless ``overwrite``: one that another run wrote meanwhile is kept and
     this file counted as skipped."""
-    if is_video(source) and target is not None:
-        _upscale_video_one(upscaler, source, target, options, tally)
+    if target is not None and (is_video(source) or is_animation(source)):
+        _upscale_frames_one(upscaler, source, target, options, tally)
         return
     dropped: set[str] = set()
     try:
@@ -359,11 +368,12 @@ def _upscale_one(
     tally.dropped.update(dropped)
 
 
-def _upscale_video_one(
+def _upscale_frames_one(
     upscaler: Upscaler, source: Path, target: Path, options: ResultOptions, tally: BatchTally
 ) -> None:
-    """Upscale one video into ``target`` and count the outcome, as :func:`_upscale_one` does
-    for an image: a failure is one line and a row of ``failures.csv``, and no output."""
+    """Upscale one video or animated image into ``target`` and count the outcome, as
+    :func:`_upscale_one` does for an image: a failure is one line and a row of
+    ``failures.csv``, and no output."""
 
     def size_for(height: int, width: int) -> tuple[int, int] | None:
         return output_size(
@@ -377,16 +387,21 @@ def _upscale_video_one(
 
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        upscale_video(
-            upscaler,
-            source,
-            target,
-            size_for=size_for,
-            crf=options.crf,
-            codec=options.codec,
-            routing_log=options.routing_log,
-            overwrite=options.overwrite,
-        )
+        if is_video(source):
+            upscale_video(
+                upscaler,
+                source,
+                target,
+                size_for=size_for,
+                crf=options.crf,
+                codec=options.codec,
+                routing_log=options.routing_log,
+                overwrite=options.overwrite,
+            )
+        else:
+            upscale_animation(
+                upscaler, source, target, size_for=size_for, overwrite=options.overwrite
+            )
     except FileExistsError:
         tqdm.write(
             printable(f"skipped {source}: {target} exists (use --overwrite)"), file=sys.stderr

@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageSequence
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -430,6 +431,68 @@ class _Encoder:
     def flush(self) -> None:
         for packet in self.stream.encode(None):
             self.stream.container.mux(packet)
+
+
+ANIMATED_FORMATS = ("GIF", "WEBP")
+
+
+def is_animation(path: str | Path) -> bool:
+    """Whether ``path`` is an animated GIF or WebP (more than one frame)."""
+    try:
+        with Image.open(path) as image:
+            return image.format in ANIMATED_FORMATS and getattr(image, "n_frames", 1) > 1
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
+def upscale_animation(
+    upscaler: Upscaler,
+    source: str | Path,
+    target: str | Path,
+    *,
+    size_for: SizeRule | None = None,
+    overwrite: bool = False,
+) -> int:
+    """Upscale every frame of an animated GIF or WebP into ``target`` (same format), keeping
+    each frame's duration and the loop count; returns the frame count. Frames are upscaled
+    as they are written (each routed on its own, alpha kept as the model's gray)."""
+    source, target = Path(source), Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(target)
+    temporary = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
+    try:
+        with Image.open(source) as image:
+            durations = [_duration(frame) for frame in ImageSequence.Iterator(image)]
+            size = None if size_for is None else size_for(image.height, image.width)
+            frames = (
+                upscaler.upscale_image(frame.convert("RGBA"), size)
+                for frame in ImageSequence.Iterator(image)
+            )
+            first = next(frames)
+            extra = {"loop": image.info["loop"]} if "loop" in image.info else {}
+            first.save(
+                temporary,
+                format=image.format,
+                save_all=True,
+                append_images=frames,
+                duration=durations,
+                disposal=2,
+                **extra,
+            )
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if overwrite:
+        temporary.replace(target)
+    else:
+        _publish(temporary, target)
+    return len(durations)
+
+
+def _duration(frame: Image.Image) -> int:
+    """A frame's display time in milliseconds (WebP sets it when the frame is loaded)."""
+    frame.load()
+    return int(frame.info.get("duration", 0))
 
 
 def _publish(temporary: Path, target: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageSequence
 from tiny_models import photo
 
 from mordasr.cli import main
@@ -218,3 +218,22 @@ def test_ctrl_c_leaves_a_playable_file_of_the_frames_done(
         .err.strip()
         .endswith(f"4 frames written to {tmp_path / 'out.partial.mp4'}")
     )
+
+
+def _durations(animation: Image.Image) -> list[int]:
+    """Each frame's duration (WebP gives it once the frame is loaded)."""
+    frames = [frame.copy() for frame in ImageSequence.Iterator(animation)]
+    return [frame.info["duration"] for frame in frames]
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_an_animation_keeps_every_frame_its_durations_and_loop(tmp_path: Path, suffix: str) -> None:
+    frames = [Image.fromarray(photo(24, 32, seed)) for seed in range(3)]
+    source = tmp_path / f"anim{suffix}"
+    durations = [100, 200, 300]
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=durations, loop=2)
+    out = tmp_path / "out"
+    assert main(["upscale", str(source), "-o", str(out), "--model", "bicubic", "-q"]) == 0
+    with Image.open(out / f"anim{suffix}") as result:
+        assert (result.n_frames, result.size, result.info["loop"]) == (3, (128, 96), 2)
+        assert _durations(result) == durations
