@@ -28,6 +28,7 @@ from mordasr.infer.launch import shard_files
 from mordasr.infer.pipeline import Upscaler, output_size
 from mordasr.infer.progress import TqdmProgress
 from mordasr.infer.video import (
+    ANIMATION_SUFFIXES,
     DEFAULT_CRF,
     is_animation,
     is_video,
@@ -102,7 +103,7 @@ def plan_outputs(
             image_format = None
         if image_format is not None:
             folder = out_dir / (subfolders or {}).get(source, Path())
-            if is_animation(source):  # stays an animation of its own format
+            if fmt == "auto" and is_animation(source):  # stays an animation of its format
                 targets[source] = folder / f"{source.stem}{suffix}{source.suffix.lower()}"
                 continue
             targets[source] = output_path(source, folder, image_format, fmt, suffix)
@@ -310,7 +311,8 @@ def _upscale_one(
     ``failures.csv`` and no partial output, and the batch goes on. A result is published only
     under a free name unless ``overwrite``: one that another run wrote meanwhile is kept and
     this file counted as skipped."""
-    if target is not None and (is_video(source) or is_animation(source)):
+    animated = target is not None and target.suffix.lower() in ANIMATION_SUFFIXES
+    if target is not None and (is_video(source) or (animated and is_animation(source))):
         _upscale_frames_one(upscaler, source, target, options, tally)
         return
     dropped: set[str] = set()
@@ -397,10 +399,16 @@ def _upscale_frames_one(
                 codec=options.codec,
                 routing_log=options.routing_log,
                 overwrite=options.overwrite,
+                max_pixels=options.max_pixels,
             )
         else:
             upscale_animation(
-                upscaler, source, target, size_for=size_for, overwrite=options.overwrite
+                upscaler,
+                source,
+                target,
+                size_for=size_for,
+                overwrite=options.overwrite,
+                max_pixels=options.max_pixels,
             )
     except FileExistsError:
         tqdm.write(

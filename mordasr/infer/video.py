@@ -37,6 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mordasr.infer.pipeline import Upscaler
+from mordasr.io.image import check_pixels
 from mordasr.mor import LayerRouting, RoutingPlan
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi"})
@@ -246,6 +247,7 @@ def upscale_video(
     window: int = DEFAULT_WINDOW,
     cut_threshold: float = DEFAULT_CUT_THRESHOLD,
     overwrite: bool = False,
+    max_pixels: int | None = None,
 ) -> VideoResult:
     """Upscale the video ``source`` into ``target`` frame by frame, routed per shot, with its
     audio copied. ``size_for(height, width)`` gives the output (height, width) of the source's
@@ -255,7 +257,8 @@ def upscale_video(
     a failed run (raises :class:`VideoError` with one line; :class:`FileExistsError` when
     ``target`` exists and not ``overwrite``). On Ctrl-C the frames done are closed into
     ``<stem>.partial<ext>`` beside ``target``, a line says so, and the
-    :class:`KeyboardInterrupt` goes on.
+    :class:`KeyboardInterrupt` goes on. Frames over ``max_pixels`` are refused before any is
+    decoded.
     """
     if not has_pyav():
         raise VideoError(MISSING_PYAV)
@@ -275,6 +278,7 @@ def upscale_video(
                 router,
                 log,
                 size_for,
+                max_pixels,
                 crf,
                 codec or default_codec(target),
             )
@@ -312,6 +316,7 @@ def _stream(
     router: ShotRouter,
     log: RoutingLog | None,
     size_for: SizeRule | None,
+    max_pixels: int | None,
     crf: int,
     codec: str,
 ) -> Generator[int, None, None]:
@@ -327,6 +332,7 @@ def _stream(
         if not container.streams.video:
             raise VideoError("no video stream")
         video = container.streams.video[0]
+        check_pixels(video.width, video.height, max_pixels)
         size = None if size_for is None else size_for(video.height, video.width)
         encoder = _Encoder(upscaler, video, output, size, crf, codec)
         audio = {
@@ -434,6 +440,8 @@ class _Encoder:
 
 
 ANIMATED_FORMATS = ("GIF", "WEBP")
+ANIMATION_SUFFIXES = (".gif", ".webp")
+"""Output extensions an animation is written to as an animation (else its first frame)."""
 
 
 def is_animation(path: str | Path) -> bool:
@@ -452,16 +460,19 @@ def upscale_animation(
     *,
     size_for: SizeRule | None = None,
     overwrite: bool = False,
+    max_pixels: int | None = None,
 ) -> int:
     """Upscale every frame of an animated GIF or WebP into ``target`` (same format), keeping
     each frame's duration and the loop count; returns the frame count. Frames are upscaled
-    as they are written (each routed on its own, alpha kept as the model's gray)."""
+    as they are written (each routed on its own, alpha kept as the model's gray). Frames over
+    ``max_pixels`` are refused before decoding (:class:`~mordasr.io.image.ImageTooLargeError`)."""
     source, target = Path(source), Path(target)
     if target.exists() and not overwrite:
         raise FileExistsError(target)
     temporary = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
     try:
         with Image.open(source) as image:
+            check_pixels(image.width, image.height, max_pixels)
             durations = [_duration(frame) for frame in ImageSequence.Iterator(image)]
             size = None if size_for is None else size_for(image.height, image.width)
             frames = (

@@ -237,3 +237,12 @@ def test_an_animation_keeps_every_frame_its_durations_and_loop(tmp_path: Path, s
     with Image.open(out / f"anim{suffix}") as result:
         assert (result.n_frames, result.size, result.info["loop"]) == (3, (128, 96), 2)
         assert _durations(result) == durations
+
+
+def test_a_video_over_the_pixel_limit_is_refused_before_decoding(
+    model_dir: Path, clip: Path, tmp_path: Path
+) -> None:
+    upscaler = Upscaler(model_dir, device="cpu", tile=None)
+    with pytest.raises(VideoError, match="pixel limit"):
+        upscale_video(upscaler, clip, tmp_path / "out.mp4", max_pixels=32 * 24 - 1)
+    assert list(tmp_path.iterdir()) == [clip]
