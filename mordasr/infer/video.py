@@ -180,7 +180,6 @@ class VideoResult:
     frames: int
     shots: int
     target: Path
-    interrupted: bool = False
 
 
 class RoutingLog:
@@ -354,10 +353,13 @@ def _stream(
                     if bar is not None:
                         bar.update()
                     yield routed.frame.index
-            finally:
+            except (KeyboardInterrupt, GeneratorExit):  # the frames done stay playable
                 encoder.flush()
+                raise
+            finally:
                 if bar is not None:
                     bar.close()
+            encoder.flush()
 
 
 def _routed(

@@ -246,3 +246,11 @@ def test_a_video_over_the_pixel_limit_is_refused_before_decoding(
     with pytest.raises(VideoError, match="pixel limit"):
         upscale_video(upscaler, clip, tmp_path / "out.mp4", max_pixels=32 * 24 - 1)
     assert list(tmp_path.iterdir()) == [clip]
+
+
+def test_progress_counts_the_frames(
+    model_dir: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    upscaler = Upscaler(model_dir, device="cpu", tile=None, progress=True)
+    upscale_video(upscaler, clip, tmp_path / "out.mp4")
+    assert f"{FRAMES}/{FRAMES}" in capsys.readouterr().err
