@@ -18,24 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from common import photo_crop
 
 from mordasr.infer.pipeline import Upscaler
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "RealSRSet+5images"
-
-
-def photo_crop(width: int, height: int) -> Image.Image:
-    """A centred crop of the first real photo at least ``width`` x ``height`` (else noise)."""
-    if DATA.is_dir():
-        for path in sorted(p for p in DATA.rglob("*") if p.is_file()):
-            with Image.open(path) as image:
-                if image.width >= width and image.height >= height:
-                    left, top = (image.width - width) // 2, (image.height - height) // 2
-                    return image.convert("RGB").crop((left, top, left + width, top + height))
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,23 @@ DEGRADE_DATA = (
 )
 """The photos ``load_patches`` crops, when they exist beside the project root."""
 
+REAL_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "RealSRSet+5images"
+"""Real low-quality photos the speed benchmarks crop, when they exist beside the project root."""
+
 BOOTSTRAP_RESAMPLES = 10_000
+
+
+def photo_crop(width: int, height: int) -> Image.Image:
+    """A centred RGB crop of the first photo in :data:`REAL_PHOTOS` at least ``width`` x
+    ``height`` (seeded noise when there is none)."""
+    if REAL_PHOTOS.is_dir():
+        for path in sorted(p for p in REAL_PHOTOS.rglob("*") if p.is_file()):
+            with Image.open(path) as image:
+                if image.width >= width and image.height >= height:
+                    left, top = (image.width - width) // 2, (image.height - height) // 2
+                    return image.convert("RGB").crop((left, top, left + width, top + height))
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
 def time_rounds(fns: dict[str, Callable], rounds: int) -> dict[str, list[float]]:

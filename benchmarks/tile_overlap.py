@@ -21,27 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from common import photo_crop
 
 from mordasr.infer.pipeline import Upscaler
 from mordasr.infer.tiling import balanced_side, tile_starts
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "RealSRSet+5images"
 SEAM_BAND = 8
 """Output pixels on each side of a seam that the seam columns of the table cover."""
 
 
 def photo(width: int, height: int) -> torch.Tensor:
-    """(3, H, W) centred crop of the first photo in ``DATA`` that is large enough (else noise)."""
-    if DATA.is_dir():
-        for path in sorted(p for p in DATA.rglob("*") if p.is_file()):
-            with Image.open(path) as image:
-                if image.width >= width and image.height >= height:
-                    left, top = (image.width - width) // 2, (image.height - height) // 2
-                    crop = image.convert("RGB").crop((left, top, left + width, top + height))
-                    array = np.asarray(crop, np.float32) / 255
-                    return torch.from_numpy(array).permute(2, 0, 1)
-    return torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))
+    """(3, H, W) in [0, 1]: :func:`common.photo_crop` as a tensor."""
+    array = np.asarray(photo_crop(width, height), np.float32) / 255
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def levels(image: torch.Tensor) -> np.ndarray:

@@ -57,7 +57,9 @@ def claim_output_dir(output_dir: Path, task: str) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise RunFolderError(f"output_dir {output_dir} is a file, not a folder")
     if output_dir.is_dir() and not is_run_folder(output_dir):
-        found = sorted(entry.name for entry in output_dir.iterdir())
+        # The marker itself is not someone else's file: another process of this run may have
+        # written it between the check above and this listing.
+        found = sorted(entry.name for entry in output_dir.iterdir() if entry.name != RUN_STATE)
         if found:
             shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
             raise RunFolderError(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mordasr.cli import main
+from mordasr.train import trainer
 from mordasr.train.config import ConfigError, TrainConfig
 from mordasr.train.trainer import RUN_STATE, RunFolderError, claim_output_dir
 
@@ -131,3 +132,14 @@ def test_a_base_cycle_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err
         assert "the bases form a cycle" in err and "RecursionError" not in err
+
+
+def test_a_marker_written_by_another_process_of_the_run_meanwhile_is_not_foreign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_STATE).write_text("{}\n")  # written after this process found no marker
+    monkeypatch.setattr(trainer, "is_run_folder", lambda folder: False)
+    claim_output_dir(run, "sr")
+    assert (run / RUN_STATE).read_text() == "{}\n"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from types import ModuleType
 from typing import Protocol
 
 from torch import Tensor
@@ -15,6 +17,24 @@ Network = Callable[[Tensor], Tensor]
 
 class BackendUnavailableError(ValueError):
     """The requested backend cannot run here (its optional dependency is not installed)."""
+
+
+def import_optional(name: str, hint: str) -> ModuleType:
+    """The optional module ``name``, or :class:`BackendUnavailableError` with the install
+    ``hint`` (one line)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise BackendUnavailableError(hint) from error
+
+
+def importable(name: str) -> bool:
+    """Whether the optional module ``name`` can be imported."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 class Backend(Protocol):

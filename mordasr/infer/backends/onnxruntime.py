@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mordasr.infer.backends.base import BackendUnavailableError, Network
+from mordasr.infer.backends.base import Network, import_optional, importable
 from mordasr.infer.backends.graph import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -30,20 +30,12 @@ ONNX_HINT = "the onnxruntime backend needs ONNX Runtime: pip install 'mordasr[on
 
 def import_onnxruntime() -> ModuleType:
     """The ``onnxruntime`` module, or a one-line install hint."""
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise BackendUnavailableError(ONNX_HINT) from error
-    return onnxruntime
+    return import_optional("onnxruntime", ONNX_HINT)
 
 
 def onnxruntime_available() -> bool:
     """Whether ONNX Runtime can be imported."""
-    try:
-        import_onnxruntime()
-    except BackendUnavailableError:
-        return False
-    return True
+    return importable("onnxruntime")
 
 
 class OnnxRuntimeBackend:

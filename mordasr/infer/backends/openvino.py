@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mordasr.infer.backends.base import BackendUnavailableError, Network
+from mordasr.infer.backends.base import Network, import_optional, importable
 from mordasr.infer.backends.graph import (
     INPUT_NAME,
     cached_graph,
@@ -36,20 +36,12 @@ PRECISION_HINTS = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: 
 
 def import_openvino() -> ModuleType:
     """The ``openvino`` module, or a one-line install hint."""
-    try:
-        import openvino
-    except ImportError as error:
-        raise BackendUnavailableError(OPENVINO_HINT) from error
-    return openvino
+    return import_optional("openvino", OPENVINO_HINT)
 
 
 def openvino_available() -> bool:
     """Whether OpenVINO can be imported."""
-    try:
-        import_openvino()
-    except BackendUnavailableError:
-        return False
-    return True
+    return importable("openvino")
 
 
 class OpenVinoBackend:
