@@ -172,6 +172,8 @@ class ResultOptions:
     """Videos: the encoder (None: H.264, VP9 for WebM)."""
     routing_log: Path | None = None
     """Videos: the CSV each frame's shot and routing is appended to."""
+    resume: bool = False
+    """Videos: continue a run cut short from its finished frames (kept beside the output)."""
 
 
 def failures_name(shard: tuple[int, int] | None) -> str:
@@ -400,6 +402,7 @@ def _upscale_frames_one(
                 routing_log=options.routing_log,
                 overwrite=options.overwrite,
                 max_pixels=options.max_pixels,
+                resume=options.resume,
             )
         else:
             upscale_animation(

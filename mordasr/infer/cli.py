@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output",
         default="out",
         help="output folder (default: out), or for one input file the result's file name "
-        "(e.g. result.png; the format follows its extension)",
+        "(e.g. result.png or result.mp4; the format follows its extension)",
     )
     parser.add_argument(
         "--model",
@@ -151,6 +151,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="FILE",
         help="append each video frame's shot, degradation scores and kept experts to this CSV",
+    )
+    video.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a video cut short (Ctrl-C, a crash) after its last finished frames, "
+        "kept in a hidden .<name>.parts folder beside the output, with the same settings",
     )
     parser.add_argument(
         "--shard",
@@ -303,6 +309,7 @@ def _run(args: argparse.Namespace) -> int:
         crf=args.crf,
         codec=args.codec,
         routing_log=args.routing_log,
+        resume=args.resume,
     )
     bars = TqdmProgress() if not args.quiet and sys.stderr.isatty() else None
     return run_batch(plan, options, lambda: _load_upscaler(args, bars), model=args.model, bars=bars)

@@ -16,6 +16,7 @@ from mordasr.cli import main
 from mordasr.infer import video as video_module
 from mordasr.infer.pipeline import Upscaler
 from mordasr.infer.video import Frame, ShotRouter, VideoError, upscale_video
+from mordasr.mor import MoRLayer, mor_layers
 
 av = pytest.importorskip("av")
 
@@ -212,12 +213,109 @@ def test_ctrl_c_leaves_a_playable_file_of_the_frames_done(
     with pytest.raises(KeyboardInterrupt):
         upscale_video(upscaler, clip, tmp_path / "out.mp4")
     assert not (tmp_path / "out.mp4").exists()
-    assert _streams(tmp_path / "out.partial.mp4")[0] == 4
-    assert (
-        capsys.readouterr()
-        .err.strip()
-        .endswith(f"4 frames written to {tmp_path / 'out.partial.mp4'}")
-    )
+    count, _, _, seconds = _streams(tmp_path / "out.partial.mp4")
+    assert count == 4
+    assert 4 / RATE <= seconds < 6 / RATE  # the sound of the frames done (whole packets)
+    line = f"4 frames written to {tmp_path / 'out.partial.mp4'} (--resume continues from there)"
+    assert capsys.readouterr().err.strip().endswith(line)
+
+
+def _upscales(
+    upscaler: Upscaler, monkeypatch: pytest.MonkeyPatch, interrupt_at: int | None = None
+) -> list[int]:
+    """Count the frames ``upscaler`` upscales (Ctrl-C at call ``interrupt_at``)."""
+    calls: list[int] = []
+    upscale = upscaler.upscale_tensor
+
+    def counted(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return upscale(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(upscaler, "upscale_tensor", counted)
+    return calls
+
+
+def test_resume_continues_after_the_frames_done_with_the_same_frames_and_sound(
+    model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, log = tmp_path / "out.mp4", tmp_path / "routing.csv"
+    with pytest.raises(KeyboardInterrupt):
+        upscaler = Upscaler(model_dir, device="cpu", tile=None)
+        _upscales(upscaler, monkeypatch, interrupt_at=6)
+        upscale_video(upscaler, clip, target, group_frames=3, routing_log=log)
+    upscaler = Upscaler(model_dir, device="cpu", tile=None)
+    resumed = _upscales(upscaler, monkeypatch)
+    result = upscale_video(upscaler, clip, target, group_frames=3, routing_log=log, resume=True)
+    assert (len(resumed), result.frames) == (FRAMES - 5, FRAMES)
+    count, rate, size, seconds = _streams(target)
+    assert (count, rate, size) == (FRAMES, RATE, (128, 96))
+    assert seconds == pytest.approx(_streams(clip)[3])
+    assert _times(target) == _times(clip)
+    assert [int(row["frame"]) for row in _log(log)] == list(range(FRAMES))
+    assert sorted(tmp_path.iterdir()) == sorted([clip, target, log])  # no partial, no groups
+
+
+def test_resume_starts_over_when_the_settings_changed(
+    model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        upscaler = Upscaler(model_dir, device="cpu", tile=None)
+        _upscales(upscaler, monkeypatch, interrupt_at=6)
+        upscale_video(upscaler, clip, target)
+    upscaler = Upscaler(model_dir, device="cpu", tile=None)
+    resumed = _upscales(upscaler, monkeypatch)
+    assert upscale_video(upscaler, clip, target, crf=30, resume=True).frames == FRAMES
+    assert len(resumed) == FRAMES
+
+
+def test_each_shot_folds_its_routing_plan_once_for_all_its_frames(
+    model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upscaler = Upscaler(model_dir, device="cpu", tile=None)
+    folds: list[int] = []
+    fold = MoRLayer.fold
+
+    def counted(layer: MoRLayer, routing: object) -> torch.Tensor:
+        folds.append(1)
+        return fold(layer, routing)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MoRLayer, "fold", counted)
+    result = upscale_video(upscaler, clip, tmp_path / "out.mp4")
+    layers = len(list(mor_layers(upscaler.model)))  # type: ignore[arg-type]
+    assert layers > 0
+    assert (result.shots, len(folds)) == (2, 2 * layers)
+
+
+def test_a_video_file_named_by_o_is_written_in_its_container(
+    model_dir: Path, clip: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "result.mkv"
+    assert main(["upscale", str(clip), "-o", str(target), "--model", str(model_dir), "-q"]) == 0
+    count, rate, size, _ = _streams(target)
+    assert (count, rate, size) == (FRAMES, RATE, (128, 96))
+    with av.open(str(target)) as container:
+        assert container.format.name.startswith("matroska")
+
+
+@pytest.mark.parametrize("name", ["result.png", "result.gif"])
+def test_a_video_named_to_an_image_file_is_refused_in_one_line(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    assert main(["upscale", str(clip), "-o", str(tmp_path / name), "--model", "bicubic"]) == 2
+    assert "is a video: -o must name a video file" in capsys.readouterr().err
+    assert not (tmp_path / name).exists()
+
+
+def test_an_image_named_to_a_video_file_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "photo.png"
+    Image.fromarray(photo(24, 32)).save(source)
+    assert main(["upscale", str(source), "-o", str(tmp_path / "a.mp4"), "--model", "bicubic"]) == 2
+    assert "names a video but" in capsys.readouterr().err
 
 
 def _durations(animation: Image.Image) -> list[int]:
@@ -239,6 +337,18 @@ def test_an_animation_keeps_every_frame_its_durations_and_loop(tmp_path: Path, s
         assert _durations(result) == durations
 
 
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_an_animation_file_named_by_o_keeps_every_frame(tmp_path: Path, suffix: str) -> None:
+    frames = [Image.fromarray(photo(24, 32, seed)) for seed in range(3)]
+    source = tmp_path / f"anim{suffix}"
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=[50, 60, 70])
+    target = tmp_path / f"result{suffix}"
+    assert main(["upscale", str(source), "-o", str(target), "--model", "bicubic", "-q"]) == 0
+    with Image.open(target) as result:
+        assert (result.n_frames, result.size) == (3, (128, 96))
+        assert _durations(result) == [50, 60, 70]
+
+
 def test_a_video_over_the_pixel_limit_is_refused_before_decoding(
     model_dir: Path, clip: Path, tmp_path: Path
 ) -> None:
@@ -254,3 +364,26 @@ def test_progress_counts_the_frames(
     upscaler = Upscaler(model_dir, device="cpu", tile=None, progress=True)
     upscale_video(upscaler, clip, tmp_path / "out.mp4")
     assert f"{FRAMES}/{FRAMES}" in capsys.readouterr().err
+
+
+def test_the_resume_flag_continues_a_video_interrupted_in_a_batch(
+    model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    argv = ["upscale", str(clip), "-o", str(out), "--model", str(model_dir), "-q"]
+    calls: list[int] = []
+    upscale = Upscaler.upscale_tensor
+
+    def interrupted_at_the_fourth_frame(
+        self: Upscaler, *args: object, **kwargs: object
+    ) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return upscale(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Upscaler, "upscale_tensor", interrupted_at_the_fourth_frame)
+    assert main(argv) == 130
+    assert main([*argv, "--resume"]) == 0
+    assert len(calls) == 4 + FRAMES - 3
+    assert _streams(out / "clip.mp4")[0] == FRAMES
