@@ -71,6 +71,8 @@ _RECORD = struct.Struct("<qq?I")
 _NO_TIME = -(2**63)
 SizeRule = Callable[[int, int], tuple[int, int] | None]
 """The output (height, width) of a video whose frames are (height, width); None: the model's."""
+FrameProgress = Callable[[int, int], None]
+"""Told (frames done, frames in all; 0 where the container does not say) after each frame."""
 
 
 class VideoError(RuntimeError):
@@ -264,6 +266,7 @@ def upscale_video(
     max_pixels: int | None = None,
     resume: bool = False,
     group_frames: int = GROUP_FRAMES,
+    progress: FrameProgress | None = None,
 ) -> VideoResult:
     """Upscale the video ``source`` into ``target`` frame by frame, routed per shot, with its
     audio copied. ``size_for(height, width)`` gives the output (height, width) of the source's
@@ -278,7 +281,8 @@ def upscale_video(
     line says so, and the :class:`KeyboardInterrupt` goes on; ``resume`` then continues after
     the last finished frame (also after a crash, from the last finished group), provided the
     source and the output settings are the same. Frames over ``max_pixels`` are refused
-    before any is decoded.
+    before any is decoded. ``progress`` is told of every frame done (else the upscaler's
+    progress shows a bar).
     """
     if not has_pyav():
         raise VideoError(MISSING_PYAV)
@@ -316,7 +320,7 @@ def upscale_video(
         encoder = _Encoder(upscaler, encoding, groups, done, group_frames)
         log = None if routing_log is None else RoutingLog(routing_log, source)
         try:
-            _run(upscaler, container, router, encoder, log, done)
+            _run(upscaler, container, router, encoder, log, done, progress)
             encoder.finish()
             if not encoder.frames:
                 raise VideoError("no frame could be decoded")
@@ -340,6 +344,34 @@ def upscale_video(
         groups.remove()
     _partial_of(target).unlink(missing_ok=True)
     return VideoResult(encoder.frames, router.shots, target)
+
+
+@dataclass(frozen=True)
+class VideoFacts:
+    """What a video's header and packets say, read without decoding a frame."""
+
+    width: int
+    height: int
+    frames: int
+    """Video packets (one per frame)."""
+
+
+def video_facts(path: str | Path) -> VideoFacts:
+    """The first video stream's frame size and frame count (its packets counted, nothing
+    decoded); raises :class:`VideoError` for a file that is no readable video."""
+    if not has_pyav():
+        raise VideoError(MISSING_PYAV)
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError("no video stream")
+            video = container.streams.video[0]
+            frames = sum(1 for packet in container.demux(video) if packet.size)
+            return VideoFacts(video.width, video.height, frames)
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise VideoError(f"not a readable video: {_reason(error)}") from error
 
 
 def _partial_of(target: Path) -> Path:
@@ -389,14 +421,15 @@ def _run(
     encoder: _Encoder,
     log: RoutingLog | None,
     done: int,
+    progress: FrameProgress | None,
 ) -> None:
     """Route every frame of ``container`` and encode those from ``done`` on (the frames before
     are decoded and routed again, so that their shots route the rest as before)."""
     video = container.streams.video[0]
-    total = video.frames or None
+    total = video.frames or 0
     bar = (
-        tqdm(total=total, initial=done, desc=encoder.name, unit="frame", file=sys.stderr)
-        if upscaler.progress
+        tqdm(total=total or None, initial=done, desc=encoder.name, unit="frame", file=sys.stderr)
+        if upscaler.progress and progress is None
         else None
     )
     try:
@@ -409,6 +442,8 @@ def _run(
                     write(routed, plan)
                 if bar is not None:
                     bar.update()
+                if progress is not None:
+                    progress(encoder.frames, total)
     finally:
         if bar is not None:
             bar.close()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageSequence
@@ -20,65 +18,7 @@ from mordasr.mor import MoRLayer, mor_layers
 
 av = pytest.importorskip("av")
 
-RATE = 12
-FRAMES = 12
-
-
-CODECS = {".webm": ("libvpx-vp9", "libopus", 48000)}
-"""Containers that need other codecs than H.264 and AAC (video, audio, sample rate)."""
-
-
-def write_clip(path: Path, frames: int = FRAMES) -> Path:
-    """A 32x24 clip at 12 fps (H.264, VP9 in WebM) with a 440 Hz tone: two shots (different
-    scenes, the second one much noisier), each frame with fresh noise."""
-    video_codec, audio_codec, sample_rate = CODECS.get(path.suffix, ("libx264", "aac", 16000))
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as container:
-        video = container.add_stream(video_codec, rate=RATE)
-        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
-        video.options = {"crf": "0"} if video_codec == "libx264" else {"lossless": "1"}
-        audio = container.add_stream(audio_codec, rate=sample_rate)
-        audio.layout = "mono"
-        for index in range(frames):
-            second = index >= frames // 2
-            scene = photo(24, 32, seed=int(second)).astype(np.float32)
-            noisy = scene + rng.normal(0, 40.0 if second else 2.0, scene.shape)
-            pixels = noisy.clip(0, 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = index
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        samples = sample_rate * frames // RATE
-        tone = np.sin(2 * np.pi * 440 * np.arange(samples) / sample_rate).astype(np.float32)
-        step = audio.codec_context.frame_size or 1024
-        for start in range(0, samples, step):
-            chunk = np.zeros((1, step), np.float32)
-            part = tone[start : start + step]
-            chunk[0, : len(part)] = part
-            sound = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            sound.sample_rate, sound.pts = sample_rate, start
-            container.mux(audio.encode(sound))
-        container.mux(audio.encode(None))
-    return path
-
-
-def _streams(path: Path) -> tuple[int, Fraction, tuple[int, int], float]:
-    """Frame count (decoded), frame rate, (width, height) and audio duration in seconds."""
-    with av.open(str(path)) as container:
-        video = container.streams.video[0]
-        count = sum(1 for _ in container.decode(video))
-        rate, size = video.average_rate, (video.width, video.height)
-    with av.open(str(path)) as container:
-        audio = container.streams.audio[0]
-        ticks = sum(packet.duration or 0 for packet in container.demux(audio))
-        return count, rate, size, float(ticks * audio.time_base)
-
-
-def _times(path: Path) -> tuple[Fraction, list[Fraction]]:
-    """The video stream's time base and each frame's presentation time in seconds."""
-    with av.open(str(path)) as container:
-        video = container.streams.video[0]
-        return video.time_base, [frame.pts * video.time_base for frame in container.decode(video)]
+from video_helpers import FRAMES, RATE, clip_streams, clip_times, write_clip  # noqa: E402
 
 
 @pytest.fixture
@@ -96,12 +36,12 @@ def test_a_clip_is_upscaled_with_its_frames_rate_and_sound(
 ) -> None:
     target = tmp_path / "out.mp4"
     result = upscale_video(Upscaler(model_dir, device="cpu", tile=None), clip, target)
-    count, rate, size, seconds = _streams(target)
-    source_count, source_rate, _, source_seconds = _streams(clip)
+    count, rate, size, seconds = clip_streams(target)
+    source_count, source_rate, _, source_seconds = clip_streams(clip)
     assert (result.frames, count, source_count, size) == (FRAMES, FRAMES, FRAMES, (128, 96))
     assert rate == source_rate == RATE
     assert seconds == pytest.approx(source_seconds)
-    assert _times(target) == _times(clip)
+    assert clip_times(target) == clip_times(clip)
 
 
 @pytest.mark.parametrize("suffix", [".mov", ".mkv", ".webm"])
@@ -111,9 +51,9 @@ def test_other_containers_keep_their_container_frames_and_sound(
     source = write_clip(tmp_path / f"clip{suffix}")
     out = tmp_path / "out"
     assert main(["upscale", str(source), "-o", str(out), "--model", str(model_dir), "-q"]) == 0
-    count, rate, size, seconds = _streams(out / f"clip{suffix}")
+    count, rate, size, seconds = clip_streams(out / f"clip{suffix}")
     assert (count, rate, size) == (FRAMES, RATE, (128, 96))
-    assert seconds == pytest.approx(_streams(source)[3])
+    assert seconds == pytest.approx(clip_streams(source)[3])
 
 
 def test_routing_is_constant_within_each_shot_and_differs_between_shots(
@@ -173,7 +113,7 @@ def test_a_folder_of_images_and_videos_is_upscaled_and_a_corrupt_video_fails_in_
     out = tmp_path / "out"
     argv = ["upscale", str(folder), "-o", str(out), "--model", str(model_dir), "--outscale", "2"]
     assert main(argv) == 1
-    assert _streams(out / "a.mp4")[0::2] == (FRAMES, (64, 48))
+    assert clip_streams(out / "a.mp4")[0::2] == (FRAMES, (64, 48))
     assert Image.open(out / "c.png").size == (64, 48)
     assert not (out / "b.mkv").exists()
     with open(out / "failures.csv", newline="", encoding="utf-8") as file:
@@ -213,7 +153,7 @@ def test_ctrl_c_leaves_a_playable_file_of_the_frames_done(
     with pytest.raises(KeyboardInterrupt):
         upscale_video(upscaler, clip, tmp_path / "out.mp4")
     assert not (tmp_path / "out.mp4").exists()
-    count, _, _, seconds = _streams(tmp_path / "out.partial.mp4")
+    count, _, _, seconds = clip_streams(tmp_path / "out.partial.mp4")
     assert count == 4
     assert 4 / RATE <= seconds < 6 / RATE  # the sound of the frames done (whole packets)
     line = f"4 frames written to {tmp_path / 'out.partial.mp4'} (--resume continues from there)"
@@ -249,10 +189,10 @@ def test_resume_continues_after_the_frames_done_with_the_same_frames_and_sound(
     resumed = _upscales(upscaler, monkeypatch)
     result = upscale_video(upscaler, clip, target, group_frames=3, routing_log=log, resume=True)
     assert (len(resumed), result.frames) == (FRAMES - 5, FRAMES)
-    count, rate, size, seconds = _streams(target)
+    count, rate, size, seconds = clip_streams(target)
     assert (count, rate, size) == (FRAMES, RATE, (128, 96))
-    assert seconds == pytest.approx(_streams(clip)[3])
-    assert _times(target) == _times(clip)
+    assert seconds == pytest.approx(clip_streams(clip)[3])
+    assert clip_times(target) == clip_times(clip)
     assert [int(row["frame"]) for row in _log(log)] == list(range(FRAMES))
     assert sorted(tmp_path.iterdir()) == sorted([clip, target, log])  # no partial, no groups
 
@@ -294,7 +234,7 @@ def test_a_video_file_named_by_o_is_written_in_its_container(
 ) -> None:
     target = tmp_path / "result.mkv"
     assert main(["upscale", str(clip), "-o", str(target), "--model", str(model_dir), "-q"]) == 0
-    count, rate, size, _ = _streams(target)
+    count, rate, size, _ = clip_streams(target)
     assert (count, rate, size) == (FRAMES, RATE, (128, 96))
     with av.open(str(target)) as container:
         assert container.format.name.startswith("matroska")
@@ -386,4 +326,4 @@ def test_the_resume_flag_continues_a_video_interrupted_in_a_batch(
     assert main(argv) == 130
     assert main([*argv, "--resume"]) == 0
     assert len(calls) == 4 + FRAMES - 3
-    assert _streams(out / "clip.mp4")[0] == FRAMES
+    assert clip_streams(out / "clip.mp4")[0] == FRAMES
