@@ -310,7 +310,7 @@ def upscale_video(
         settings = {
             **encoding.settings(),
             "source": _identity(source),
-            "model": upscaler.configuration.describe(),
+            "model": _fingerprint(upscaler),
             "strength": upscaler.strength,
             "window": window,
             "cut_threshold": cut_threshold,
@@ -406,6 +406,18 @@ def _interrupted(
         "(--resume continues from there)",
         file=sys.stderr,
     )
+
+
+def _fingerprint(upscaler: Upscaler) -> str:
+    """What tells a resumed run that it runs the model it started with: the model's class,
+    scale, parameter count and the sum of its parameters' magnitudes, and where it runs."""
+    model = upscaler.model
+    parameters = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
+    with torch.no_grad():
+        count = sum(parameter.numel() for parameter in parameters)
+        total = sum(float(parameter.detach().abs().double().sum()) for parameter in parameters)
+    described = upscaler.configuration.describe()
+    return f"{type(model).__name__} x{upscaler.scale} {count} {total:.9g} {described}"
 
 
 def _identity(path: Path) -> dict[str, object]:

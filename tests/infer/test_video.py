@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image, ImageSequence
-from tiny_models import photo
+from tiny_models import photo, tiny_mor_model
 
 from mordasr.cli import main
 from mordasr.infer import video as video_module
@@ -327,3 +327,17 @@ def test_the_resume_flag_continues_a_video_interrupted_in_a_batch(
     assert main([*argv, "--resume"]) == 0
     assert len(calls) == 4 + FRAMES - 3
     assert clip_streams(out / "clip.mp4")[0] == FRAMES
+
+
+def test_resume_starts_over_with_another_model(
+    model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        upscaler = Upscaler(model_dir, device="cpu", tile=None)
+        _upscales(upscaler, monkeypatch, interrupt_at=6)
+        upscale_video(upscaler, clip, target)
+    other = Upscaler(tiny_mor_model(tmp_path / "other", router_bias=True), device="cpu", tile=None)
+    resumed = _upscales(other, monkeypatch)
+    assert upscale_video(other, clip, target, resume=True).frames == FRAMES
+    assert len(resumed) == FRAMES
