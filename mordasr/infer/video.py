@@ -305,18 +305,20 @@ def upscale_video(
             encoding = _encoding(
                 container, upscaler, source, temporary, size_for, max_pixels, crf, codec
             )
-        except Exception as error:
-            raise error if isinstance(error, VideoError) else VideoError(_reason(error)) from error
-        settings = {
-            **encoding.settings(),
-            "source": _identity(source),
-            "model": _fingerprint(upscaler),
-            "strength": upscaler.strength,
-            "window": window,
-            "cut_threshold": cut_threshold,
-            "group_frames": group_frames,
-        }
-        done = groups.start(settings, resume)
+            settings = {
+                **encoding.settings(),
+                "source": _identity(source),
+                "model": _fingerprint(upscaler),
+                "strength": upscaler.strength,
+                "window": window,
+                "cut_threshold": cut_threshold,
+                "group_frames": group_frames,
+            }
+            done = groups.start(settings, resume)
+        except VideoError:
+            raise
+        except Exception as error:  # e.g. over the pixel limit, or no room for the groups
+            raise VideoError(_reason(error)) from error
         encoder = _Encoder(upscaler, encoding, groups, done, group_frames)
         log = None if routing_log is None else RoutingLog(routing_log, source)
         try:
