@@ -35,6 +35,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -42,7 +43,7 @@ from common import REAL_PHOTOS
 from PIL import Image, ImageFilter
 
 from mordasr.infer.pipeline import Upscaler
-from mordasr.infer.video import upscale_video
+from mordasr.infer.video import DEFAULT_CUT_THRESHOLD, upscale_video
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "video"
@@ -56,7 +57,8 @@ def texture(height: int, width: int, seed: int) -> np.ndarray:
     """A smooth random colour texture with some edges, (height, width, 3) float in [0, 255]."""
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(0, 255, (max(2, height // 8), max(2, width // 8), 3)).astype(np.uint8)
-    smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), float)
+    resized = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+    smooth = np.asarray(resized, dtype=np.float64)
     stripes = 40.0 * np.sign(np.sin(np.arange(width) / 3.0 + seed))[None, :, None]
     return np.clip(smooth + stripes, 0, 255)
 
@@ -141,12 +143,12 @@ def memory(args: argparse.Namespace) -> dict[str, object]:
             peak, command = peak_rss_mb(clip, Path(folder) / f"out{frames}", args.model)
             rows.append({"frames": frames, "peak_rss_mb": round(peak, 1), "command": command})
             print(f"{frames} frames: peak RSS {peak:.1f} MB", flush=True)
-    peaks = [row["peak_rss_mb"] for row in rows]
+    peaks = [float(row["peak_rss_mb"]) for row in rows]
     return {
         "model": args.model,
         "size": "48x32",
         "rows": rows,
-        "largest_over_smallest": round(max(peaks) / min(peaks), 4),  # type: ignore[type-var, operator]
+        "largest_over_smallest": round(max(peaks) / min(peaks), 4),
     }
 
 
@@ -205,16 +207,18 @@ def flicker(args: argparse.Namespace) -> dict[str, object]:
             scene = two_shots(pair, frames, size, pan)
             clip = write_clip(Path(folder) / f"{name}.mp4", scene, frames, size)
             runs = {
-                "bicubic": (bicubic, {}),
-                "per_frame": (model, {"cut_threshold": -1.0}),
-                "per_shot": (model, {}),
+                "bicubic": (bicubic, DEFAULT_CUT_THRESHOLD),
+                "per_frame": (model, -1.0),  # every frame a cut: routed by its own scores
+                "per_shot": (model, DEFAULT_CUT_THRESHOLD),
             }
             outputs: dict[str, np.ndarray] = {}
-            row: dict[str, dict[str, object]] = {}
-            for label, (upscaler, options) in runs.items():
+            row: dict[str, dict[str, Any]] = {}
+            for label, (upscaler, cut) in runs.items():
                 out = Path(folder) / f"{name}-{label}.mp4"
                 log = out.with_suffix(".csv")
-                result = upscale_video(upscaler, clip, out, crf=0, routing_log=log, **options)  # type: ignore[arg-type]
+                result = upscale_video(
+                    upscaler, clip, out, crf=0, routing_log=log, cut_threshold=cut
+                )
                 outputs[label] = decoded(out)
                 row[label] = {
                     "flicker": rounded(flicker_of(outputs[label], shots)),
@@ -225,7 +229,7 @@ def flicker(args: argparse.Namespace) -> dict[str, object]:
                     row[label]["residual_flicker"] = rounded(flicker_of(residual, shots))
                     row[label]["kept_sets_per_shot"] = kept_sets(log, shots)
             for label in ("per_frame", "per_shot"):
-                pairs = zip(row[label]["flicker"], row["bicubic"]["flicker"], strict=True)  # type: ignore[call-overload]
+                pairs = zip(row[label]["flicker"], row["bicubic"]["flicker"], strict=True)
                 row[label]["over_bicubic"] = [round(v / b, 4) for v, b in pairs]
             routing = outputs["per_frame"] - outputs["per_shot"]
             row["per_frame"]["routing_flicker"] = rounded(flicker_of(routing, shots))
