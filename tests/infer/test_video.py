@@ -341,3 +341,26 @@ def test_resume_starts_over_with_another_model(
     resumed = _upscales(other, monkeypatch)
     assert upscale_video(other, clip, target, resume=True).frames == FRAMES
     assert len(resumed) == FRAMES
+
+
+def test_after_a_crash_resume_redoes_the_group_that_was_being_written(
+    model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        upscaler = Upscaler(model_dir, device="cpu", tile=None)
+        _upscales(upscaler, monkeypatch, interrupt_at=6)
+        upscale_video(upscaler, clip, target, group_frames=3)
+    parts = tmp_path / ".out.mp4.parts"
+    assert sorted(path.name for path in parts.glob("*.group")) == [
+        "000000000-000000003.group",
+        "000000003-000000002.group",
+    ]
+    # a killed run leaves the group it was writing under its temporary name
+    (parts / "000000003-000000002.group").rename(parts / ".000000003.part")
+    upscaler = Upscaler(model_dir, device="cpu", tile=None)
+    resumed = _upscales(upscaler, monkeypatch)
+    assert upscale_video(upscaler, clip, target, group_frames=3, resume=True).frames == FRAMES
+    assert len(resumed) == FRAMES - 3
+    assert clip_streams(target)[0] == FRAMES
+    assert clip_times(target) == clip_times(clip)
