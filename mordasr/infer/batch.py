@@ -27,6 +27,14 @@ from tqdm.auto import tqdm
 from mordasr.infer.launch import shard_files
 from mordasr.infer.pipeline import Upscaler, output_size
 from mordasr.infer.progress import TqdmProgress
+from mordasr.infer.video import (
+    ANIMATION_SUFFIXES,
+    DEFAULT_CRF,
+    is_animation,
+    is_video,
+    upscale_animation,
+    upscale_video,
+)
 from mordasr.io.image import (
     DataDroppedWarning,
     ImageReadError,
@@ -81,15 +89,23 @@ def plan_outputs(
     an output that is an input or is shared.
 
     A file whose header names no image format gets no target: reading it fails with a reason.
+    A video (by its extension, :func:`~mordasr.infer.video.is_video`) keeps its container.
     """
     targets: dict[Path, Path] = {}
     for source in files:
+        if is_video(source):  # a video keeps its container (its codec follows it)
+            folder = out_dir / (subfolders or {}).get(source, Path())
+            targets[source] = folder / f"{source.stem}{suffix}{source.suffix.lower()}"
+            continue
         try:
             image_format = sniff_format(source)
         except Exception:  # e.g. a decompression bomb: reading it fails with the reason
             image_format = None
         if image_format is not None:
             folder = out_dir / (subfolders or {}).get(source, Path())
+            if fmt == "auto" and is_animation(source):  # stays an animation of its format
+                targets[source] = folder / f"{source.stem}{suffix}{source.suffix.lower()}"
+                continue
             targets[source] = output_path(source, folder, image_format, fmt, suffix)
     check_plan(targets, files)
     return targets
@@ -151,6 +167,13 @@ class ResultOptions:
     quality: int = 95
     overwrite: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    crf: int = DEFAULT_CRF
+    codec: str | None = None
+    """Videos: the encoder (None: H.264, VP9 for WebM)."""
+    routing_log: Path | None = None
+    """Videos: the CSV each frame's shot and routing is appended to."""
+    resume: bool = False
+    """Videos: continue a run cut short from its finished frames (kept beside the output)."""
 
 
 def failures_name(shard: tuple[int, int] | None) -> str:
@@ -290,6 +313,10 @@ def _upscale_one(
     ``failures.csv`` and no partial output, and the batch goes on. A result is published only
     under a free name unless ``overwrite``: one that another run wrote meanwhile is kept and
     this file counted as skipped."""
+    animated = target is not None and target.suffix.lower() in ANIMATION_SUFFIXES
+    if target is not None and (is_video(source) or (animated and is_animation(source))):
+        _upscale_frames_one(upscaler, source, target, options, tally)
+        return
     dropped: set[str] = set()
     try:
         with _reporting_drops(source, dropped):
@@ -343,6 +370,60 @@ def _upscale_one(
         return
     tally.done += 1
     tally.dropped.update(dropped)
+
+
+def _upscale_frames_one(
+    upscaler: Upscaler, source: Path, target: Path, options: ResultOptions, tally: BatchTally
+) -> None:
+    """Upscale one video or animated image into ``target`` and count the outcome, as
+    :func:`_upscale_one` does for an image: a failure is one line and a row of
+    ``failures.csv``, and no output."""
+
+    def size_for(height: int, width: int) -> tuple[int, int] | None:
+        return output_size(
+            height,
+            width,
+            upscaler.scale,
+            outscale=options.outscale,
+            out_width=options.width,
+            out_height=options.height,
+        )
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if is_video(source):
+            upscale_video(
+                upscaler,
+                source,
+                target,
+                size_for=size_for,
+                crf=options.crf,
+                codec=options.codec,
+                routing_log=options.routing_log,
+                overwrite=options.overwrite,
+                max_pixels=options.max_pixels,
+                resume=options.resume,
+            )
+        else:
+            upscale_animation(
+                upscaler,
+                source,
+                target,
+                size_for=size_for,
+                overwrite=options.overwrite,
+                max_pixels=options.max_pixels,
+            )
+    except FileExistsError:
+        tqdm.write(
+            printable(f"skipped {source}: {target} exists (use --overwrite)"), file=sys.stderr
+        )
+        tally.skipped += 1
+        return
+    except Exception as error:
+        tqdm.write(printable(f"failed {source}: {one_line(error)}"), file=sys.stderr)
+        tally.fail(source, one_line(error))
+        return
+    tally.done += 1
 
 
 def run_batch(

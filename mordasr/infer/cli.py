@@ -27,6 +27,7 @@ from mordasr.infer.checks import argument_error
 from mordasr.infer.launch import launch_device, launch_process, parse_shard, process_shard
 from mordasr.infer.pipeline import MAX_STRENGTH, Upscaler
 from mordasr.infer.progress import TqdmProgress
+from mordasr.infer.video import DEFAULT_CRF
 from mordasr.io.cliargs import add_subcommand
 from mordasr.io.paths import OutputPlanError
 from mordasr.sr.regions import ROUTING_MODES
@@ -50,13 +51,15 @@ SUMMARY = (
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``upscale`` sub-command."""
     parser = add_subcommand(subparsers, "upscale", SUMMARY)
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image or video files or folders"
+    )
     parser.add_argument(
         "-o",
         "--output",
         default="out",
         help="output folder (default: out), or for one input file the result's file name "
-        "(e.g. result.png; the format follows its extension)",
+        "(e.g. result.png or result.mp4; the format follows its extension)",
     )
     parser.add_argument(
         "--model",
@@ -129,6 +132,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--suffix", default="", help="appended to output file stems")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (never an input)"
+    )
+    video = parser.add_argument_group(
+        "videos (.mp4, .mov, .mkv, .webm; needs PyAV: pip install 'mordasr[video]')"
+    )
+    video.add_argument(
+        "--crf",
+        type=int,
+        default=DEFAULT_CRF,
+        help=f"video quality: constant rate factor, lower is better (default {DEFAULT_CRF})",
+    )
+    video.add_argument(
+        "--codec", default=None, help="video encoder (default: libx264 yuv420p, VP9 for .webm)"
+    )
+    video.add_argument(
+        "--routing-log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append each video frame's shot, degradation scores and kept experts to this CSV",
+    )
+    video.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a video cut short (Ctrl-C, a crash) after its last finished frames, "
+        "kept in a hidden .<name>.parts folder beside the output, with the same settings",
     )
     parser.add_argument(
         "--shard",
@@ -272,7 +300,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     options = ResultOptions(
-        args.outscale, args.width, args.height, args.quality, args.overwrite, args.max_pixels
+        args.outscale,
+        args.width,
+        args.height,
+        args.quality,
+        args.overwrite,
+        args.max_pixels,
+        crf=args.crf,
+        codec=args.codec,
+        routing_log=args.routing_log,
+        resume=args.resume,
     )
     bars = TqdmProgress() if not args.quiet and sys.stderr.isatty() else None
     return run_batch(plan, options, lambda: _load_upscaler(args, bars), model=args.model, bars=bars)

@@ -215,10 +215,19 @@ class Upscaler:
 
     # Tensors -------------------------------------------------------------------------------
     @torch.no_grad()
-    def upscale_tensor(self, lr: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+    def upscale_tensor(
+        self,
+        lr: Tensor,
+        size: tuple[int, int] | None = None,
+        scores: Tensor | None = None,
+        work: ImageWork | None = None,
+    ) -> Tensor:
         """(B, 3, h, w) or (3, h, w) RGB in [0, 1] -> the same layout, ``scale`` times larger,
         or ``size`` (height, width): the model's scale first, then an antialiased bicubic
-        resize (the one-step SD model instead enlarges to ``size`` before its VAE)."""
+        resize (the one-step SD model instead enlarges to ``size`` before its VAE). ``scores``
+        (B, D), feed-forward models: route by these instead of the model's own estimate;
+        ``work``: run this prepared network and plan instead of preparing one (e.g. one
+        shot's folded plan for every frame of a video)."""
         single = lr.ndim == 3
         batch = (lr[None] if single else lr).to(self.device)
         if self.model.tiling == "latent":
@@ -226,10 +235,14 @@ class Upscaler:
         else:
             height, width = batch.shape[-2:]
             padded = pad_to_multiple(batch.to(self.dtype), self.model.multiple_of)
-            work = self.model.prepare(batch.float(), routing=self.routing)
-            assert isinstance(work, ImageWork)
-            with self._tile_runner(work) as run:
-                out = self._tiled(run, padded, work)
+            prepared = (
+                self.model.prepare(batch.float(), scores, routing=self.routing)
+                if work is None
+                else work
+            )
+            assert isinstance(prepared, ImageWork)
+            with self._tile_runner(prepared) as run:
+                out = self._tiled(run, padded, prepared)
             out = out[..., : height * self.scale, : width * self.scale]
         out = resize_to(out.float(), size).clamp_(0.0, 1.0)
         return out[0] if single else out

@@ -11,8 +11,9 @@ Shared by the command lines that turn a set of input files into a folder of outp
   predictable name of its input;
 - :func:`check_output_folder` tells whether the output folder can be created and written before
   a model is loaded or an image computed;
-- :func:`single_output` places the one result of a batch given ``-o FILE`` (an image file name
-  that is not an existing folder), and refuses it for several inputs.
+- :func:`single_output` places the one result of a batch given ``-o FILE`` (an image, GIF or
+  video file name that is not an existing folder), and refuses it for several inputs or for
+  a video written as an image (or the reverse).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 
 from mordasr.io.image import format_of_suffix
 
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi"})
+"""Extensions read and written as videos."""
 SUBFOLDER = "sub-folder"
 DANGLING_LINK = "dangling link"
 NOT_A_FILE = "not a regular file"
@@ -181,9 +184,12 @@ def check_output_folder(out_dir: str | Path) -> None:
 
 
 def names_a_file(out: str | Path) -> bool:
-    """Whether ``-o out`` names one output file rather than a folder: it ends in an image
-    extension (``.png``, ``.jpg``, ...) and is not an existing folder."""
-    return format_of_suffix(out) is not None and not Path(out).is_dir()
+    """Whether ``-o out`` names one output file rather than a folder: it ends in an image,
+    animation or video extension (``.png``, ``.jpg``, ``.gif``, ``.mp4``, ...) and is not an
+    existing folder."""
+    suffix = Path(out).suffix.lower()
+    named = format_of_suffix(out) is not None or suffix in VIDEO_SUFFIXES or suffix == ".gif"
+    return named and not Path(out).is_dir()
 
 
 def single_output(
@@ -201,6 +207,19 @@ def single_output(
         )
     if fmt != "auto" and format_of_suffix(f".{fmt}") != format_of_suffix(out):
         raise OutputPlanError(f"--format {fmt} disagrees with -o {out}: drop one of them")
-    targets = {scan.files[0]: out}
+    source = scan.files[0]
+    video_in, video_out = (path.suffix.lower() in VIDEO_SUFFIXES for path in (source, out))
+    if video_in and not video_out:
+        raise OutputPlanError(
+            f"{source} is a video: -o must name a video file (.mp4, .mkv, ...) or a folder; "
+            "nothing was written"
+        )
+    if video_out and not video_in:
+        raise OutputPlanError(
+            f"-o {out} names a video but {source} is not one; nothing was written"
+        )
+    if out.suffix.lower() == ".gif" and source.suffix.lower() != ".gif":
+        raise OutputPlanError(f"-o {out}: only a GIF is written as a GIF; nothing was written")
+    targets = {source: out}
     check_plan(targets, scan.files)
     return targets

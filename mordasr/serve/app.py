@@ -4,8 +4,8 @@ Routes (all under the page's own origin; the page loads nothing from the network
 
 - ``GET /``: the page, carrying the server's API token; ``/static/...``: its script and style.
 - ``GET /api/options``: models, formats, tiles and which optional controls work.
-- ``POST /api/jobs``: upload one image (multipart ``file`` plus the settings) -> the job,
-  or 400 / 413 with a one-line ``detail``.
+- ``POST /api/jobs``: upload one image or short video (multipart ``file`` plus the
+  settings) -> the job, or 400 / 413 with a one-line ``detail``.
 - ``GET /api/jobs``, ``GET /api/jobs/{id}``: state and tile progress (the page polls them).
 - ``POST /api/jobs/{id}/cancel``: cancel a queued or running job.
 - ``GET /api/jobs/{id}/files/{name}``: one of that job's files (``?download=1``: as an
@@ -93,6 +93,7 @@ def create_app(
             "tiles": tiles,
             "default_tile": "auto",
             "max_upload_mb": jobs.max_bytes // 2**20,
+            "max_video_frames": jobs.max_video_frames,
         }
 
     @app.post("/api/jobs", status_code=201)

@@ -9,12 +9,12 @@ import sys
 from importlib.util import find_spec
 
 from mordasr.io.cliargs import add_subcommand
-from mordasr.serve.jobs import JobQueue, UpscaleRunner
+from mordasr.serve.jobs import MAX_VIDEO_FRAMES, JobQueue, UpscaleRunner
 
 # The sub-command's help line and description.
 SUMMARY = (
     "a local web page: upload, upscale with progress, compare before and after",
-    "Serve a web page on this machine to upscale images: drop files, pick the "
+    "Serve a web page on this machine to upscale images and short videos: drop files, pick the "
     "model and tile size, follow the progress, compare before/after and download. Jobs run "
     "one at a time; results stay listed until the server stops.",
 )
@@ -59,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-megapixels", type=float, default=16.0, help="largest input (millions of pixels)"
     )
+    parser.add_argument(
+        "--max-video-frames",
+        type=int,
+        default=MAX_VIDEO_FRAMES,
+        help=f"longest video upload, in frames (default: {MAX_VIDEO_FRAMES})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         args.jobs_dir,
         max_bytes=args.max_upload_mb * 2**20,
         max_pixels=int(args.max_megapixels * 1e6),
+        max_video_frames=args.max_video_frames,
     )
     try:
         listening = bind(args.host, args.port)

@@ -1,11 +1,14 @@
 """The job queue behind the web page: uploads checked like CLI inputs, one background worker.
 
 Every upload becomes a :class:`Job` with its own folder under the queue's root, holding the
-input and, once done, the result. One worker thread runs the jobs in order (CPU runs take
-minutes, so two at once would only share the cores); the state lives in the server, so a page
-reloaded in the browser lists every job until the server stops. A job is cancelled while
-queued (it never runs) or while running (at the next tile: the worker's tile progress callback
-raises :class:`JobCancelled`). Files are only ever served from a job's own folder, by name.
+input and, once done, the result. An upload named as a video (``.mp4``, ``.webm``, ...) is
+taken when PyAV reads it and it is short (``max_video_frames``); its result keeps the
+container and the sound, and its progress counts frames. One worker thread runs the jobs in
+order (CPU runs take minutes, so two at once would only share the cores); the state lives in
+the server, so a page reloaded in the browser lists every job until the server stops. A job is
+cancelled while queued (it never runs) or while running (at the next tile, or frame: the
+worker's progress callback raises :class:`JobCancelled`). Files are only ever served from a
+job's own folder, by name.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from PIL import Image, UnidentifiedImageError
 from mordasr.infer.batch import output_path
 from mordasr.infer.pipeline import Upscaler, output_size
 from mordasr.infer.progress import ProgressEvent
+from mordasr.infer.video import VideoError, upscale_video, video_facts
 from mordasr.io.image import ImageReadError, read_image, save_image, save_like
+from mordasr.io.paths import VIDEO_SUFFIXES
 from mordasr.nets.loaders import PRETRAINED
 
 OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif")
@@ -39,6 +44,9 @@ OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif")
 
 BROWSER_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF", "BMP"})
 """Formats a browser shows; other inputs and results get a PNG copy for the comparison."""
+
+MAX_VIDEO_FRAMES = 300
+"""Longest video upload, in frames (10 s at 30 fps): a CPU takes minutes per second of it."""
 
 MIN_TILE = 96
 """Smallest tile side: more than twice the Upscaler's default 32-pixel overlap."""
@@ -156,6 +164,8 @@ class Job:
     seconds: float | None = None
     created: float = field(default_factory=time.time)
     cancel_requested: bool = False
+    kind: str = "image"
+    """``image`` or ``video`` (shown by the page in a video element)."""
 
     def files(self) -> set[str]:
         """Names of the files this job may serve (all inside its folder)."""
@@ -173,6 +183,7 @@ class Job:
         return {
             "id": self.id,
             "name": self.name,
+            "kind": self.kind,
             "state": self.state.value,
             "tiles_done": self.tiles_done,
             "tiles_total": self.tiles_total,
@@ -241,6 +252,9 @@ class UpscaleRunner:
     def __call__(self, job: Job, progress: JobProgress) -> None:
         settings = job.settings
         upscaler = self._upscaler(settings)
+        if job.kind == "video":
+            self._video(job, upscaler, progress)
+            return
         decoded = read_image(job.folder / job.input_file)
         height, width = decoded.tensor.shape[-2:]
         size = output_size(height, width, upscaler.scale, outscale=settings.outscale)
@@ -259,6 +273,33 @@ class UpscaleRunner:
             save_image(job.folder / "result-view.png", result.image, alpha=result.alpha)
             job.result_view = "result-view.png"
 
+    def _video(self, job: Job, upscaler: Upscaler, progress: JobProgress) -> None:
+        """Upscale a video job into ``result<ext>`` (the input's container), frame by frame;
+        its progress counts frames, and a cancellation stops it at the next frame."""
+        source = job.folder / job.input_file
+        frames = video_facts(source).frames
+        target = job.folder / f"result{source.suffix}"
+
+        def size_for(height: int, width: int) -> tuple[int, int] | None:
+            return output_size(height, width, upscaler.scale, outscale=job.settings.outscale)
+
+        try:
+            upscale_video(
+                upscaler,
+                source,
+                target,
+                size_for=size_for,
+                overwrite=True,
+                progress=lambda done, total: progress(done, total or frames),
+            )
+        except VideoError as error:
+            if isinstance(error.__cause__, JobCancelled):
+                raise JobCancelled from None
+            raise
+        job.result_file = job.result_view = target.name
+        facts = video_facts(target)
+        job.result_size = (facts.width, facts.height)
+
 
 class JobQueue:
     """Jobs under ``root`` (default: a temporary folder removed by :meth:`stop`), run one at a
@@ -268,7 +309,8 @@ class JobQueue:
         runner: does each job's work (default :class:`UpscaleRunner` on ``device``).
         root: folder holding one sub-folder per job.
         max_bytes: largest accepted upload.
-        max_pixels: largest accepted input (width x height).
+        max_pixels: largest accepted input (width x height, of each frame of a video).
+        max_video_frames: longest accepted video.
     """
 
     def __init__(
@@ -278,6 +320,7 @@ class JobQueue:
         *,
         max_bytes: int = 50 * 2**20,
         max_pixels: int = 16 * 2**20,
+        max_video_frames: int = MAX_VIDEO_FRAMES,
     ) -> None:
         self.runner: Runner = runner or UpscaleRunner()
         self._owns_root = root is None
@@ -286,6 +329,7 @@ class JobQueue:
         self.root = self.root.resolve()
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
+        self.max_video_frames = max_video_frames
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._pending: queue.Queue[str | None] = queue.Queue()
@@ -315,6 +359,9 @@ class JobQueue:
         name = _safe_name(name)
         if len(data) > self.max_bytes:
             raise UploadError(f"{name}: larger than the {self.max_bytes // 2**20} MB limit")
+        suffix = Path(name).suffix.lower()
+        if suffix in VIDEO_SUFFIXES:
+            return self._submit_video(name, suffix, data, settings)
         try:
             with warnings.catch_warnings():  # the pixel limit below replaces Pillow's warning
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -353,6 +400,34 @@ class JobQueue:
             save_image(folder / input_view, decoded.tensor, alpha=decoded.alpha)
         size = (int(decoded.tensor.shape[-1]), int(decoded.tensor.shape[-2]))
         job = Job(job_id, name, folder, settings, input_file, input_view, size)
+        with self._lock:
+            self._jobs[job_id] = job
+        self._pending.put(job_id)
+        return job
+
+    def _submit_video(self, name: str, suffix: str, data: bytes, settings: Settings) -> Job:
+        """Queue a video upload that PyAV reads, within the frame size and count limits."""
+        job_id = uuid.uuid4().hex
+        folder = self.root / job_id
+        folder.mkdir()
+        source = folder / f"input{suffix}"
+        source.write_bytes(data)
+        try:
+            facts = video_facts(source)
+        except VideoError as error:
+            message: str | None = f"{name}: {error}"
+        else:
+            message = self._too_many_pixels(name, facts.width, facts.height)
+            if message is None and facts.frames > self.max_video_frames:
+                message = (
+                    f"{name}: {facts.frames} frames is more than the {self.max_video_frames} "
+                    "frame limit of a video here"
+                )
+        if message is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise UploadError(_one_line(message))
+        size = (facts.width, facts.height)
+        job = Job(job_id, name, folder, settings, source.name, source.name, size, kind="video")
         with self._lock:
             self._jobs[job_id] = job
         self._pending.put(job_id)

@@ -173,6 +173,21 @@ function select(id, jobs = state.jobs) {
     row.classList.toggle("selected", row.dataset.id === id);
   });
   $("compare").hidden = false;
+  const video = job.kind === "video";
+  $("video").hidden = !video;
+  $("stage").hidden = video;
+  document.querySelectorAll("#compare .row label").forEach((label) => {
+    label.hidden = video;
+  });
+  if (video) {
+    $("compare-title").textContent = `Result: ${job.name}`;
+    $("compare-info").textContent =
+      `input ${job.input_size.join("x")} -> result ${job.result_size.join("x")} ` +
+      `(${job.settings.model}, ${job.seconds}s), with its sound.`;
+    $("video").src = withToken(job.result_url);
+    return;
+  }
+  $("video").removeAttribute("src");
   $("compare-title").textContent = `Before / after: ${job.name}`;
   $("compare-info").textContent =
     `input ${job.input_size.join("x")} -> result ${job.result_size.join("x")} ` +
