@@ -106,6 +106,22 @@ def unmerge_shared(model: nn.Module) -> None:
         layer.unmerge_shared()
 
 
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Merge every plain LoRA layer of ``model`` into its frozen weight for good and put the
+    frozen layer back in its place: the network without adapters, computing what it computed
+    with them at no extra cost (AdaptSR's merge). Each merge is :func:`merge_shared`'s: in
+    float32, rounded once to the weight's dtype, and a non-finite result leaves everything as
+    it was (ValueError). A routed layer cannot be merged for good (ValueError). Returns
+    ``model``."""
+    routed = [name for name, layer in mor_layers(model) if layer.router is not None]
+    if routed:
+        raise ValueError(f"{routed[0]} is routed: only plain LoRA layers merge for good")
+    merge_shared(model)
+    for name, layer in list(mor_layers(model)):
+        _set_submodule(model, name, layer.base_layer)
+    return model
+
+
 def mor_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The trainable adapter tensors (A, B and router ``W_g``) of every MoR layer."""
     return [p for _, layer in mor_layers(model) for p in layer.adapter_parameters]
