@@ -109,16 +109,27 @@ def unmerge_shared(model: nn.Module) -> None:
 def merge_lora(model: nn.Module) -> nn.Module:
     """Merge every plain LoRA layer of ``model`` into its frozen weight for good and put the
     frozen layer back in its place: the network without adapters, computing what it computed
-    with them at no extra cost (AdaptSR's merge). Each merge is :func:`merge_shared`'s: in
-    float32, rounded once to the weight's dtype, and a non-finite result leaves everything as
-    it was (ValueError). A routed layer cannot be merged for good (ValueError). Returns
-    ``model``."""
-    routed = [name for name, layer in mor_layers(model) if layer.router is not None]
+    with them at no extra cost (AdaptSR's merge). Every merged weight is computed in float32
+    (:meth:`MoRLayer.fold`, at the layer's strength) and rounded once to the weight's dtype;
+    if any would hold NaN or inf, nothing changes and ValueError names the layer. A routed layer
+    cannot be merged for good (ValueError). Returns ``model``."""
+    layers = list(mor_layers(model))
+    routed = [name for name, layer in layers if layer.router is not None]
     if routed:
         raise ValueError(f"{routed[0]} is routed: only plain LoRA layers merge for good")
-    merge_shared(model)
-    for name, layer in list(mor_layers(model)):
-        _set_submodule(model, name, layer.base_layer)
+    merged = {}
+    for name, layer in layers:
+        weight = layer.fold(None)[0].to(layer.base_layer.weight.dtype)
+        if not torch.isfinite(weight).all():
+            raise ValueError(
+                f"{name}: merging gives non-finite weights (NaN or inf in the adapter, or an "
+                "overflow of the weight dtype); nothing was merged"
+            )
+        merged[name] = weight
+    with torch.no_grad():
+        for name, layer in layers:
+            layer.base_layer.weight.copy_(merged[name])
+            _set_submodule(model, name, layer.base_layer)
     return model
 
 
