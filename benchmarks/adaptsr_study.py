@@ -209,7 +209,9 @@ def reference_run(settings: Settings, name: str, out: Path) -> dict[str, Any]:
 
 def lpips_grid(runs: list[dict[str, Any]], seeds: int) -> np.ndarray:
     """(seeds, images) LPIPS of a variant's runs in seed order; a reference's one run repeated."""
-    rows = [np.asarray(r["per_image"]["lpips"]) for r in sorted(runs, key=lambda r: r["seed"])]
+    rows = [
+        np.asarray(r["per_image"]["lpips"]) for r in sorted(runs, key=lambda r: r.get("seed", 0))
+    ]
     return np.stack(rows if len(rows) == seeds else rows[:1] * seeds)
 
 
