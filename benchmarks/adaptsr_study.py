@@ -163,7 +163,9 @@ def trainable_parameters(model_dir: Path) -> int:
 
 
 def evaluate(settings: Settings, model: str) -> dict[str, Any]:
-    """Per-image metrics and mean network seconds per image of one model on the pairs."""
+    """Per-image metrics, mean network seconds per image (the model as ``mordasr upscale`` runs
+    it: LoRA merged) and the seconds the scoring took, of one model on the pairs."""
+    started = time.time()
     pairs = pair_lr_hr(Path(settings.lr_dir), Path(settings.hr_dir))[: settings.eval_limit]
     (run,) = run_benchmark(pairs, [model], settings.metrics, progress=False)
     return {
@@ -171,6 +173,7 @@ def evaluate(settings: Settings, model: str) -> dict[str, Any]:
         "per_image": run.metrics,
         "means": run.means(),
         "seconds_per_image": float(np.mean(run.seconds)),
+        "eval_seconds": round(time.time() - started, 1),
     }
 
 
