@@ -162,19 +162,29 @@ class StudySettings(PinnedSettings):
     analysis_crop: int
 
 
-DIGEST_DEFAULTS = {("model", "router_scores_from"): "image"}
-"""Config keys added after study folders were first pinned, with the value that means what a
-config without them meant: left out of the digest at that value, so a folder pinned before the
-key existed still takes calls."""
+DIGEST_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("model", "router_scores_from"): "image",
+    ("model", "full_finetune"): False,
+    ("model", "allocate", "scorer"): "gradient",
+    ("model", "allocate", "stability_batches"): 0,
+    ("optim", "milestones"): [],
+    ("optim", "gamma"): 0.5,
+}
+"""Config keys (paths into the resolved config) added after study folders were first pinned,
+with the value that means what a config without them meant: left out of the digest at that
+value, so a folder pinned before the key existed still takes calls."""
 
 
 def config_digest(path: Path) -> str:
     """A digest of the config as resolved (its ``base`` files merged in): editing the recipe
     between two calls into one study folder would otherwise mix two recipes in one table."""
     resolved = TrainConfig.from_yaml(path).to_dict()
-    for (section, key), default in DIGEST_DEFAULTS.items():
-        if resolved[section].get(key) == default:
-            del resolved[section][key]
+    for (*sections, key), default in DIGEST_DEFAULTS.items():
+        parent: Any = resolved
+        for section in sections:
+            parent = parent.get(section) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and key in parent and parent[key] == default:
+            del parent[key]
     text = json.dumps(resolved, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

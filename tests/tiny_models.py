@@ -10,6 +10,7 @@ import torch
 
 from mordasr.mor import MoRConfig, mor_layers
 from mordasr.nets.rrdbnet import RRDBNet
+from mordasr.nets.srvgg import SRVGGNetCompact
 from mordasr.sr.mor_sr import MoRSuperResolver, SRModelSpec
 from mordasr.sr.router_input import BLUR_NOISE
 
@@ -19,6 +20,14 @@ def tiny_backbone(path: Path, scale: int = 4) -> Path:
     torch.manual_seed(0)
     net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4, scale=scale)
     torch.save({"params_ema": net.state_dict()}, path)
+    return path
+
+
+def tiny_compact_backbone(path: Path) -> Path:
+    """Save a 2-convolution, 8-feature SRVGGNetCompact (x4) as an official-style .pth file."""
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4)
+    torch.save({"params": net.state_dict()}, path)
     return path
 
 

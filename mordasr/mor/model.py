@@ -106,6 +106,33 @@ def unmerge_shared(model: nn.Module) -> None:
         layer.unmerge_shared()
 
 
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Merge every plain LoRA layer of ``model`` into its frozen weight for good and put the
+    frozen layer back in its place: the network without adapters, computing what it computed
+    with them at no extra cost (AdaptSR's merge). Every merged weight is computed in float32
+    (:meth:`MoRLayer.fold`, at the layer's strength) and rounded once to the weight's dtype;
+    if any would hold NaN or inf, nothing changes and ValueError names the layer. A routed layer
+    cannot be merged for good (ValueError). Returns ``model``."""
+    layers = list(mor_layers(model))
+    routed = [name for name, layer in layers if layer.router is not None]
+    if routed:
+        raise ValueError(f"{routed[0]} is routed: only plain LoRA layers merge for good")
+    merged = {}
+    for name, layer in layers:
+        weight = layer.fold(None)[0].to(layer.base_layer.weight.dtype)
+        if not torch.isfinite(weight).all():
+            raise ValueError(
+                f"{name}: merging gives non-finite weights (NaN or inf in the adapter, or an "
+                "overflow of the weight dtype); nothing was merged"
+            )
+        merged[name] = weight
+    with torch.no_grad():
+        for name, layer in layers:
+            layer.base_layer.weight.copy_(merged[name])
+            _set_submodule(model, name, layer.base_layer)
+    return model
+
+
 def mor_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The trainable adapter tensors (A, B and router ``W_g``) of every MoR layer."""
     return [p for _, layer in mor_layers(model) for p in layer.adapter_parameters]

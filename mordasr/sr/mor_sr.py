@@ -32,12 +32,15 @@ from mordasr.mor import (
     inject_mor,
     load_mor_state_dict,
     mor_config,
+    mor_layers,
     route,
     save_mor_adapter,
 )
 from mordasr.mor.model import CONFIG_NAME as MOR_CONFIG_FILE
 from mordasr.mor.model import WEIGHTS_NAME as MOR_WEIGHTS_FILE
+from mordasr.mor.model import merge_lora
 from mordasr.nets.loaders import load_network
+from mordasr.sr.baselines import PlainSR
 from mordasr.sr.manifest import loading, read_json_dataclass, write_manifest
 from mordasr.sr.protocol import ImageWork, Tiling
 from mordasr.sr.regions import (
@@ -124,10 +127,20 @@ class MoRSuperResolver(nn.Module):
 
     def to_inference(
         self, device: torch.device | str, dtype: torch.dtype, *, merge: bool = False
-    ) -> MoRSuperResolver:
+    ) -> MoRSuperResolver | PlainSR:
         """Backbone in ``dtype`` on ``device``; the estimator and the MoR layers stay float32
-        there, so routing and folding do not depend on ``dtype`` (:func:`cast_network`). The
-        routed ranks are folded per image anyway, so ``merge`` changes nothing here."""
+        there, so routing and folding do not depend on ``dtype`` (:func:`cast_network`).
+
+        With ``merge``, plain LoRA adapters (no layer routed) are merged into the weights in
+        float32 (:func:`~mordasr.mor.model.merge_lora`, non-finite results refused) before the
+        cast, and the result is the plain backbone (:class:`PlainSR`: no adapter, no estimator,
+        the backbone's own inference cost; this model is then spent). Routed ranks are folded
+        per image anyway, so ``merge`` changes nothing for a routed model."""
+        layers = [layer for _, layer in mor_layers(self.backbone)]
+        if merge and layers and all(layer.router is None for layer in layers):
+            multiple_of = self.multiple_of
+            backbone = merge_lora(self.backbone)
+            return PlainSR(backbone, self.scale, multiple_of).to_inference(device, dtype)
         self.to(device)
         cast_network(self.backbone, dtype)
         return self.eval()

@@ -22,6 +22,7 @@ from mordasr.degrade import PRESETS
 from mordasr.losses.latent_gan import LatentGANConfig
 from mordasr.losses.vsd import VSDConfig
 from mordasr.mor import MoRConfig
+from mordasr.mor.allocate import Scorer
 from mordasr.mor.variants import Variant
 from mordasr.schema import SchemaError, describe, from_mapping, suggest
 from mordasr.sr.mor_sr import SRModelSpec
@@ -96,7 +97,13 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    """Linear learning-rate warm-up of every optimiser; the rates are then constant."""
+    """Linear learning-rate warm-up of every optimiser; the rates are then constant unless
+    ``milestones`` are given."""
+    milestones: list[int] = field(default_factory=list)
+    """Steps at which every rate is multiplied by ``gamma`` (a step schedule, as AdaptSR's
+    rate cut by 25% at 50%, 75% and 90% of the run); empty: constant rates."""
+    gamma: float = 0.5
+    """The factor of every milestone."""
     grad_clip: float | None = None
     """Clip the generator's gradient norm to this value (None: no clipping)."""
     router_lr_scale: float = 1.0
@@ -104,6 +111,12 @@ class OptimConfig:
     must move far enough to reorder slots within a short run."""
     routed_lr_scale: float = 1.0
     """The routed experts' factors learn at ``lr * routed_lr_scale`` (shared ranks at ``lr``)."""
+
+    def __post_init__(self) -> None:
+        if sorted(self.milestones) != self.milestones or any(m < 1 for m in self.milestones):
+            raise ConfigError(f"milestones: must be increasing steps >= 1, got {self.milestones}")
+        if not self.gamma > 0:
+            raise ConfigError(f"gamma: must be > 0, got {self.gamma}")
 
 
 @dataclass
@@ -138,6 +151,17 @@ class AllocateSection:
     """Batches the gradient importance is measured on."""
     min_rank: int = 0
     max_rank: int | None = None
+    scorer: Scorer = "gradient"
+    """The layer importance: AdaptSR's ``gradient`` norm, ``taylor`` (``sum |g * W|``) or
+    ``weight`` norm (:func:`mordasr.mor.allocate.layer_importance`)."""
+    stability_batches: int = 0
+    """Score this many more batches one by one and record how alike their layer rankings are
+    (Spearman, :func:`mordasr.mor.allocate.importance_stability`) in ``allocation.json``; 0:
+    not measured. The allocation itself does not depend on it."""
+
+    def __post_init__(self) -> None:
+        if self.stability_batches == 1 or self.stability_batches < 0:
+            raise ConfigError(f"stability_batches: 0 or >= 2, got {self.stability_batches}")
 
 
 @dataclass
@@ -153,6 +177,9 @@ class SRModelSection(SRModelSpec):
     """Rank of each ``lora-moe`` expert."""
     allocate: AllocateSection | None = None
     """Allocate ranks per layer under a parameter budget (None: the template everywhere)."""
+    full_finetune: bool = False
+    """Train every weight of the backbone instead of adapters (``mor`` and ``allocate`` are
+    then unused, and the run exports a plain model): the baseline of AdaptSR's comparisons."""
     discriminator_feat: int = 64
     """Width of the U-Net discriminator (when the ``gan`` loss is on)."""
     cache_trunk: bool = False

@@ -150,13 +150,31 @@ def test_a_study_folder_refuses_a_config_edited_since_its_first_call(
         study.pin_settings(out, edited)
 
 
+def test_the_allocation_switches_at_their_defaults_keep_the_digest_of_earlier_study_folders(
+    study: ModuleType, assets: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "recipe.yaml"
+    recipe = yaml.safe_load((assets / "tiny.yaml").read_text())
+    recipe["model"]["allocate"] = {"budget": 1000}
+    config.write_text(yaml.safe_dump(recipe))
+    first = study.config_digest(config)
+    recipe["model"]["allocate"].update(scorer="gradient", stability_batches=0)
+    config.write_text(yaml.safe_dump(recipe))
+    assert study.config_digest(config) == first
+    recipe["model"]["allocate"]["scorer"] = "taylor"
+    config.write_text(yaml.safe_dump(recipe))
+    assert study.config_digest(config) != first
+
+
 def test_the_window_scores_switch_at_its_default_keeps_the_digest_of_earlier_study_folders(
     study: ModuleType, assets: Path, tmp_path: Path
 ) -> None:
     config = tmp_path / "recipe.yaml"
     config.write_text((assets / "tiny.yaml").read_text())
     resolved = TrainConfig.from_yaml(config).to_dict()
-    del resolved["model"]["router_scores_from"]  # what the digest read before the key existed
+    del resolved["model"]["router_scores_from"]  # what the digest read before the keys existed
+    del resolved["model"]["full_finetune"], resolved["optim"]["milestones"]
+    del resolved["optim"]["gamma"]
     text = json.dumps(resolved, sort_keys=True, default=str)
     assert study.config_digest(config) == hashlib.sha256(text.encode()).hexdigest()[:16]
     first = study.config_digest(config)

@@ -129,7 +129,7 @@ class MoRTask(TrainTask):
         other than the adapters, and the files they name (size and time, so a changed file
         makes a new pool). A task that caches more adds it."""
         model = asdict(self.config.model)
-        for name in ("mor", "allocate", "variant", "discriminator_feat"):
+        for name in ("mor", "allocate", "variant", "discriminator_feat", "full_finetune"):
             model.pop(name, None)
         if model.get("router_scores_from") == "image":  # the default keeps earlier pools' keys
             model.pop("router_scores_from")
@@ -249,9 +249,11 @@ class MoRTask(TrainTask):
 
     def _set_lr(self, step: int) -> float:
         """Warm every optimiser up linearly to its rate (the discriminator's is
-        ``lr_discriminator``, a group's times its ``lr_scale``); returns the generator's."""
+        ``lr_discriminator``, a group's times its ``lr_scale``), times ``gamma`` for every
+        milestone passed; returns the generator's."""
         optim = self.config.optim
         factor = min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps > 0 else 1.0
+        factor *= optim.gamma ** sum(step >= milestone for milestone in optim.milestones)
         for name, optimizer in self.optimizers.items():
             rate = optim.lr_discriminator if name == "discriminator" else optim.lr
             for group in optimizer.param_groups:

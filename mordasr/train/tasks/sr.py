@@ -11,6 +11,7 @@ paper's ablations (Tables 2 and 8-12; see the README's "Ablations").
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,7 +29,6 @@ from mordasr.mor import (
     MoRConfig,
     allocate_ranks,
     degradation_aware_balance,
-    gradient_importance,
     inject_mor,
     mor_layers,
     mor_named_parameters,
@@ -36,7 +36,9 @@ from mordasr.mor import (
     params_per_rank,
     variant_config,
 )
+from mordasr.mor.allocate import allocated_ranks, importance_stability, layer_importance
 from mordasr.mor.model import load_mor_state_dict
+from mordasr.sr.baselines import PlainSR
 from mordasr.sr.mor_sr import MoRSuperResolver, SRModelSpec
 from mordasr.sr.router_input import router_input, router_input_dim
 from mordasr.train.config import AllocateSection, SRModelSection, TrainConfig
@@ -82,11 +84,21 @@ class RealESRGANMoRTask(MoRTask):
         self.estimator = model.estimator.to(self.device).eval()
         mor = replace(mor, score_dim=router_input_dim(self.spec.router_input, self.estimator))
         net_g = model.backbone.to(self.device)
-        if options.allocate is not None:
-            mor = self._allocate(net_g, mor, options.allocate)
-        torch.manual_seed(config.seed)  # adapter init must not depend on what loaded before
-        inject_mor(net_g, mor)
-        self.generator_params = mor_named_parameters(net_g)
+        self.full_finetune = options.full_finetune
+        if self.full_finetune:
+            self.require(
+                options.allocate is None and not options.cache_trunk,
+                "model.full_finetune: trains every weight, so no model.allocate and no "
+                "model.cache_trunk",
+            )
+            net_g.requires_grad_(True)
+            self.generator_params = dict(net_g.named_parameters())
+        else:
+            if options.allocate is not None:
+                mor = self._allocate(net_g, mor, options.allocate)
+            torch.manual_seed(config.seed)  # adapter init must not depend on what loaded before
+            inject_mor(net_g, mor)
+            self.generator_params = mor_named_parameters(net_g)
         self.optimizer_g = self.generator_adam()
         if "gan" in self.weights:
             torch.manual_seed(config.seed + 1)
@@ -103,35 +115,58 @@ class RealESRGANMoRTask(MoRTask):
         self.setup_pool()
 
     def _allocate(self, net: nn.Module, template: MoRConfig, options: AllocateSection) -> MoRConfig:
-        """AdaptSR allocation: rank the template's target layers by ``||dL1/dW||`` on a few
-        batches and spend ``budget`` adapter parameters on the most important ones.
+        """AdaptSR allocation: rank the template's target layers by ``options.scorer`` (by
+        default ``||dL1/dW||``) on a few batches and spend ``budget`` adapter parameters on the
+        most important ones.
 
         The result is written to ``allocated_mor.json`` in the run folder and reused on resume,
-        so a resumed run always rebuilds the same adapter shapes.
+        so a resumed run always rebuilds the same adapter shapes; ``allocation.json`` beside it
+        records the importance, cost and rank of every layer and, with
+        ``stability_batches``, the Spearman stability of the ranking across batches.
         """
         saved = Path(self.config.output_dir) / "allocated_mor.json"
         if saved.is_file():
             return MoRConfig.from_dict(json.loads(saved.read_text()))
-        samples = [
-            self._pair(step_generator(self.config.seed, 0, 10_000 + i), i)
-            for i in range(options.batches)
-        ]
-
-        def loss(model: nn.Module) -> Tensor:
-            # a tensor: at least one batch (typeshed's sum also allows its int start, 0)
-            return cast(Tensor, sum(F.l1_loss(model(lr), gt) for lr, gt in samples))
-
-        importance = gradient_importance(net, loss, template)
+        samples = self._allocation_batches(0, options.batches)
+        importance = layer_importance(net, _l1_over(samples), template, options.scorer)
         cost = {
             name: params_per_rank(net.get_submodule(name), template.conv_variant)
             for name in importance
         }
         limits = {k: v for k, v in asdict(options).items() if k in ("min_rank", "max_rank")}
         allocated = allocate_ranks(importance, cost, options.budget, template, **limits)
+        ranks = allocated_ranks(allocated, list(importance))
+        report: dict[str, Any] = {
+            "scorer": options.scorer,
+            "budget": options.budget,
+            "spent": sum(ranks[name] * cost[name] for name in ranks),
+            "layers": {
+                name: {"importance": importance[name], "cost_per_rank": cost[name], "rank": r}
+                for name, r in ranks.items()
+            },
+        }
+        if options.stability_batches:
+            extra = self._allocation_batches(options.batches, options.stability_batches)
+            scorings = [
+                layer_importance(net, _l1_over([sample]), template, options.scorer)
+                for sample in extra
+            ]
+            report["stability"] = {
+                "batches": len(scorings),
+                **importance_stability(scorings),
+            }
         if self.accelerator.is_main_process:
             saved.parent.mkdir(parents=True, exist_ok=True)
             saved.write_text(json.dumps(allocated.to_dict(), indent=2))
+            (saved.parent / "allocation.json").write_text(json.dumps(report, indent=2) + "\n")
         return allocated
+
+    def _allocation_batches(self, first: int, count: int) -> list[tuple[Tensor, Tensor]]:
+        """Pairs ``first`` .. ``first + count - 1`` of the allocation's own random stream."""
+        return [
+            self._pair(step_generator(self.config.seed, 0, 10_000 + i), i)
+            for i in range(first, first + count)
+        ]
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -228,14 +263,35 @@ class RealESRGANMoRTask(MoRTask):
         return {"d_real": real, "d_fake": gan_loss(self.net_d(sr), False)}, None
 
     def model_state(self) -> dict[str, dict[str, Tensor]]:
+        if self.full_finetune:
+            return {"backbone": {k: v.detach().clone() for k, v in self.generator_params.items()}}
         return {"adapter": mor_state_dict(self.net_g)}
 
     def load_model_state(self, tensors: dict[str, dict[str, Tensor]]) -> None:
-        load_mor_state_dict(self.net_g, tensors["adapter"])
+        if not self.full_finetune:
+            load_mor_state_dict(self.net_g, tensors["adapter"])
+            return
+        with torch.no_grad():
+            for name, param in self.generator_params.items():
+                param.copy_(tensors["backbone"][name])
 
     def save_model(self, directory: Path) -> Path:
+        """The adapted model folder or, fine-tuned in full, a plain model folder."""
         backbone = self.accelerator.unwrap_model(self.net_g)
+        if self.full_finetune:
+            multiple_of = int(getattr(backbone, "multiple_of", 1))
+            return PlainSR(backbone, self.spec.scale, multiple_of).save_pretrained(directory)
         return MoRSuperResolver(backbone, self.estimator, self.spec).save_pretrained(directory)
+
+
+def _l1_over(samples: list[tuple[Tensor, Tensor]]) -> Callable[[nn.Module], Tensor]:
+    """The summed L1 loss of a model on ``samples`` (LR, GT), as the importance scorers take it."""
+
+    def loss(model: nn.Module) -> Tensor:
+        # a tensor: at least one batch (typeshed's sum also allows its int start, 0)
+        return cast(Tensor, sum(F.l1_loss(model(lr), gt) for lr, gt in samples))
+
+    return loss
 
 
 def tile_input(
