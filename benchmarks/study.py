@@ -35,11 +35,12 @@ percentile of ``|difference|`` in 8-bit levels.
   ``mor`` run of each seed scored the same way, so that the table separates routing per region
   from training for it. Their real experts are the mean over the regions of each image, and
   they have no swap change (no one router input per image to swap). Under region routing a
-  tile spans two 64-px windows plus its overlap (192 LR px by default, :mod:`mordasr.sr.regions`),
+  tile spans four 64-px windows plus its overlap (320 LR px by default, :mod:`mordasr.sr.regions`),
   so an LR image of at most that side is routed by one vector, the area-weighted mean of its
   region scores; one of at most 64 px is one region and routes exactly as per image (up to the
   folding's rounding), and a training crop of at most 64 px (the CPU recipe's 32) trains as in
-  ``mor``.
+  ``mor``. The development mixed set's LR crops are 64 px, so there these two variants route as
+  ``mor`` does: the within-image test needs windows and tiles smaller than a crop (not built).
 * ``default`` and ``backbone`` (evaluation only, fixed models): the shipped model
   (``--shipped``, default ``default``) as users run it, and the same at ``--strength 0`` (its
   plain backbone, exactly), each scored once (``OUT/VARIANT/seed0``) and paired with every seed
