@@ -65,12 +65,20 @@ class PlainSR(_FixedScaleSR):
     model_type: ClassVar[str] = "plain"
     feed_forward: ClassVar[bool] = True
 
-    def __init__(self, backbone: nn.Module, scale: int, multiple_of: int = 1) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        scale: int,
+        multiple_of: int = 1,
+        description: str = "plain backbone",
+    ) -> None:
         super().__init__(scale, multiple_of)
         self.backbone = backbone
+        self.description = description
+        """What reports call it (a merged LoRA model says so, not "plain backbone")."""
 
     def describe(self) -> str:
-        return "plain backbone"
+        return self.description
 
     def prepare(
         self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"

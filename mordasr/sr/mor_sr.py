@@ -140,7 +140,10 @@ class MoRSuperResolver(nn.Module):
         if merge and layers and all(layer.router is None for layer in layers):
             multiple_of = self.multiple_of
             backbone = merge_lora(self.backbone)
-            return PlainSR(backbone, self.scale, multiple_of).to_inference(device, dtype)
+            merged = PlainSR(
+                backbone, self.scale, multiple_of, f"LoRA merged into {self.spec.backbone}"
+            )
+            return merged.to_inference(device, dtype)
         self.to(device)
         cast_network(self.backbone, dtype)
         return self.eval()

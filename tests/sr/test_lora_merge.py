@@ -36,6 +36,12 @@ def test_the_merged_model_is_the_plain_backbone_without_lora_modules(tmp_path: P
     assert merged.score_dim is None and merged.scale == 4
 
 
+def test_the_merged_model_says_it_is_a_merged_lora_not_a_plain_backbone(tmp_path: Path) -> None:
+    folder = tiny_mor_model(tmp_path, lora=True)
+    merged = load_sr_model(folder).to_inference("cpu", torch.float32, merge=True)
+    assert merged.describe().startswith("LoRA merged into ")
+
+
 def test_the_merged_model_saves_and_exports_as_a_plain_network(tmp_path: Path) -> None:
     folder = tiny_mor_model(tmp_path, lora=True)
     merged = load_sr_model(folder).to_inference("cpu", torch.float32, merge=True)
