@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,12 +94,22 @@ def _argv(assets: Path, out: Path, steps: int = 2) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def finished(
+    study: ModuleType, assets: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
+    """A finished tiny study: its folder and the table it printed."""
+    out = tmp_path_factory.mktemp("adaptsr") / "study"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert study.main(_argv(assets, out)) == 0
+    return out, printed.getvalue()
+
+
 def test_the_study_trains_scores_and_tabulates_every_variant(
-    study: ModuleType, assets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    assets: Path, finished: tuple[Path, str]
 ) -> None:
-    out = tmp_path / "study"
-    assert study.main(_argv(assets, out)) == 0
-    table = capsys.readouterr().out
+    out, table = finished
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
     assert set(rows) == {"uniform-8", "rank-aware", "full-finetune", "bicubic"}
     summary = json.loads((out / "summary.json").read_text())["variants"]
@@ -120,13 +132,11 @@ def test_the_study_trains_scores_and_tabulates_every_variant(
 def test_a_finished_study_is_never_trained_or_scored_again(
     study: ModuleType,
     assets: Path,
-    tmp_path: Path,
+    finished: tuple[Path, str],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    out = tmp_path / "study"
-    assert study.main(_argv(assets, out)) == 0
-    table = capsys.readouterr().out
+    out, table = finished
 
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished run was done again")
@@ -138,12 +148,12 @@ def test_a_finished_study_is_never_trained_or_scored_again(
 
 
 def test_a_study_folder_refuses_another_budget(
-    study: ModuleType, assets: Path, tmp_path: Path
+    study: ModuleType, assets: Path, finished: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / "study"
-    assert study.main([*_argv(assets, out, steps=1), "--only-seeds", "0"]) == 0
+    out, _ = finished
+    monkeypatch.setattr(study, "train", lambda *args, **kwargs: pytest.fail("trained"))
     with pytest.raises(ValueError, match="steps"):
-        study.main([*_argv(assets, out, steps=2), "--only-seeds", "0"])
+        study.main([*_argv(assets, out, steps=3), "--only-seeds", "0"])
 
 
 def test_an_unknown_variant_is_refused(
