@@ -38,6 +38,7 @@ from mordasr.infer.video import VideoError, upscale_video, video_facts
 from mordasr.io.image import ImageReadError, read_image, save_image, save_like
 from mordasr.io.paths import VIDEO_SUFFIXES
 from mordasr.nets.loaders import PRETRAINED
+from mordasr.sr.mor_sr import BUILTIN
 
 OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif")
 """Result formats the page offers (``auto``: the input's)."""
@@ -58,7 +59,7 @@ def available_models(default: str = "default") -> list[str]:
 
     Only these can be picked, so a page never makes the server load a path of its choosing.
     """
-    names = [default, "default", *PRETRAINED, "bicubic"]
+    names = [default, *BUILTIN, *PRETRAINED, "bicubic"]
     return list(dict.fromkeys(names))
 
 

@@ -63,8 +63,10 @@ from mordasr.sr.router_input import RouterInput, router_input
 
 MODEL_FILE = "model.json"
 ESTIMATOR_FILE = "estimator.safetensors"
-BUILTIN = {"default": "default"}
-"""Model names shipped inside the package (folders under ``mordasr/weights``)."""
+BUILTIN = {"default": "default", "mor-dasr": "mor-dasr"}
+"""Model names shipped inside the package (folders under ``mordasr/weights``): ``default``, the
+plain LoRA that won the mixed-degradation study, and ``mor-dasr``, that study's MoR-DASR model
+(routed per image by degradation)."""
 
 
 @dataclass
@@ -261,7 +263,7 @@ class MoRSuperResolver(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "default") -> MoRSuperResolver:
-        """Load a built-in model by name (``default``) or a folder written by save_pretrained
+        """Load a built-in model by name (``default``, ``mor-dasr``) or a folder written by save_pretrained
         (of this version or an earlier one); a bad file is a one-line
         :class:`~mordasr.sr.manifest.ModelLoadError` naming it."""
         directory = builtin_model_dir(str(name_or_path)) or Path(name_or_path)

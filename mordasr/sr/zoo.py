@@ -2,7 +2,8 @@
 
 ``load_sr_model(name)`` accepts:
 
-- ``default`` (or another built-in name): the shipped MoR-adapted model;
+- ``default`` (the shipped LoRA-adapted Real-ESRGAN x4plus) or another built-in name
+  (``mor-dasr``: the shipped MoR-DASR model);
 - a model folder: loaded by the class its manifest (``mordasr_model.json``) names, e.g. one
   written by ``MoRSuperResolver.save_pretrained`` (or a training run's ``final``) or by
   ``OneStepSR.save_pretrained`` (the one-step SD 2.1 model, loaded onto the SD weights its
@@ -46,7 +47,7 @@ def load_sr_model(name_or_path: str | Path = "default") -> SRModel:
     if key in PRETRAINED or Path(key).is_file():
         return PlainSR.from_pretrained(key)
     raise FileNotFoundError(
-        f"unknown model {key!r}: use 'default', a model folder (MoR or one-step SD), "
+        f"unknown model {key!r}: use 'default', 'mor-dasr', a model folder (MoR or one-step SD), "
         f"a backbone name ({', '.join(PRETRAINED)}), a weight file, or 'bicubic'"
     )
 

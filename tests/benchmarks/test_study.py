@@ -543,3 +543,25 @@ def test_a_study_folder_pinned_with_the_retired_realsr_setting_still_takes_calls
     (tmp_path / "study.json").write_text(json.dumps({**pinned, "realsr": ["LR", "HR"]}))
     with pytest.raises(ValueError, match="realsr"):
         study.pin_settings(tmp_path, settings)
+
+
+def test_the_seed_to_ship_is_chosen_on_validation_and_checked_alone(study: ModuleType) -> None:
+    groups = ("noise", "blur")
+
+    def run(seed: int, noise: float, psnr: float) -> dict:
+        per_image = {"noise": [noise] * 8, "blur": [0.30] * 8}
+        return {
+            "seed": seed,
+            "model_dir": f"m{seed}",
+            "images": ["a"],
+            "groups": {g: {"per_image": {"lpips": v}} for g, v in per_image.items()},
+            "realsr": {"per_image": {"lpips": [0.2] * 4}, "means": {"psnr": psnr}},
+        }
+
+    shipped = [run(s, 0.30, 26.0) for s in (0, 1)]
+    runs = [run(0, 0.28, 26.0), run(1, 0.305, 26.0)]  # seed 1 is worse on the test split
+    ship = study.seed_to_ship(runs, shipped, groups, {0: 0.31, 1: 0.29}, 25.7)
+    assert (ship["seed"], ship["model_dir"]) == (1, "m1")
+    assert ship["worst_group"] == "noise" and ship["worst_group_delta"] == pytest.approx(0.005)
+    assert not ship["meets_rule"]
+    assert study.seed_to_ship(runs, shipped, groups, {0: 0.29, 1: 0.31}, 25.7)["meets_rule"]

@@ -92,8 +92,8 @@ def test_images_with_different_scores_get_different_folded_weights_on_the_fast_p
 
 
 @pytest.mark.slow
-def test_the_default_model_keeps_per_image_routing_on_the_fast_path() -> None:
-    upscaler = Upscaler("default", device="cpu", backend="onnxruntime")
+def test_the_shipped_mor_dasr_model_keeps_per_image_routing_on_the_fast_path() -> None:
+    upscaler = Upscaler("mor-dasr", device="cpu", backend="onnxruntime")
     torch.manual_seed(0)
     lr = torch.rand(1, 3, 24, 24)
     folded, outputs = [], []

@@ -20,7 +20,8 @@ from mordasr.train.tasks.sr import RealESRGANMoRTask, adapter_layout
 from mordasr.train.trainer import build_task, make_accelerator, train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-SHIPPED = Path(__file__).resolve().parents[2] / "mordasr" / "weights" / "default"
+WEIGHTS = Path(__file__).resolve().parents[2] / "mordasr" / "weights"
+SHIPPED = WEIGHTS / "default"
 TEMPLATE = {
     "target_modules": r"conv_(body|up1|up2|hr)",
     "num_shared": 2,
@@ -292,19 +293,21 @@ def test_router_switch_configs_change_one_router_switch_of_mor_full(
     assert (replace(mor, **{field: getattr(full, field)}), aware) == (full, full_aware)
 
 
-def test_default_recipe_still_builds_the_shipped_default_layout() -> None:
-    config = TrainConfig.from_yaml(CONFIGS / "realesrgan_mor.yaml")
-    mor, degradation_aware = adapter_layout(config.model)
-    assert mor == config.model.mor
-    assert degradation_aware
-    assert (mor.expert_rank, mor.router_bias, mor.router_scores) == (1, False, "raw")
-    assert config.model.router_input == "scores"
-    shipped = MoRConfig.from_dict(json.loads((SHIPPED / "mor_config.json").read_text()))
-    fields = ("num_shared", "num_routed", "num_zero", "top_k", "score_dim", "conv_variant")
+@pytest.mark.parametrize(
+    ("recipe", "shipped"), [("default.yaml", "default"), ("study_mixed.yaml", "mor-dasr")]
+)
+def test_each_shipped_model_is_the_layout_its_recipe_builds(recipe: str, shipped: str) -> None:
+    config = TrainConfig.from_yaml(CONFIGS / recipe)
+    mor, _ = adapter_layout(config.model)
+    folder = WEIGHTS / shipped
+    stored = MoRConfig.from_dict(json.loads((folder / "mor_config.json").read_text()))
+    fields = ("num_shared", "num_routed", "num_zero", "top_k", "conv_variant")
     for field in fields + ROUTER_RECIPE:
-        assert getattr(mor, field) == getattr(shipped, field), field
-    spec = json.loads((SHIPPED / "model.json").read_text())
-    assert spec.get("router_input", "scores") == "scores"
+        assert getattr(mor, field) == getattr(stored, field), field
+    names = [name for name, _ in RRDBNet(num_block=23).named_modules() if name]
+    assert [n for n in names if mor.matches(n)] == [n for n in names if stored.matches(n)]
+    spec = json.loads((folder / "model.json").read_text())
+    assert spec.get("router_input", "scores") == config.model.router_input
 
 
 def test_ablations_without_allocation_adapt_the_shipped_default_layers() -> None:
