@@ -247,7 +247,12 @@ def analyse(
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``analyze`` sub-command."""
     parser = add_subcommand(subparsers, "analyze", SUMMARY)
-    parser.add_argument("--model", default="default", help="a MoR model name or folder")
+    parser.add_argument(
+        "--model",
+        default="mor-dasr",
+        help="a routed MoR model name or folder (default: mor-dasr; the default model is a plain "
+        "LoRA with nothing to route)",
+    )
     parser.add_argument("--images", type=Path, help="folder of HR images")
     parser.add_argument(
         "--spatial",

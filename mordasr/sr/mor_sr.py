@@ -263,8 +263,8 @@ class MoRSuperResolver(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "default") -> MoRSuperResolver:
-        """Load a built-in model by name (``default``, ``mor-dasr``) or a folder written by save_pretrained
-        (of this version or an earlier one); a bad file is a one-line
+        """Load a built-in model by name (``default``, ``mor-dasr``) or a folder written by
+        save_pretrained (of this version or an earlier one); a bad file is a one-line
         :class:`~mordasr.sr.manifest.ModelLoadError` naming it."""
         directory = builtin_model_dir(str(name_or_path)) or Path(name_or_path)
         check_model_type(directory, cls.model_type)
