@@ -1,10 +1,11 @@
-"""How many zero experts the built-in model keeps for mildly vs severely degraded images.
+"""How many zero experts a routed model (``mor-dasr`` unless ``--model``) keeps for mildly vs
+severely degraded images.
 
 Set14 HR crops (``../shared/data``, not part of the project) are degraded with each preset,
 scored by the model's estimator and routed; the script prints, per preset, the mean number of
 zero experts kept per layer and the mean estimator severity.
 
-    python benchmarks/bench_routing.py [--model default] [--crop 256]
+    python benchmarks/bench_routing.py [--model mor-dasr] [--crop 256]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ PRESETS = ("mordasr-mild", "mordasr-severe")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", default="mor-dasr")
     parser.add_argument("--crop", type=int, default=256, help="HR crop side (multiple of 4)")
     args = parser.parse_args()
     model = MoRSuperResolver.from_pretrained(args.model)

@@ -1,12 +1,13 @@
 """What routing per region costs against routing per image, on a 1-megapixel photo.
 
-The default model upscales a 1000x1000 crop of a photo (``--image``; a synthetic image when it
-is absent) with ``routing="image"`` and ``routing="region"``, each with the default precision
-and backend, in interleaved rounds after one untimed pass of each (graph compilation per tile
-shape is one-time work). Region routing runs with the automatic tile and, for each side of
-``--region-tiles``, with that tile side (under region routing a tile is the unit of routing:
-the side is the granularity). The table gives the median seconds, the median ratio to image
-routing of the same round, the tiles and their side.
+A routed model (``--model``, default ``mor-dasr``) upscales a 1000x1000 crop of a photo
+(``--image``; a synthetic image when it is absent) with ``routing="image"`` and
+``routing="region"``, each with the default precision and backend, in interleaved rounds after
+one untimed pass of each (graph compilation per tile shape is one-time work). Region routing
+runs with the automatic tile and, for each side of ``--region-tiles``, with that tile side
+(under region routing a tile is the unit of routing: the side is the granularity). The table
+gives the median seconds, the median ratio to image routing of the same round, the tiles and
+their side.
 
     OMP_NUM_THREADS=2 python benchmarks/region_cost.py --image photo.jpg [--rounds 3]
         [--region-tiles 256 320] [--json runs/region_cost.json]
@@ -43,7 +44,7 @@ def crop(path: Path | None, side: int) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", default="mor-dasr")
     parser.add_argument("--image", type=Path, default=None)
     parser.add_argument("--side", type=int, default=SIDE)
     parser.add_argument("--rounds", type=int, default=3)

@@ -153,7 +153,10 @@ class Upscaler:
         self.backend: Backend = self.configuration.backend_object()
         self.routing = check_routing(routing)
         if routing == "region" and (self.model.score_dim is None or self.model.tiling != "image"):
-            raise ValueError("region routing applies to feed-forward MoR models only")
+            raise ValueError(
+                "region routing needs a feed-forward MoR model with routers, such as mor-dasr "
+                "(the default model is a plain LoRA)"
+            )
         self.scale: int = int(module.scale)
         self.tile = tile
         self.tile_overlap = tile_overlap

@@ -143,7 +143,7 @@ def test_onnxruntime_runs_each_tiles_own_plan(
 
 
 def test_region_routing_is_refused_for_a_model_that_routes_nothing() -> None:
-    with pytest.raises(ValueError, match="feed-forward MoR models"):
+    with pytest.raises(ValueError, match="MoR model with routers"):
         Upscaler("bicubic", device="cpu", routing="region")
 
 
