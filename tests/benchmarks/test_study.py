@@ -554,8 +554,11 @@ def test_the_seed_to_ship_is_chosen_on_validation_and_checked_alone(study: Modul
             "seed": seed,
             "model_dir": f"m{seed}",
             "images": ["a"],
-            "groups": {g: {"per_image": {"lpips": v}} for g, v in per_image.items()},
-            "realsr": {"per_image": {"lpips": [0.2] * 4}, "means": {"psnr": psnr}},
+            "groups": {
+                g: {"per_image": {"lpips": v}, "means": {"lpips": v[0]}}
+                for g, v in per_image.items()
+            },
+            "realsr": {"per_image": {"lpips": [0.2] * 4}, "means": {"lpips": 0.2, "psnr": psnr}},
         }
 
     shipped = [run(s, 0.30, 26.0) for s in (0, 1)]
