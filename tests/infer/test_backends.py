@@ -25,11 +25,9 @@ from mordasr.infer.backends import onnxruntime as ort_backend
 from mordasr.infer.pipeline import Upscaler
 
 pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 ONE_LEVEL = 1 / 255
-
-
-pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_onnxruntime_matches_eager_torch_within_one_level(model_dir: Path) -> None:

@@ -17,11 +17,9 @@ from mordasr.infer.backends import openvino as openvino_backend
 from mordasr.infer.pipeline import Upscaler
 
 pytest.importorskip("openvino")
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 ONE_LEVEL = 1 / 255
-
-
-pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_openvino_float32_matches_eager_torch_within_one_level(model_dir: Path) -> None:
