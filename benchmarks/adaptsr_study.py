@@ -36,7 +36,6 @@ project).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import pin_study, resolved_digest, run_train_config, train_once
 from safetensors.torch import load_file
 
 from mordasr.eval.benchmark import pair_lr_hr, run_benchmark
@@ -53,7 +53,6 @@ from mordasr.eval.plots import pyplot
 from mordasr.eval.stats import hierarchical_bootstrap
 from mordasr.io.cliargs import add_set_option
 from mordasr.sr.manifest import MANIFEST_FILE
-from mordasr.train.cli import apply_overrides
 from mordasr.train.config import TrainConfig
 from mordasr.train.trainer import train
 
@@ -103,56 +102,11 @@ class Settings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def config_digest(path: Path) -> str:
-    """A digest of the recipe as resolved: editing it between calls would mix two recipes."""
-    text = json.dumps(TrainConfig.from_yaml(path).to_dict(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def pin_settings(out: Path, settings: Settings) -> None:
-    """Write ``out/study.json``, or check that the study already there used ``settings``."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "study.json"
-    wanted = settings.to_dict()
-    if path.is_file():
-        found = json.loads(path.read_text())
-        if found != wanted:
-            changed = sorted(k for k in wanted if found.get(k) != wanted[k])
-            raise ValueError(f"{out} holds a study with other settings ({', '.join(changed)})")
-        return
-    path.write_text(json.dumps(wanted, indent=2) + "\n")
-
-
 def run_config(settings: Settings, variant: str, seed: int, run_dir: Path) -> TrainConfig:
-    """The training config of one run: the recipe, the study's overrides, the variant's, and the
-    run's seed, budget and folders."""
-    base = TrainConfig.from_yaml(settings.config)
+    """The training config of one run (:func:`common.run_train_config`) with the variant's
+    overrides."""
     extra = [f"optim.lr={settings.finetune_lr}"] if variant == "full-finetune" else []
-    overrides = [
-        f"data.pool_cache={run_dir.parent.parent / 'pools'}",
-        *settings.overrides,
-        *VARIANTS[variant],
-        *extra,
-        f"output_dir={run_dir / 'train'}",
-        f"seed={seed}",
-        f"total_steps={settings.steps}",
-        f"checkpoint_every={max(1, min(base.checkpoint_every, settings.steps))}",
-    ]
-    return apply_overrides(base, overrides)
-
-
-def train_run(config: TrainConfig, run_dir: Path, progress: bool) -> Path:
-    """Train ``config`` unless its model exists; returns the exported model folder. The seconds
-    of every sitting add up in ``run_dir/train.json``."""
-    final = run_dir / "train" / "final"
-    if (final / MANIFEST_FILE).is_file():
-        return final
-    started = time.time()
-    train(config, resume=True, progress=progress)
-    record = run_dir / "train.json"
-    before = json.loads(record.read_text())["seconds"] if record.is_file() else 0.0
-    record.write_text(json.dumps({"seconds": before + round(time.time() - started, 1)}) + "\n")
-    return final
+    return run_train_config(settings, seed, run_dir, extra=(*VARIANTS[variant], *extra))
 
 
 def trainable_parameters(model_dir: Path) -> int:
@@ -184,7 +138,8 @@ def study_run(settings: Settings, variant: str, seed: int, out: Path, progress: 
     if results_path.is_file():
         return json.loads(results_path.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    model_dir = train_run(run_config(settings, variant, seed, run_dir), run_dir, progress)
+    config = run_config(settings, variant, seed, run_dir)
+    model_dir = train_once(train, config, run_dir, progress, marker=MANIFEST_FILE)
     result: dict[str, Any] = {
         "variant": variant,
         "seed": seed,
@@ -334,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = parse_metrics(args.metrics)
     settings = Settings(
         config=str(args.config.resolve()),
-        config_digest=config_digest(args.config),
+        config_digest=resolved_digest(args.config),
         steps=args.steps,
         finetune_lr=args.finetune_lr,
         overrides=tuple(args.overrides),
@@ -343,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_limit=args.eval_limit,
         metrics=metrics,
     )
-    pin_settings(args.out, settings)
+    pin_study(args.out, settings.to_dict())
     seeds = args.only_seeds or list(range(args.seeds))
     results: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:

@@ -4,6 +4,7 @@
 * generated photos and peak memory (``bench_data.py``, ``bench_train_memory.py``);
 * the degradation workload (``bench_degrade.py``, ``profile_degrade.py``);
 * the bootstrap interval (``study.py``, ``paired_diff.py``);
+* a study's pinned settings and its training runs (``study.py``, ``adaptsr_study.py``);
 * random-weight one-step SD parts (``bench_sd.py``, ``gpu_check.py``).
 """
 
@@ -12,12 +13,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import hashlib
 import json
 import statistics
 import string
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,8 @@ from mordasr.degrade import PRESETS
 from mordasr.estimate import DegradationEstimator
 from mordasr.mor import MoRConfig, merge_shared, mor_layers
 from mordasr.sr.sd import OneStepConfig, OneStepGenerator, SDComponents
+from mordasr.train.cli import apply_overrides
+from mordasr.train.config import TrainConfig
 
 DEGRADE_DATA = (
     Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "SunHays80_HR"
@@ -171,6 +175,89 @@ def bootstrap_ci(
     draws = rng.integers(0, len(differences), size=(resamples, len(differences)))
     means = differences[draws].mean(axis=1)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def resolved_digest(path: Path, defaults: Mapping[tuple[str, ...], Any] | None = None) -> str:
+    """A digest of the training config at ``path`` as resolved (its ``base`` files merged in):
+    editing the recipe between two calls into one study folder would otherwise mix two recipes
+    in one table. The keys of ``defaults`` (paths into the resolved config) are left out at
+    their default value, so a folder pinned before such a key existed still takes calls."""
+    resolved = TrainConfig.from_yaml(path).to_dict()
+    for (*sections, key), default in (defaults or {}).items():
+        parent: Any = resolved
+        for section in sections:
+            parent = parent.get(section) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and key in parent and parent[key] == default:
+            del parent[key]
+    text = json.dumps(resolved, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pin_study(out: Path, wanted: dict[str, Any], retired: Mapping[str, Any] | None = None) -> None:
+    """Write ``wanted`` to ``out/study.json``, or check that the study already there used it.
+    ``retired``: settings once pinned that no longer are, with the value that means what
+    leaving them out means now (a folder pinned with them at that value still takes calls)."""
+    retired = retired or {}
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "study.json"
+    if path.is_file():
+        found = {
+            k: v
+            for k, v in json.loads(path.read_text()).items()
+            if k in wanted or k not in retired or v != retired[k]
+        }
+        if found != wanted:
+            changed = sorted(
+                k for k in wanted.keys() | found.keys() if found.get(k) != wanted.get(k)
+            )
+            raise ValueError(f"{out} holds a study with other settings ({', '.join(changed)})")
+        return
+    path.write_text(json.dumps(wanted, indent=2) + "\n")
+
+
+def run_train_config(
+    settings: Any,
+    seed: int,
+    run_dir: Path,
+    pool_dir: Path | None = None,
+    extra: Sequence[str] = (),
+) -> TrainConfig:
+    """The training config of one study run: the study's config (``settings.config``) with its
+    ``settings.overrides``, the run's folder, seed and budget (``settings.steps``), then
+    ``extra``. Runs of the same seed share one synthesised pool (``data.pool_cache``:
+    ``pool_dir``, default ``OUT/pools``)."""
+    base = TrainConfig.from_yaml(settings.config)
+    every = max(1, min(base.checkpoint_every, settings.steps))
+    overrides = [
+        f"data.pool_cache={pool_dir or run_dir.parent.parent / 'pools'}",
+        *settings.overrides,
+        f"output_dir={run_dir / 'train'}",
+        f"seed={seed}",
+        f"total_steps={settings.steps}",
+        f"checkpoint_every={every}",
+        *extra,
+    ]
+    return apply_overrides(base, overrides)
+
+
+def train_once(
+    train: Callable[..., object], config: TrainConfig, run_dir: Path, progress: bool, marker: str
+) -> Path:
+    """Train ``config`` with ``train`` (the script's, so that its tests can replace it) unless
+    its model exists (``run_dir/train/final/marker``); returns the exported model folder. The
+    seconds of every sitting add up in ``run_dir/train.json``."""
+    final = run_dir / "train" / "final"
+    if (final / marker).is_file():
+        return final
+    started = time.time()
+    train(config, resume=True, progress=progress)
+    seconds = round(time.time() - started, 1)
+    record = run_dir / "train.json"
+    before = json.loads(record.read_text()).get("seconds", 0.0) if record.is_file() else 0.0
+    record.write_text(
+        json.dumps({"seconds_last_sitting": seconds, "seconds": before + seconds}) + "\n"
+    )
+    return final
 
 
 class GivenScores(DegradationEstimator):

@@ -98,7 +98,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -113,7 +112,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from common import bootstrap_ci
+from common import bootstrap_ci, pin_study, resolved_digest, run_train_config, train_once
 from safetensors import safe_open
 from scipy.stats import wilcoxon
 
@@ -177,17 +176,9 @@ value, so a folder pinned before the key existed still takes calls."""
 
 
 def config_digest(path: Path) -> str:
-    """A digest of the config as resolved (its ``base`` files merged in): editing the recipe
-    between two calls into one study folder would otherwise mix two recipes in one table."""
-    resolved = TrainConfig.from_yaml(path).to_dict()
-    for (*sections, key), default in DIGEST_DEFAULTS.items():
-        parent: Any = resolved
-        for section in sections:
-            parent = parent.get(section) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and key in parent and parent[key] == default:
-            del parent[key]
-    text = json.dumps(resolved, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The config's digest (:func:`common.resolved_digest`), the :data:`DIGEST_DEFAULTS` left
+    out at their defaults."""
+    return resolved_digest(path, DIGEST_DEFAULTS)
 
 
 RETIRED_SETTINGS: dict[str, Any] = {"realsr": None}
@@ -197,23 +188,9 @@ run, into ``realsr.json``, whenever ``--realsr`` is given)."""
 
 
 def pin_settings(out: Path, settings: PinnedSettings) -> None:
-    """Write ``out/study.json``, or check that the study already there used ``settings``."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "study.json"
-    wanted = settings.to_dict()
-    if path.is_file():
-        found = {
-            k: v
-            for k, v in json.loads(path.read_text()).items()
-            if k in wanted or k not in RETIRED_SETTINGS or v != RETIRED_SETTINGS[k]
-        }
-        if found != wanted:
-            changed = sorted(
-                k for k in wanted.keys() | found.keys() if found.get(k) != wanted.get(k)
-            )
-            raise ValueError(f"{out} holds a study with other settings ({', '.join(changed)})")
-        return
-    path.write_text(json.dumps(wanted, indent=2) + "\n")
+    """Write ``out/study.json``, or check that the study already there used ``settings``
+    (:func:`common.pin_study`, accepting the :data:`RETIRED_SETTINGS`)."""
+    pin_study(out, settings.to_dict(), RETIRED_SETTINGS)
 
 
 def run_config(
@@ -224,39 +201,15 @@ def run_config(
     pool_dir: Path | None = None,
     extra: tuple[str, ...] = (),
 ) -> TrainConfig:
-    """The training config of one run: the study's config with its variant, seed and budget
-    (then ``extra`` overrides). Runs of the same seed share one synthesised pool
-    (``data.pool_cache``: ``pool_dir``, default ``OUT/pools``)."""
-    base = TrainConfig.from_yaml(settings.config)
-    every = max(1, min(base.checkpoint_every, settings.steps))
-    overrides = [
-        f"data.pool_cache={pool_dir or run_dir.parent.parent / 'pools'}",
-        *settings.overrides,
-        f"output_dir={run_dir / 'train'}",
-        f"seed={seed}",
-        f"total_steps={settings.steps}",
-        f"checkpoint_every={every}",
-        f"model.variant={variant}",
-        *extra,
-    ]
-    return apply_overrides(base, overrides)
+    """The training config of one run (:func:`common.run_train_config`) of ``variant``, then
+    ``extra`` overrides."""
+    return run_train_config(settings, seed, run_dir, pool_dir, (f"model.variant={variant}", *extra))
 
 
 def train_run(config: TrainConfig, run_dir: Path, progress: bool) -> Path:
-    """Train ``config`` unless its model exists; returns the exported model folder. The seconds
-    of every sitting add up in ``run_dir/train.json``."""
-    final = run_dir / "train" / "final"
-    if (final / "model.json").is_file():
-        return final
-    started = time.time()
-    train(config, resume=True, progress=progress)
-    seconds = round(time.time() - started, 1)
-    record = run_dir / "train.json"
-    before = json.loads(record.read_text()).get("seconds", 0.0) if record.is_file() else 0.0
-    record.write_text(
-        json.dumps({"seconds_last_sitting": seconds, "seconds": before + seconds}) + "\n"
-    )
-    return final
+    """Train ``config`` unless its model exists (:func:`common.train_once`); returns the
+    exported model folder."""
+    return train_once(train, config, run_dir, progress, marker="model.json")
 
 
 def train_seconds(run_dir: Path) -> float | None:

@@ -70,3 +70,8 @@ def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     smooth = rng.random((height // 8 + 1, width // 8 + 1, 3))
     big = np.kron(smooth, np.ones((8, 8, 1)))[:height, :width]
     return (255 * (0.8 * big + 0.2 * rng.random((height, width, 3)))).astype(np.uint8)
+
+
+def photo_tensor(height: int = 40, width: int = 36, seed: int = 0) -> torch.Tensor:
+    """:func:`photo` as a (3, height, width) float tensor in [0, 1]."""
+    return torch.from_numpy(photo(height, width, seed)).permute(2, 0, 1).float() / 255

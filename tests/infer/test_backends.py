@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import photo, tiny_backbone, tiny_mor_model
+from tiny_models import photo, photo_tensor, tiny_backbone
 
 from mordasr.cli import main
 from mordasr.infer import backends
@@ -25,27 +25,13 @@ from mordasr.infer.backends import onnxruntime as ort_backend
 from mordasr.infer.pipeline import Upscaler
 
 pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 ONE_LEVEL = 1 / 255
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MORDASR_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_mor_model(tmp_path_factory.mktemp("model"))
-
-
-def lr_image(height: int = 40, width: int = 36, seed: int = 0) -> torch.Tensor:
-    return torch.from_numpy(photo(height, width, seed)).permute(2, 0, 1).float() / 255
-
-
 def test_onnxruntime_matches_eager_torch_within_one_level(model_dir: Path) -> None:
-    lr = lr_image()
+    lr = photo_tensor()
     eager = Upscaler(model_dir, device="cpu", backend="torch").upscale_tensor(lr)
     fast = Upscaler(model_dir, device="cpu", backend="onnxruntime").upscale_tensor(lr)
     assert (fast - eager).abs().max() < ONE_LEVEL
@@ -53,7 +39,7 @@ def test_onnxruntime_matches_eager_torch_within_one_level(model_dir: Path) -> No
 
 def test_plain_backbone_runs_on_the_fast_path(tmp_path: Path) -> None:
     weights = tiny_backbone(tmp_path / "plain.pth")
-    lr = lr_image(24, 28)
+    lr = photo_tensor(24, 28)
     fast = Upscaler(weights, device="cpu", backend="onnxruntime")
     eager = Upscaler(weights, device="cpu", backend="torch").upscale_tensor(lr)
     assert fast.backend.name == "onnxruntime"
@@ -76,7 +62,7 @@ def test_images_with_different_scores_get_different_folded_weights_on_the_fast_p
             return session.run(names, feeds, options)
 
     upscaler.backend._sessions[id(model.backbone)] = (model.backbone, Recording())
-    lr = lr_image(32, 32)
+    lr = photo_tensor(32, 32)
     mild, severe = torch.full((1, 7), 0.05), torch.full((1, 7), 0.95)
     outputs = []
     for scores in (mild, severe):
@@ -111,7 +97,7 @@ def test_the_shipped_mor_dasr_model_keeps_per_image_routing_on_the_fast_path() -
 
 
 def test_a_batch_is_routed_image_by_image(model_dir: Path) -> None:
-    batch = torch.stack([lr_image(32, 32, seed=1), lr_image(32, 32, seed=2) * 0.5])
+    batch = torch.stack([photo_tensor(32, 32, seed=1), photo_tensor(32, 32, seed=2) * 0.5])
     eager = Upscaler(model_dir, device="cpu", backend="torch").upscale_tensor(batch)
     fast = Upscaler(model_dir, device="cpu", backend="onnxruntime").upscale_tensor(batch)
     assert (fast - eager).abs().max() < ONE_LEVEL
@@ -150,7 +136,7 @@ def test_without_the_graph_backends_auto_runs_on_torch(
     monkeypatch.setitem(sys.modules, "openvino", None)
     upscaler = Upscaler(model_dir, device="cpu")
     assert upscaler.backend.name == "torch"
-    assert upscaler.upscale_tensor(lr_image(16, 16)).shape == (3, 64, 64)
+    assert upscaler.upscale_tensor(photo_tensor(16, 16)).shape == (3, 64, 64)
 
 
 @pytest.mark.usefixtures("without_onnxruntime")
@@ -186,5 +172,5 @@ def test_onnxruntime_hands_freed_memory_back_after_every_image(
     calls: list[None] = []
     monkeypatch.setattr(ort_backend, "release_freed_memory", lambda: calls.append(None))
     upscaler = Upscaler(model_dir, device="cpu", backend="onnxruntime", tile=0)
-    upscaler.upscale_tensor(torch.stack([lr_image(seed=1), lr_image(seed=2)]))
+    upscaler.upscale_tensor(torch.stack([photo_tensor(seed=1), photo_tensor(seed=2)]))
     assert len(calls) == 2

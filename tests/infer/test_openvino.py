@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from tiny_models import photo, tiny_mor_model
+from tiny_models import photo, photo_tensor
 
 from mordasr.cli import main
 from mordasr.infer.backends import OPENVINO_HINT
@@ -17,27 +17,13 @@ from mordasr.infer.backends import openvino as openvino_backend
 from mordasr.infer.pipeline import Upscaler
 
 pytest.importorskip("openvino")
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 ONE_LEVEL = 1 / 255
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MORDASR_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_mor_model(tmp_path_factory.mktemp("model"))
-
-
-def lr_image(height: int = 40, width: int = 36, seed: int = 0) -> torch.Tensor:
-    return torch.from_numpy(photo(height, width, seed)).permute(2, 0, 1).float() / 255
-
-
 def test_openvino_float32_matches_eager_torch_within_one_level(model_dir: Path) -> None:
-    lr = lr_image()
+    lr = photo_tensor()
     eager = Upscaler(model_dir, device="cpu", backend="torch").upscale_tensor(lr)
     exact = Upscaler(model_dir, device="cpu", backend="openvino", precision="exact")
     assert exact.configuration.dtype == torch.float32
@@ -45,7 +31,7 @@ def test_openvino_float32_matches_eager_torch_within_one_level(model_dir: Path) 
 
 
 def test_openvino_bfloat16_stays_near_float32(model_dir: Path) -> None:
-    lr = lr_image()
+    lr = photo_tensor()
     eager = Upscaler(model_dir, device="cpu", backend="torch").upscale_tensor(lr)
     half = Upscaler(model_dir, device="cpu", backend="openvino", dtype=torch.bfloat16)
     assert (half.upscale_tensor(lr) - eager).abs().mean() < 2 * ONE_LEVEL
@@ -53,7 +39,7 @@ def test_openvino_bfloat16_stays_near_float32(model_dir: Path) -> None:
 
 def test_openvino_feeds_each_images_folded_weights(model_dir: Path) -> None:
     upscaler = Upscaler(model_dir, device="cpu", backend="openvino", precision="exact")
-    lr = lr_image(24, 24)[None]
+    lr = photo_tensor(24, 24)[None]
     outputs = []
     for value in (0.05, 0.95):
         work = upscaler.model.prepare(lr, torch.full((1, upscaler.model.score_dim or 0), value))
@@ -65,7 +51,7 @@ def test_openvino_feeds_each_images_folded_weights(model_dir: Path) -> None:
 
 
 def test_a_batch_is_routed_image_by_image_on_openvino(model_dir: Path) -> None:
-    batch = torch.stack([lr_image(32, 32, seed=1), lr_image(32, 32, seed=2) * 0.5])
+    batch = torch.stack([photo_tensor(32, 32, seed=1), photo_tensor(32, 32, seed=2) * 0.5])
     eager = Upscaler(model_dir, device="cpu", backend="torch").upscale_tensor(batch)
     fast = Upscaler(model_dir, device="cpu", backend="openvino", precision="exact")
     assert (fast.upscale_tensor(batch) - eager).abs().max() < ONE_LEVEL

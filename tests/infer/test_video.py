@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -177,14 +178,22 @@ def _upscales(
     return calls
 
 
+def _interrupted(
+    model_dir: Path, clip: Path, target: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
+) -> None:
+    """Upscale ``clip`` to ``target`` (``options`` to :func:`upscale_video`) until Ctrl-C at
+    the sixth frame, which leaves the finished frame groups behind."""
+    upscaler = Upscaler(model_dir, device="cpu", tile=None)
+    _upscales(upscaler, monkeypatch, interrupt_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(upscaler, clip, target, **options)
+
+
 def test_resume_continues_after_the_frames_done_with_the_same_frames_and_sound(
     model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target, log = tmp_path / "out.mp4", tmp_path / "routing.csv"
-    with pytest.raises(KeyboardInterrupt):
-        upscaler = Upscaler(model_dir, device="cpu", tile=None)
-        _upscales(upscaler, monkeypatch, interrupt_at=6)
-        upscale_video(upscaler, clip, target, group_frames=3, routing_log=log)
+    _interrupted(model_dir, clip, target, monkeypatch, group_frames=3, routing_log=log)
     upscaler = Upscaler(model_dir, device="cpu", tile=None)
     resumed = _upscales(upscaler, monkeypatch)
     result = upscale_video(upscaler, clip, target, group_frames=3, routing_log=log, resume=True)
@@ -201,10 +210,7 @@ def test_resume_starts_over_when_the_settings_changed(
     model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "out.mp4"
-    with pytest.raises(KeyboardInterrupt):
-        upscaler = Upscaler(model_dir, device="cpu", tile=None)
-        _upscales(upscaler, monkeypatch, interrupt_at=6)
-        upscale_video(upscaler, clip, target)
+    _interrupted(model_dir, clip, target, monkeypatch)
     upscaler = Upscaler(model_dir, device="cpu", tile=None)
     resumed = _upscales(upscaler, monkeypatch)
     assert upscale_video(upscaler, clip, target, crf=30, resume=True).frames == FRAMES
@@ -333,10 +339,7 @@ def test_resume_starts_over_with_another_model(
     model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "out.mp4"
-    with pytest.raises(KeyboardInterrupt):
-        upscaler = Upscaler(model_dir, device="cpu", tile=None)
-        _upscales(upscaler, monkeypatch, interrupt_at=6)
-        upscale_video(upscaler, clip, target)
+    _interrupted(model_dir, clip, target, monkeypatch)
     other = Upscaler(tiny_mor_model(tmp_path / "other", router_bias=True), device="cpu", tile=None)
     resumed = _upscales(other, monkeypatch)
     assert upscale_video(other, clip, target, resume=True).frames == FRAMES
@@ -347,10 +350,7 @@ def test_after_a_crash_resume_redoes_the_group_that_was_being_written(
     model_dir: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "out.mp4"
-    with pytest.raises(KeyboardInterrupt):
-        upscaler = Upscaler(model_dir, device="cpu", tile=None)
-        _upscales(upscaler, monkeypatch, interrupt_at=6)
-        upscale_video(upscaler, clip, target, group_frames=3)
+    _interrupted(model_dir, clip, target, monkeypatch, group_frames=3)
     parts = tmp_path / ".out.mp4.parts"
     assert sorted(path.name for path in parts.glob("*.group")) == [
         "000000000-000000003.group",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,20 +15,12 @@ from serve_helpers import GatedRunner, image_bytes, truncated_jpeg
 pytest.importorskip("fastapi", reason="needs the web extra")
 pytest.importorskip("httpx", reason="FastAPI's test client needs httpx")
 
+from app_client import client_for, finished
 from fastapi.testclient import TestClient
 
 from mordasr.infer.tiling import tile_starts
-from mordasr.serve.app import STATIC, create_app
-from mordasr.serve.guard import TOKEN_HEADER
+from mordasr.serve.app import STATIC
 from mordasr.serve.jobs import JobQueue, UpscaleRunner
-
-TOKEN = "test-token"
-
-
-def client_for(queue: JobQueue) -> Iterator[TestClient]:
-    app = create_app(queue, default_model="bicubic", token=TOKEN)
-    with TestClient(app, base_url="http://127.0.0.1", headers={TOKEN_HEADER: TOKEN}) as client:
-        yield client
 
 
 @pytest.fixture
@@ -39,16 +30,6 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 def upload(client: TestClient, data: bytes, name: str = "photo.png", **form: str) -> Any:
     return client.post("/api/jobs", files={"file": (name, data)}, data=form)
-
-
-def finished(client: TestClient, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.02)
-    raise TimeoutError(job_id)
 
 
 def test_page_and_assets_load_nothing_from_the_network(client: TestClient) -> None:

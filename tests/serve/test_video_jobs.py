@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +11,12 @@ pytest.importorskip("fastapi", reason="needs the web extra")
 pytest.importorskip("httpx", reason="FastAPI's test client needs httpx")
 pytest.importorskip("av", reason="needs the video extra")
 
+from app_client import client_for, finished
 from fastapi.testclient import TestClient
 from video_helpers import FRAMES, RATE, clip_streams, write_clip
 
-from mordasr.serve.app import STATIC, create_app
-from mordasr.serve.guard import TOKEN_HEADER
+from mordasr.serve.app import STATIC
 from mordasr.serve.jobs import JobCancelled, JobQueue, Settings, UpscaleRunner
-
-TOKEN = "test-token"
-
-
-def client_for(queue: JobQueue) -> Iterator[TestClient]:
-    app = create_app(queue, default_model="bicubic", token=TOKEN)
-    with TestClient(app, base_url="http://127.0.0.1", headers={TOKEN_HEADER: TOKEN}) as client:
-        yield client
 
 
 @pytest.fixture
@@ -36,16 +26,6 @@ def clip(tmp_path: Path) -> bytes:
 
 def upload(client: TestClient, data: bytes, name: str = "clip.mp4", **headers: str) -> Any:
     return client.post("/api/jobs", files={"file": (name, data)}, headers=headers)
-
-
-def finished(client: TestClient, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.02)
-    raise TimeoutError(job_id)
 
 
 def test_a_video_upload_becomes_a_video_four_times_larger_with_its_sound(
