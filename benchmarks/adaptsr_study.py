@@ -28,8 +28,9 @@ share one synthesised pool (``OUT/pools``). The full study on one CPU core::
     OMP_NUM_THREADS=1 python benchmarks/adaptsr_study.py --seeds 3 --steps 400 \\
         --out runs/adaptsr_study --quiet > runs/adaptsr_study.log 2>&1
 
-(``--only-seeds 0`` and ``--only-seeds 1 2`` in two processes split it over two cores; a last
-call without ``--only-seeds`` prints the table.) Data: ``../shared/data`` (not part of the
+(``--only-seeds 0`` and ``--only-seeds 1 2`` in two processes split it over two cores,
+``--only-references`` scores the references meanwhile; a last call without either prints the
+table.) Data: ``../shared/data`` (not part of the
 project).
 """
 
@@ -261,6 +262,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--references", nargs="*", default=list(REFERENCES))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only-seeds", type=int, nargs="+", help="train only these seeds")
+    parser.add_argument(
+        "--only-references",
+        action="store_true",
+        help="score only the references (while other processes train the seeds)",
+    )
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--finetune-lr", type=float, default=1e-4, help="full fine-tuning's rate")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "adaptsr_study")
@@ -299,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics=metrics,
     )
     pin_study(args.out, settings.to_dict())
-    seeds = args.only_seeds or list(range(args.seeds))
+    seeds = [] if args.only_references else args.only_seeds or list(range(args.seeds))
     results: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
         for variant in args.variants:
@@ -309,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name in args.references:
         results[name] = [reference_run(settings, name, args.out)]
+    if args.only_references:
+        return 0
     summary = summarise(results, metrics)
     text = table(summary, metrics)
     (args.out / "table.md").write_text(text)

@@ -161,3 +161,12 @@ def test_an_unknown_variant_is_refused(
 ) -> None:
     assert study.main([*_argv(assets, tmp_path), "--variants", "uniform-3"]) == 2
     assert "uniform-3" in capsys.readouterr().err
+
+
+def test_only_references_scores_the_references_and_trains_nothing(
+    study: ModuleType, assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(study, "train", lambda *args, **kwargs: pytest.fail("trained"))
+    assert study.main([*_argv(assets, tmp_path / "out"), "--only-references"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bicubic", "study.json"]
+    assert (tmp_path / "out" / "bicubic" / "results.json").is_file()
