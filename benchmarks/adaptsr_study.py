@@ -174,10 +174,14 @@ def lpips_grid(runs: list[dict[str, Any]], seeds: int) -> np.ndarray:
     return np.stack(rows if len(rows) == seeds else rows[:1] * seeds)
 
 
-def summarise(results: dict[str, list[dict[str, Any]]], metrics: tuple[str, ...]) -> dict:
+def summarise(
+    results: dict[str, list[dict[str, Any]]],
+    metrics: tuple[str, ...],
+    baseline_name: str = BASELINE,
+) -> dict:
     """Per variant: means over seeds, parameters, times, stability, and the paired LPIPS
-    difference to :data:`BASELINE` (when it and LPIPS were scored)."""
-    baseline = results.get(BASELINE)
+    difference to ``baseline_name`` (when it and LPIPS were scored)."""
+    baseline = results.get(baseline_name)
     scored = {tuple(r["images"]) for runs in results.values() for r in runs}
     if len(scored) > 1:
         raise ValueError("the runs were scored on different images")
@@ -206,9 +210,9 @@ def summarise(results: dict[str, list[dict[str, Any]]], metrics: tuple[str, ...]
     return summary
 
 
-def table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
+def table(summary: dict[str, Any], metrics: tuple[str, ...], baseline_name: str = BASELINE) -> str:
     """The markdown table of :func:`summarise`."""
-    head = ["variant", "runs", "trainable params", *metrics, f"LPIPS vs {BASELINE} [95% CI]"]
+    head = ["variant", "runs", "trainable params", *metrics, f"LPIPS vs {baseline_name} [95% CI]"]
     head += ["train min/run", "infer ms/img", "Spearman"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, row in summary.items():
@@ -273,6 +277,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=Path, default=DATA / "RealSR" / "LR")
     parser.add_argument("--hr", type=Path, default=DATA / "RealSR" / "HR")
     parser.add_argument("--eval-limit", type=int, help="score only the first N pairs")
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        help=f"the variant every other is paired with in the table (default {BASELINE})",
+    )
     parser.add_argument("--metrics", default="psnr,ssim,lpips,dists")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_set_option(parser, "override a recipe value for every run, e.g. data.patch_size=192")
@@ -284,6 +293,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown variants {unknown}; choose from {[*VARIANTS, *REFERENCES]}")
     if args.only_seeds and not set(args.only_seeds) <= set(range(args.seeds)):
         parser.error(f"--only-seeds must lie in 0..{args.seeds - 1}")
+    if args.baseline not in [*args.variants, *args.references]:
+        parser.error(f"--baseline {args.baseline} must be one of --variants or --references")
     return args
 
 
@@ -317,12 +328,13 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = [reference_run(settings, name, args.out)]
     if args.only_references:
         return 0
-    summary = summarise(results, metrics)
-    text = table(summary, metrics)
-    (args.out / "table.md").write_text(text)
+    summary = summarise(results, metrics, args.baseline)
+    text = table(summary, metrics, args.baseline)
+    suffix = "" if args.baseline == BASELINE else f"_vs_{args.baseline}"
+    (args.out / f"table{suffix}.md").write_text(text)
     heatmap = rank_heatmap(results, args.out / "rank_heatmap.png")
     payload = {"settings": settings.to_dict(), "variants": summary, "heatmap": str(heatmap)}
-    (args.out / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (args.out / f"summary{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")
     sys.stdout.write(text)
     return 0
 

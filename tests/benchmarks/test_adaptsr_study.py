@@ -170,3 +170,16 @@ def test_only_references_scores_the_references_and_trains_nothing(
     assert study.main([*_argv(assets, tmp_path / "out"), "--only-references"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bicubic", "study.json"]
     assert (tmp_path / "out" / "bicubic" / "results.json").is_file()
+
+
+def test_another_baseline_pairs_every_variant_with_it_in_tables_of_its_own(
+    study: ModuleType, assets: Path, finished: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, table = finished
+    monkeypatch.setattr(study, "train", lambda *args, **kwargs: pytest.fail("trained"))
+    assert study.main([*_argv(assets, out), "--baseline", "full-finetune"]) == 0
+    summary = json.loads((out / "summary_vs_full-finetune.json").read_text())["variants"]
+    assert summary["full-finetune"]["lpips_vs_baseline"]["mean"] == 0.0
+    assert summary["uniform-8"]["lpips_vs_baseline"]["mean"] != 0.0
+    assert "LPIPS vs full-finetune" in (out / "table_vs_full-finetune.md").read_text()
+    assert (out / "table.md").read_text() == table
