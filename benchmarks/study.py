@@ -104,7 +104,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -355,7 +355,6 @@ def summarise(results: dict[str, list[dict[str, Any]]], metrics: tuple[str, ...]
 
 def table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
     """The study's one markdown table."""
-    digits = {"psnr": 2, "niqe": 2}
     header = [
         "variant",
         "seeds",
@@ -370,7 +369,7 @@ def table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
     for variant, row in summary.items():
         cells = [variant, str(len(row["seeds"]))]
         for metric in metrics:
-            d = digits.get(metric, 4)
+            d = METRIC_DIGITS.get(metric, 4)
             cells.append(f"{row[metric]['mean']:.{d}f} ± {row[metric]['spread']:.{d}f}")
         test = row.get("lpips_vs_lora")
         if test is None:
@@ -792,13 +791,11 @@ class MixedStudy:
     def _grid_run(self, variant: str, multiplier: float, run_dir: Path) -> None:
         """Train one run of the grid and write its validation LPIPS (unless another process
         did before this one held the run)."""
-        path = run_dir / "validation.json"
-        if path.is_file():
+        if (run_dir / VALIDATION_FILE).is_file():
             return
         print(f"study: {variant} seed 0, lr x{multiplier:g}", flush=True)
         config = self._config(variant, 0, run_dir, "seed0", self._lr_override(multiplier))
-        model_dir = train_run(config, run_dir, self.progress)
-        path.write_text(json.dumps({"lpips": validation_lpips(model_dir, self.mixed)}) + "\n")
+        self._validated(run_dir, train_run(config, run_dir, self.progress))
 
     def multiplier(self, variant: str) -> float:
         """The learning-rate multiplier of ``variant``: plain LoRA variants take ``lora``'s
@@ -1011,9 +1008,14 @@ class MixedStudy:
         """Validation-split LPIPS of a finished run, cached in its folder: the seed to ship is
         chosen by it, never by the test split."""
         run_dir = self.out / variant / f"seed{seed}"
+        results = json.loads((run_dir / "results.json").read_text())
+        return self._validated(run_dir, Path(results["model_dir"]))
+
+    def _validated(self, run_dir: Path, model_dir: Path) -> float:
+        """The validation LPIPS of ``model_dir``, scored once into ``run_dir``'s
+        :data:`VALIDATION_FILE`."""
         path = run_dir / VALIDATION_FILE
         if not path.is_file():
-            model_dir = Path(json.loads((run_dir / "results.json").read_text())["model_dir"])
             path.write_text(json.dumps({"lpips": validation_lpips(model_dir, self.mixed)}) + "\n")
         return float(json.loads(path.read_text())["lpips"])
 
@@ -1115,8 +1117,9 @@ def summarise_mixed(
     baseline = study.collect(BASELINE, seeds)
     shipped = study.collect(SHIPPED, seeds)
     summary: dict[str, Any] = {"groups": list(groups), "variants": {}, "specialists": {}}
+    collected: dict[str, list[dict[str, Any]]] = {}
     for variant in variants:
-        runs = study.collect(variant, seeds)
+        runs = collected[variant] = study.collect(variant, seeds)
         if not runs:
             continue
         row: dict[str, Any] = {
@@ -1147,7 +1150,7 @@ def summarise_mixed(
         summary["shipping"] = shipping_rule(summary)
         winner = summary["shipping"]["winner"]
         if winner is not None and winner not in FIXED_STRENGTH:
-            runs = study.collect(winner, seeds)
+            runs = collected[winner]
             summary["shipping"]["ship"] = seed_to_ship(
                 runs,
                 shipped,
@@ -1183,6 +1186,26 @@ def summarise_mixed(
     return summary
 
 
+def rule_check(
+    tests: dict[str, Any], groups: Sequence[str], psnr: float | None, backbone: float | None
+) -> dict[str, Any]:
+    """The shipping rule's conditions for one candidate, given its paired tests against the
+    shipped ``default`` (none for ``default`` itself) and its and the backbone's RealSR PSNR-Y."""
+    delta, group = max(((tests[g]["mean"], g) for g in groups if g in tests), default=(0.0, None))
+    pooled = tests.get(POOLED)
+    realsr_ok = None if psnr is None or backbone is None else psnr >= backbone - RULE_PSNR_DROP
+    return {
+        "pooled": pooled,
+        "worst_group": group,
+        "worst_group_delta": delta,
+        "realsr_psnr": psnr,
+        "eligible": bool(
+            (pooled is None or pooled["verdict"] != "worse") and delta <= MARGIN and realsr_ok
+        ),
+        "realsr_checked": realsr_ok is not None,
+    }
+
+
 def shipping_rule(summary: dict[str, Any]) -> dict[str, Any]:
     """Issue 25's rule for the default model, per variant against the shipped ``default``:
     pooled LPIPS not worse (paired interval), no group worse by more than :data:`MARGIN` (mean
@@ -1196,20 +1219,10 @@ def shipping_rule(summary: dict[str, Any]) -> dict[str, Any]:
         tests = row.get("vs_default", {})
         if variant != SHIPPED and POOLED not in tests:
             continue
-        worst = max(
-            ((tests[g]["mean"], g) for g in summary["groups"] if g in tests), default=(0.0, None)
-        )
         psnr = row["metrics"].get(REALSR, {}).get("psnr")
-        pooled_ok = variant == SHIPPED or tests[POOLED]["verdict"] != "worse"
-        realsr_ok = None if psnr is None or backbone is None else psnr >= backbone - RULE_PSNR_DROP
         verdicts[variant] = {
             "lpips": row["metrics"][POOLED]["lpips"],
-            "pooled": tests.get(POOLED),
-            "worst_group": worst[1],
-            "worst_group_delta": worst[0],
-            "realsr_psnr": psnr,
-            "eligible": bool(pooled_ok and worst[0] <= MARGIN and realsr_ok),
-            "realsr_checked": realsr_ok is not None,
+            **rule_check(tests, summary["groups"], psnr, backbone),
         }
     eligible = [v for v, r in verdicts.items() if r["eligible"]]
     winner = min(eligible, key=lambda v: verdicts[v]["lpips"]) if eligible else None
@@ -1230,14 +1243,8 @@ def seed_to_ship(
     seed = min(validation, key=lambda s: validation[s])
     run = next(r for r in runs if int(r["seed"]) == seed)
     tests = versus_baseline([run], shipped, groups)
-    worst = max((tests[g]["mean"], g) for g in groups)
-    psnr = run.get("realsr", {}).get("means", {}).get("psnr")
-    meets = (
-        tests[POOLED]["verdict"] != "worse"
-        and worst[0] <= MARGIN
-        and psnr is not None
-        and backbone_psnr is not None
-        and psnr >= backbone_psnr - RULE_PSNR_DROP
+    check = rule_check(
+        tests, groups, run.get("realsr", {}).get("means", {}).get("psnr"), backbone_psnr
     )
     return {
         "seed": seed,
@@ -1245,10 +1252,10 @@ def seed_to_ship(
         "metrics": metric_means([run], groups, metrics),
         "validation_lpips": validation,
         "vs_default": tests,
-        "worst_group": worst[1],
-        "worst_group_delta": worst[0],
-        "realsr_psnr": psnr,
-        "meets_rule": meets,
+        "worst_group": check["worst_group"],
+        "worst_group_delta": check["worst_group_delta"],
+        "realsr_psnr": check["realsr_psnr"],
+        "meets_rule": check["eligible"],
     }
 
 
@@ -1261,13 +1268,14 @@ def _interval(e: dict[str, Any]) -> str:
 
 
 METRIC_NAMES = {"psnr": "PSNR-Y", "ssim": "SSIM-Y"}
+METRIC_DIGITS = {"psnr": 2, "niqe": 2}
+"""Decimals of a metric in the tables (others: 4)."""
 
 
 def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
     """The study's markdown: variants x (pooled, groups, RealSR) against ``lora``; per variant
     the swap change and wall times; the learning-rate grid; the specialist ceilings."""
     secondary = [m for m in metrics if m != "lpips"]
-    digits = {"psnr": 2, "niqe": 2}
     header = [
         "variant", "group", "seeds", "LPIPS", "ΔLPIPS vs lora [95% CI]", "p (Holm)",
         f"verdict (±{MARGIN})", *(METRIC_NAMES.get(m, m.upper()) for m in secondary),
@@ -1286,7 +1294,7 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
                 cells += ["—", "—", "—"]
             else:
                 cells += [_interval(test), f"{test['p_holm']:.3g}", test["verdict"]]
-            cells += [_number(means[m], digits.get(m, 4)) for m in secondary]
+            cells += [_number(means[m], METRIC_DIGITS.get(m, 4)) for m in secondary]
             cells.append(_number(means["real_experts"], 2))
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -1386,7 +1394,7 @@ def ship_table(winner: str, ship: dict[str, Any]) -> list[str]:
     own = [
         f"{name} "
         + ", ".join(
-            f"{METRIC_NAMES.get(m, m.upper())} {v:.{2 if m in ('psnr', 'niqe') else 4}f}"
+            f"{METRIC_NAMES.get(m, m.upper())} {v:.{METRIC_DIGITS.get(m, 4)}f}"
             for m, v in values.items()
             if v is not None
         )
