@@ -29,18 +29,21 @@ percentile of ``|difference|`` in 8-bit levels.
   pool, ``data.pool_size: 0``, over the validation split's LR images): what the per-image
   routing contributes.
 * ``mor-spatial``: ``mor`` trained with ``model.router_scores_from=windows`` (every training
-  pair routed by the region scores of its crop, as region routing scores a tile; its own pools,
-  ``OUT/pools/mor-spatial-seedS``), scored with region routing (``Upscaler(routing="region")``:
-  every tile routed by the scores of the regions it covers). ``mor-region`` (evaluation only): the
-  ``mor`` run of each seed scored the same way, so that the table separates routing per region
-  from training for it. Their real experts are the mean over the regions of each image, and
-  they have no swap change (no one router input per image to swap). Under region routing a
-  tile spans four 64-px windows plus its overlap (320 LR px by default, :mod:`mordasr.sr.regions`),
-  so an LR image of at most that side is routed by one vector, the area-weighted mean of its
-  region scores; one of at most 64 px is one region and routes exactly as per image (up to the
-  folding's rounding), and a training crop of at most 64 px (the CPU recipe's 32) trains as in
-  ``mor``. The development mixed set's LR crops are 64 px, so there these two variants route as
-  ``mor`` does: the within-image test needs windows and tiles smaller than a crop (not built).
+  pair routed by the region scores of its crop, as region routing scores a tile) and with
+  ``mordasr-halves`` crops beside the recipe's presets (:data:`ADDED_PRESETS`: a mild and a
+  severe side split at a random column, so that crops hold a degradation border as regions of
+  unevenly degraded photos do; its own pools, ``OUT/pools/mor-spatial-seedS``), scored with
+  region routing (``Upscaler(routing="region")`` on :data:`REGION_GRID`: 32-px regions, 48-px
+  tiles with 16 px of context, every tile routed by the regions its core covers). A 64-px LR
+  image of the development set is then 2 x 2 regions and 2 x 2 tiles, and a ``mixed-halves``
+  image's border lies between its regions, so each half is routed mostly by its own scores.
+  ``mor-region`` (evaluation only): the ``mor`` run of each seed scored the same way, so that
+  the table separates routing per region (and its tiling) from training for it. Their real
+  experts are the mean over the regions of each image, and they have no swap change (no one
+  router input per image to swap).
+* ``lora-bf16``: ``lora`` trained under bfloat16 autocast (``mixed_precision: bf16``; AMX
+  on CPUs that have it), on the same pool and at the same rate: paired with ``lora`` seed by
+  seed, it says whether the faster training gives the same model.
 * ``default`` and ``backbone`` (evaluation only, fixed models): the shipped model
   (``--shipped``, default ``default``) as users run it, and the same at ``--strength 0`` (its
   plain backbone, exactly), each scored once (``OUT/VARIANT/seed0``) and paired with every seed
@@ -105,7 +108,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +207,14 @@ def run_config(
     """The training config of one run (:func:`common.run_train_config`) of ``variant``, then
     ``extra`` overrides."""
     return run_train_config(settings, seed, run_dir, pool_dir, (f"model.variant={variant}", *extra))
+
+
+def with_presets(config: TrainConfig, added: Sequence[str]) -> TrainConfig:
+    """``config`` training on ``added`` degradation presets besides its own."""
+    if not added:
+        return config
+    presets = [*config.degradation.presets, *added]
+    return replace(config, degradation=replace(config.degradation, preset=presets))
 
 
 def train_run(config: TrainConfig, run_dir: Path, progress: bool) -> Path:
@@ -401,8 +412,24 @@ REGION = "mor-region"
 """The evaluation-only variant: each ``mor`` run scored with region routing."""
 EVALUATED_FROM = {FROZEN: FROZEN_FROM, REGION: "mor"}
 """The evaluation-only variants and the variant whose runs each scores."""
-TRAINED_AS = {SPATIAL: ("mor", ("model.router_scores_from=windows",))}
+BFLOAT16 = "lora-bf16"
+"""``lora`` trained under bfloat16 autocast: whether the faster training gives the same model."""
+TRAINED_AS = {
+    SPATIAL: ("mor", ("model.router_scores_from=windows",)),
+    BFLOAT16: ("lora", ("mixed_precision=bf16",)),
+}
 """Study variants that train a model variant with overrides of their own."""
+OWN_POOLS = (SPATIAL,)
+"""Study variants whose training data differ: their pools are their own (``OUT/pools/
+VARIANT-seedS``); every other variant of a seed trains on the same pool."""
+ADDED_PRESETS = {SPATIAL: ("mordasr-halves",)}
+"""Degradation presets a study variant trains on beside the recipe's own (``mordasr-halves``:
+crops that hold a mild and a severe side, :class:`mordasr.degrade.SplitConfig`)."""
+REGION_GRID = {"region_window": 32, "tile": 48, "tile_overlap": 16}
+"""How the region-routed variants are scored: 32-px regions (the estimator's smallest side;
+a 64-px LR image of the mixed set is 2 x 2 regions and its ``mixed-halves`` border lies between
+them), 48-px tiles keeping 16 px of context (a 64-px image is 2 x 2 tiles, each routed by the
+region its core covers). A training crop of the CPU recipe (32 LR px) is one such region."""
 REGION_ROUTED = (SPATIAL, REGION)
 """The variants scored with region routing (every other one per image)."""
 SPECIALIST = "specialist"
@@ -565,9 +592,9 @@ def score_group(
     """Per image: ``metrics`` of the 8-bit SR output and, for a routed model, the real experts
     kept; every image routed by ``scores`` if given, else by its own router input, or with
     ``routing="region"`` upscaled by :class:`~mordasr.infer.pipeline.Upscaler` under region
-    routing (the real experts then averaged over the image's regions). A ``strength`` other
-    than 1 runs through the ``Upscaler`` too (0: the plain backbone, no real experts). The float
-    outputs are kept in ``keep`` (by id) when given."""
+    routing on :data:`REGION_GRID` (the real experts then averaged over the image's regions).
+    A ``strength`` other than 1 runs through the ``Upscaler`` too (0: the plain backbone, no
+    real experts). The float outputs are kept in ``keep`` (by id) when given."""
     if (routing == "region" or strength != 1.0) and scores is not None:
         raise ValueError("region routing and strength route every image itself: give no scores")
     functions = metric_functions()
@@ -575,14 +602,15 @@ def score_group(
     upscaler = None
     if routing == "region" or strength != 1.0:
         device = next(model.parameters()).device
+        grid: dict[str, Any] = REGION_GRID if routing == "region" else {"tile": None}
         upscaler = Upscaler(
             model,
             device=device,
-            tile=None,
             backend="torch",
             routing=routing,
             strength=strength,
             precision="exact",
+            **grid,
         )
     per_image: dict[str, list[float]] = {m: [] for m in metrics}
     experts = []
@@ -593,7 +621,8 @@ def score_group(
             sr = model(lr, route_input).clamp(0, 1)
         else:
             if routing == "region":
-                route_input = model.region_scores(lr).per_region()
+                window = REGION_GRID["region_window"]
+                route_input = model.region_scores(lr, window=window, stride=window).per_region()
             elif routed:
                 route_input = model.route_input(lr)
             sr = upscaler.upscale_tensor(lr).clamp(0, 1)
@@ -798,9 +827,10 @@ class MixedStudy:
         self._validated(run_dir, train_run(config, run_dir, self.progress))
 
     def multiplier(self, variant: str) -> float:
-        """The learning-rate multiplier of ``variant``: plain LoRA variants take ``lora``'s
-        tuned one (tuned on ``lora`` only), the others their recipe's rate (1)."""
-        if not self.settings.lr_grid or not plain_lora(variant):
+        """The learning-rate multiplier of ``variant``: plain LoRA variants (``lora-bf16``
+        included) take ``lora``'s tuned one (tuned on ``lora`` only), the others their recipe's
+        rate (1)."""
+        if not self.settings.lr_grid or not plain_lora(TRAINED_AS.get(variant, (variant,))[0]):
             return 1.0
         return self.tune_lr(BASELINE)
 
@@ -880,7 +910,7 @@ class MixedStudy:
             return self._region(seed)
         multiplier = self.multiplier(variant)
         model_variant, overrides = TRAINED_AS.get(variant, (variant, ()))
-        pool = f"seed{seed}" if variant not in TRAINED_AS else f"{variant}-seed{seed}"
+        pool = f"{variant}-seed{seed}" if variant in OWN_POOLS else f"seed{seed}"
         routing: RoutingMode = "region" if variant in REGION_ROUTED else "image"
 
         def make() -> dict[str, Any]:
@@ -888,13 +918,17 @@ class MixedStudy:
             if variant == BASELINE and self.settings.lr_grid and seed == 0:
                 trained = self.out / lr_run_name(variant, multiplier) / "seed0"
             extra = (*overrides, *self._lr_override(multiplier))
-            config = self._config(model_variant, seed, trained, pool, extra)
+            config = with_presets(
+                self._config(model_variant, seed, trained, pool, extra),
+                ADDED_PRESETS.get(variant, ()),
+            )
             model_dir = train_run(config, trained, self.progress)
             return {
                 "variant": variant,
                 "seed": seed,
                 "lr_multiplier": multiplier,
                 "routing": routing,
+                **({"region_grid": REGION_GRID} if routing == "region" else {}),
                 **evaluate_mixed(self.settings, self.mixed, model_dir, routing=routing),
                 "train_seconds": train_seconds(trained),
             }
@@ -942,6 +976,7 @@ class MixedStudy:
                 "variant": REGION,
                 "seed": seed,
                 "routing": "region",
+                "region_grid": REGION_GRID,
                 **evaluate_mixed(self.settings, self.mixed, model_dir, routing="region"),
                 "train_seconds": 0.0,
             }

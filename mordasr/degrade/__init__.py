@@ -12,9 +12,11 @@ Presets (tables in :mod:`mordasr.degrade.config`): the two-stage ``realesrgan``,
 ``mordasr-mild``, ``mordasr-severe``, and the single-factor ``bicubic`` (downscaling only),
 ``blur-only``, ``noise-only``, ``jpeg-only`` (downscaling, then one factor at a level drawn per
 image; :mod:`mordasr.degrade.single`, whose ``degrade_image`` degrades one image from an int
-seed). The stages are also plain functions usable alone, e.g. a single
-factor at a fixed severity: ``filter2d(x, isotropic_gaussian_kernel(21, 2.0))`` (also
-anisotropic, generalized, plateau and sinc kernels), ``resize(x, size, mode)`` and
+seed), and the composite ``mordasr-halves`` (a :class:`SplitConfig`: ``mordasr-mild`` and
+``mordasr-severe`` side by side, split at a column drawn per image). The stages are also
+plain functions usable alone, e.g. a single factor at a fixed severity:
+``filter2d(x, isotropic_gaussian_kernel(21, 2.0))`` (also anisotropic, generalized, plateau and
+sinc kernels), ``resize(x, size, mode)`` and
 ``random_resize``, ``add_gaussian_noise(x, sigma=15)``, ``add_poisson_noise(x, scale=1.0)``
 (each with ``gray=``), ``jpeg(x, quality=30)`` (bit-exact with Pillow's libjpeg-turbo) and
 ``usm_sharpen``. Per-image values may be given as ``(B,)`` tensors.
@@ -46,6 +48,12 @@ and for the single-factor presets::
     blur: blur_sigma: float (LR pixels), kernel_size: int
     noise: noise_sigma: float (8-bit levels), gray: false
     jpeg: jpeg_quality: int
+
+and for a split (``mordasr-halves``)::
+
+    scale: int, hr_size: [H, W],
+    split: column: int (LR), first_side: "left" | "right", first: str, second: str
+    first / second: the two presets' own parameters of the image
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ from mordasr.degrade.config import (
     Config,
     DegradationConfig,
     SingleFactorConfig,
+    SplitConfig,
     StageConfig,
     resolve_config,
 )
@@ -84,6 +93,7 @@ __all__ = [
     "DegradationConfig",
     "DegradeResult",
     "SingleFactorConfig",
+    "SplitConfig",
     "StageConfig",
     "add_gaussian_noise",
     "add_poisson_noise",

@@ -64,6 +64,15 @@ preset           LR image
 ``noise-only``   then colour Gaussian noise, sigma ~ U[10, 30] 8-bit levels
 ``jpeg-only``    then JPEG at a quality ~ U{15, ..., 40}
 ===============  ==============================================================================
+
+and one composite (:class:`SplitConfig`), two presets side by side in every image:
+
+===================  ==========================================================================
+preset               LR image
+===================  ==========================================================================
+``mordasr-halves``   ``mordasr-mild`` on one side of a column, ``mordasr-severe`` on the other;
+                     the column ~ U[1/4, 3/4] of the width and the mild side drawn per image
+===================  ==========================================================================
 """
 
 from __future__ import annotations
@@ -236,8 +245,29 @@ class SingleFactorConfig:
             raise ValueError("kernel_size must be odd and positive")
 
 
-Config = DegradationConfig | SingleFactorConfig
-"""Either kind of degradation configuration."""
+@dataclass(frozen=True)
+class SplitConfig:
+    """Two presets side by side: each image is degraded by both, and the columns left of a
+    split drawn per image come from one, the rest from the other (which one is drawn too).
+    Training crops then hold a degradation border, as regions of real photos do (region
+    routing, :mod:`mordasr.sr.regions`).
+
+    Attributes:
+        first, second: the two presets (names of non-composite :data:`PRESETS`).
+        split: range the split column is drawn from, as a fraction of the LR width.
+    """
+
+    first: str = "mordasr-mild"
+    second: str = "mordasr-severe"
+    split: tuple[float, float] = (0.25, 0.75)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.split[0] <= self.split[1] <= 1.0:
+            raise ValueError(f"split range {self.split} must lie in [0, 1], low end first")
+
+
+Config = DegradationConfig | SingleFactorConfig | SplitConfig
+"""Any kind of degradation configuration."""
 
 PRESETS: dict[str, Config] = {
     "realesrgan": REALESRGAN,
@@ -247,13 +277,14 @@ PRESETS: dict[str, Config] = {
     "blur-only": SingleFactorConfig("blur", BLUR_SIGMA),
     "noise-only": SingleFactorConfig("noise", NOISE_SIGMA),
     "jpeg-only": SingleFactorConfig("jpeg", (float(JPEG_QUALITY[0]), float(JPEG_QUALITY[1]))),
+    "mordasr-halves": SplitConfig(),
 }
 """Named configurations: see the tables in this module's docstring."""
 
 
 def resolve_config(config: Config | str) -> Config:
     """Return ``config`` itself or the preset of that name."""
-    if isinstance(config, DegradationConfig | SingleFactorConfig):
+    if isinstance(config, DegradationConfig | SingleFactorConfig | SplitConfig):
         return config
     try:
         return PRESETS[config]

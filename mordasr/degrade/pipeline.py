@@ -29,6 +29,7 @@ from mordasr.degrade.config import (
     Config,
     DegradationConfig,
     SingleFactorConfig,
+    SplitConfig,
     StageConfig,
     resolve_config,
 )
@@ -343,6 +344,8 @@ def degrade(
         raise ValueError(f"HR size {tuple(hr.shape[2:])} is smaller than the scale {scale}")
     cfg = resolve_config(config)
     hr = hr.float().clamp(0, 1)
+    if isinstance(cfg, SplitConfig):
+        return _degrade_split(hr, cfg, scale, seed)
     if isinstance(cfg, SingleFactorConfig):
         lr, drawn = degrade_single(hr, cfg, scale, seed)
         return DegradeResult(lr=lr, gt=hr, params=drawn)
@@ -414,3 +417,45 @@ def degrade(
         for i in range(n)
     ]
     return DegradeResult(lr=lr, gt=gt, params=params)
+
+
+def _degrade_split(hr: Tensor, cfg: SplitConfig, scale: int, seed: Seed) -> DegradeResult:
+    """Both presets of ``cfg`` on every image, joined at a column drawn per image (LR and
+    ground truth alike); each image's parameters hold both presets' and the split."""
+    first, second = resolve_config(cfg.first), resolve_config(cfg.second)
+    if isinstance(first, SplitConfig) or isinstance(second, SplitConfig):
+        raise ValueError("a split joins two plain presets, not other splits")
+    rng = _Rng(seed, hr.device)
+    seeds = torch.randint(0, 2**62, (2,), generator=rng.cpu).tolist()
+    a = degrade(hr, first, scale, int(seeds[0]))
+    b = degrade(hr, second, scale, int(seeds[1]))
+    n, width = hr.shape[0], a.lr.shape[-1]
+    columns = (rng.uniform(*cfg.split, n) * width).round().long()
+    first_left = rng.rand(n) < 0.5
+    lr = _join(a.lr, b.lr, columns, first_left)
+    gt = _join(a.gt, b.gt, columns * scale, first_left)
+    params = [
+        {
+            "scale": scale,
+            "hr_size": list(hr.shape[-2:]),
+            "split": {
+                "column": int(columns[i]),
+                "first_side": "left" if first_left[i] else "right",
+                "first": cfg.first,
+                "second": cfg.second,
+            },
+            "first": a.params[i],
+            "second": b.params[i],
+        }
+        for i in range(n)
+    ]
+    return DegradeResult(lr=lr, gt=gt, params=params)
+
+
+def _join(first: Tensor, second: Tensor, columns: Tensor, first_left: Tensor) -> Tensor:
+    """Per image, ``first`` left of its column and ``second`` from it on (or the reverse where
+    ``first_left`` is false)."""
+    positions = torch.arange(first.shape[-1], device=first.device)
+    left = positions[None, :] < columns.to(first.device)[:, None]
+    take_first = left == first_left.to(first.device)[:, None]
+    return torch.where(take_first[:, None, None, :], first, second)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from mordasr.estimate.learned import MIN_SIDE
 from mordasr.infer.backends import BACKENDS, PRECISIONS
 from mordasr.infer.batch import (
     DEFAULT_MAX_PIXELS,
@@ -30,7 +31,7 @@ from mordasr.infer.progress import TqdmProgress
 from mordasr.infer.video import DEFAULT_CRF
 from mordasr.io.cliargs import add_subcommand
 from mordasr.io.paths import OutputPlanError
-from mordasr.sr.regions import ROUTING_MODES
+from mordasr.sr.regions import REGION_WINDOW, ROUTING_MODES
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 OUTPUT_FORMATS = ("auto", "png", "jpg", "webp", "tif", "bmp")
@@ -107,6 +108,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "scores; 'region' scores overlapping regions of the image and routes every tile by "
         "the regions it covers (for unevenly degraded photos; smaller tiles)",
     )
+    parser.add_argument(
+        "--region-window",
+        type=region_window,
+        default=REGION_WINDOW,
+        metavar="PX",
+        help=f"with --routing region: the side of a region in input pixels (default "
+        f"{REGION_WINDOW}, at least 32); smaller regions route finer and cost more",
+    )
     _add_result_options(parser)
     sd = parser.add_argument_group("one-step SD models (a folder written by OneStepSR)")
     sd.add_argument(
@@ -178,6 +187,17 @@ def tile_setting(value: str) -> int | str:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
+
+
+def region_window(value: str) -> int:
+    """``--region-window``: a side in pixels, at least the estimator's."""
+    try:
+        side = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {value!r}") from None
+    if side < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f"a region is at least {MIN_SIDE} px, got {side}")
+    return side
 
 
 def _pixel_count(value: str) -> int | None:
@@ -255,6 +275,7 @@ def _load_upscaler(args: argparse.Namespace, bars: TqdmProgress | None) -> Upsca
         prompt=args.prompt,
         backend=args.backend,
         routing=args.routing,
+        region_window=args.region_window,
     )
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from mordasr.estimate.learned import MIN_SIDE
 from mordasr.infer.backends import Backend, Configuration, choose_configuration
 from mordasr.infer.color_fix import adain_color_fix, wavelet_color_fix
 from mordasr.infer.latent_tiling import tiled_latent_forward, tiled_vae_decode, tiled_vae_encode
@@ -39,7 +40,7 @@ from mordasr.infer.tiling import BoxedTileFn, TileProgress, tiled_forward_at
 from mordasr.io.image import DecodedImage, read_image, save_like
 from mordasr.mor import cast_network, mor_layers, set_strength
 from mordasr.sr.protocol import ImageWork, LatentWork, SRModel
-from mordasr.sr.regions import RoutingMode, TileBox, check_routing
+from mordasr.sr.regions import REGION_WINDOW, RoutingMode, TileBox, check_routing, tile_core
 from mordasr.sr.sd.prompts import FixedPrompt
 from mordasr.sr.zoo import as_sr_model, load_sr_model
 
@@ -108,8 +109,11 @@ class Upscaler:
         device: ``auto`` or None picks CUDA, then Apple's MPS, then the CPU.
         routing: MoR models: ``image`` (default) routes every tile by the whole image's
             scores; ``region`` scores every region of the image and routes each tile by the
-            regions it covers (tiles then span at most a few regions; see
+            regions its core covers (tiles then span at most a few regions; see
             :mod:`mordasr.sr.regions`).
+        region_window: region routing: the side of a region, in input pixels (at least the
+            estimator's 32); smaller regions route finer and cost more estimator work and, under
+            ``tile="auto"``, smaller tiles.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class Upscaler:
         backend: str = "auto",
         routing: RoutingMode = "image",
         precision: str = "auto",
+        region_window: int = REGION_WINDOW,
     ) -> None:
         self.device = default_device() if device in (None, "auto") else torch.device(device)
         if isinstance(model, str | Path):
@@ -157,6 +162,9 @@ class Upscaler:
                 "region routing needs a feed-forward MoR model with routers, such as mor-dasr "
                 "(the default model is a plain LoRA)"
             )
+        if region_window < MIN_SIDE:
+            raise ValueError(f"region_window must be at least {MIN_SIDE} px, got {region_window}")
+        self.region_window = region_window
         self.scale: int = int(module.scale)
         self.tile = tile
         self.tile_overlap = tile_overlap
@@ -239,21 +247,24 @@ class Upscaler:
             height, width = batch.shape[-2:]
             padded = pad_to_multiple(batch.to(self.dtype), self.model.multiple_of)
             prepared = (
-                self.model.prepare(batch.float(), scores, routing=self.routing)
+                self.model.prepare(
+                    batch.float(), scores, routing=self.routing, region_window=self.region_window
+                )
                 if work is None
                 else work
             )
             assert isinstance(prepared, ImageWork)
-            with self._tile_runner(prepared) as run:
+            with self._tile_runner(prepared, (padded.shape[-2], padded.shape[-1])) as run:
                 out = self._tiled(run, padded, prepared)
             out = out[..., : height * self.scale, : width * self.scale]
         out = resize_to(out.float(), size).clamp_(0.0, 1.0)
         return out[0] if single else out
 
     @contextmanager
-    def _tile_runner(self, work: ImageWork) -> Iterator[BoxedTileFn]:
+    def _tile_runner(self, work: ImageWork, size: tuple[int, int]) -> Iterator[BoxedTileFn]:
         """What every tile runs: per-image routing binds ``work`` to the backend once for all
-        tiles; region routing binds each tile's own work (:meth:`ImageWork.for_tile`) for that
+        tiles; region routing binds each tile's own work (:meth:`ImageWork.for_tile` of the
+        tile's core, :func:`~mordasr.sr.regions.tile_core`, in an image of ``size``) for that
         tile."""
         if work.regions is None:
             with self.backend.bind(work) as network:
@@ -262,7 +273,7 @@ class Upscaler:
             return
 
         def per_tile(tile: Tensor, box: TileBox) -> Tensor:
-            tile_work = work.for_tile(box)
+            tile_work = work.for_tile(tile_core(box, *size, self.tile_overlap))
             with self.backend.bind(tile_work) as network:
                 return self._guarded(network, tile_work)(tile)
 

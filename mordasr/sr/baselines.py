@@ -20,7 +20,7 @@ from mordasr.mor import RoutingPlan
 from mordasr.nets.loaders import PRETRAINED, load_network
 from mordasr.sr.manifest import loading, read_json_dataclass, write_manifest
 from mordasr.sr.protocol import ImageWork, Tiling
-from mordasr.sr.regions import RoutingMode
+from mordasr.sr.regions import REGION_WINDOW, RoutingMode
 from mordasr.sr.registry import check_model_type, register_model_type
 
 BACKBONE_FILE = "backbone.safetensors"
@@ -81,7 +81,12 @@ class PlainSR(_FixedScaleSR):
         return self.description
 
     def prepare(
-        self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"
+        self,
+        lr: Tensor,
+        scores: Tensor | None = None,
+        *,
+        routing: RoutingMode = "image",
+        region_window: int = REGION_WINDOW,
     ) -> ImageWork:
         """The backbone itself, with an empty plan: nothing is routed (whatever ``routing``)."""
         return ImageWork(self.backbone, RoutingPlan(None))
@@ -142,7 +147,12 @@ class BicubicSR(_FixedScaleSR):
         return "bicubic"
 
     def prepare(
-        self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"
+        self,
+        lr: Tensor,
+        scores: Tensor | None = None,
+        *,
+        routing: RoutingMode = "image",
+        region_window: int = REGION_WINDOW,
     ) -> ImageWork:
         """The interpolation itself, with an empty plan: nothing is routed (whatever
         ``routing``)."""

@@ -191,17 +191,23 @@ class MoRSuperResolver(nn.Module):
         return route(self.backbone, scores.float(), fold=fold)
 
     def prepare(
-        self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"
+        self,
+        lr: Tensor,
+        scores: Tensor | None = None,
+        *,
+        routing: RoutingMode = "image",
+        region_window: int = REGION_WINDOW,
     ) -> ImageWork:
         """The backbone and its folded plan for ``lr``: one fold per layer and image, however
         many tiles then run. ``routing="region"`` adds the region scores of ``lr``
-        (:meth:`region_scores`), from which every tile folds its own plan; ``plan`` is then the
-        one of the whole image's regions."""
+        (:meth:`region_scores` on windows of ``region_window`` pixels tiling the image), from
+        which every tile folds its own plan; ``plan`` is then the one of the whole image's
+        regions."""
         if check_routing(routing) == "image":
             return ImageWork(self.backbone, self.plan(lr, scores, fold=True))
         if scores is not None:
             raise ValueError("region routing scores every region itself: give no scores")
-        regions = self.region_scores(lr)
+        regions = self.region_scores(lr, window=region_window, stride=region_window)
         whole = regions.for_box((0, 0, *lr.shape[-2:]))
         return ImageWork(self.backbone, route(self.backbone, whole, fold=True), regions)
 

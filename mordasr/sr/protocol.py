@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from mordasr.mor import RoutingPlan, route
-from mordasr.sr.regions import RegionScores, RoutingMode, TileBox
+from mordasr.sr.regions import REGION_WINDOW, RegionScores, RoutingMode, TileBox
 
 Tiling = Literal["image", "latent"]
 """How large inputs are split: ``image`` tiles of one feed-forward network, or ``latent``
@@ -47,9 +47,10 @@ class ImageWork:
     is folded (:meth:`for_tile`); None: ``plan`` serves every tile."""
 
     def for_tile(self, box: TileBox) -> ImageWork:
-        """The work of the input tile ``box`` (top, left, bottom, right, LR pixels): this work
-        under per-image routing; under region routing the network with the plan folded for the
-        scores of the regions the tile covers (:meth:`RegionScores.for_box`)."""
+        """The work of a tile whose core is ``box`` (top, left, bottom, right, LR pixels; see
+        :func:`~mordasr.sr.regions.tile_core`): this work under per-image routing; under region
+        routing the network with the plan folded for the scores of the regions ``box`` covers
+        (:meth:`RegionScores.for_box`)."""
         if self.regions is None:
             return self
         return ImageWork(self.network, route(self.network, self.regions.for_box(box), fold=True))
@@ -109,13 +110,19 @@ class SRModel(Protocol):
         ...
 
     def prepare(
-        self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"
+        self,
+        lr: Tensor,
+        scores: Tensor | None = None,
+        *,
+        routing: RoutingMode = "image",
+        region_window: int = REGION_WINDOW,
     ) -> ImageWork | LatentWork:
         """The per-image work for ``lr`` (B, 3, h, w) in [0, 1], done once whatever tiles of it
         then run: scores (``scores`` replace the model's own estimate of ``lr``), the routing
         plan, prompts. :class:`ImageWork` for ``image`` tiling, :class:`LatentWork` for
-        ``latent``. ``routing="region"``: the scores of every region instead, for per-tile
-        plans (feed-forward MoR models; a model that routes nothing gives its one work)."""
+        ``latent``. ``routing="region"``: the scores of every region (windows of
+        ``region_window`` LR pixels) instead, for per-tile plans (feed-forward MoR models; a
+        model that routes nothing gives its one work)."""
         ...
 
     def to_inference(

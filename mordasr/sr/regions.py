@@ -14,7 +14,8 @@ windows (:class:`RegionGrid`), each scored in one of two ways (:data:`RegionSour
 
 The window scores are then smoothed over neighbouring regions (a Gaussian over the grid) so
 that neighbours do not flip between expert sets. A tile's scores are the region scores averaged
-over the windows it overlaps, weighted by the overlap's area (:meth:`RegionScores.for_box`).
+over the windows its core overlaps (:func:`tile_core`: the tile without the context it shares
+with its neighbours), weighted by the overlap's area (:meth:`RegionScores.for_box`).
 Which source routes by default, the window size and the tile size are to be settled by
 measurement; M3ESR's text, depth and segmentation modalities need weights that are not available
 offline and are not built.
@@ -182,6 +183,19 @@ class RegionScores:
         """The largest input tile side that keeps routing at the grid's granularity: a core of
         :data:`TILE_WINDOWS` windows plus ``overlap`` on each side."""
         return TILE_WINDOWS * max(self.grid.window) + 2 * overlap
+
+
+def tile_core(box: TileBox, height: int, width: int, overlap: int) -> TileBox:
+    """The core of the input tile ``box`` in an image of ``height`` x ``width``: ``overlap``
+    pixels in from every side that borders another tile (sides on the image's edge stay).
+    Its output comes mostly from the core, so the core, not the context it keeps, routes it."""
+    top, left, bottom, right = box
+    return (
+        top + overlap if top > 0 else top,
+        left + overlap if left > 0 else left,
+        bottom - overlap if bottom < height else bottom,
+        right - overlap if right < width else right,
+    )
 
 
 def relative_uncertainty_scores(image_scores: Tensor, uncertainty: Tensor) -> Tensor:

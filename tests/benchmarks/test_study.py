@@ -351,6 +351,14 @@ def test_mor_spatial_trains_on_window_scores_in_pools_of_its_own(mixed_study) ->
     assert not (out / "mor-region" / "seed0" / "train").exists()  # scores the mor run
 
 
+def test_mor_spatial_also_trains_on_crops_with_a_degradation_border(mixed_study) -> None:
+    out, _ = mixed_study
+    spatial = json.loads((out / "mor-spatial" / "seed0" / "train" / "config.json").read_text())
+    plain = json.loads((out / "mor" / "seed0" / "train" / "config.json").read_text())
+    presets = spatial["degradation"]["preset"]
+    assert presets == [*plain["degradation"]["preset"], "mordasr-halves"]
+
+
 def test_mor_spatial_and_mor_region_are_scored_with_region_routing_only(
     study: ModuleType, assets: Path, mixed_set: Path, mixed_study, tmp_path: Path, monkeypatch
 ) -> None:
@@ -363,9 +371,9 @@ def test_mor_spatial_and_mor_region_are_scored_with_region_routing_only(
     routings, forwards = [], []
     prepare, forward = study.MoRSuperResolver.prepare, study.MoRSuperResolver.forward
 
-    def prepare_spy(self, lr, scores=None, *, routing="image"):
-        routings.append(routing)
-        return prepare(self, lr, scores, routing=routing)
+    def prepare_spy(self, lr, scores=None, *, routing="image", region_window=64):
+        routings.append((routing, region_window))
+        return prepare(self, lr, scores, routing=routing, region_window=region_window)
 
     def forward_spy(self, lr, scores=None):
         forwards.append(scores)
@@ -375,11 +383,13 @@ def test_mor_spatial_and_mor_region_are_scored_with_region_routing_only(
     monkeypatch.setattr(study.MoRSuperResolver, "forward", forward_spy)
     monkeypatch.setattr(study, "train", lambda *args, **kwargs: pytest.fail("trained again"))
     assert study.main(_mixed_argv(assets, mixed_set, tmp_path / "out")) == 0
-    assert routings == ["region"] * 2 * 2 * (2 * 3 + 2)  # variants, seeds, groups' images, RealSR
+    window = study.REGION_GRID["region_window"]
+    assert routings == [("region", window)] * 2 * 2 * (2 * 3 + 2)  # 2 x 3 test images, 2 RealSR
     assert forwards == []
     for variant in ("mor-spatial", "mor-region"):
         result = json.loads((tmp_path / "out" / variant / "seed0" / "results.json").read_text())
         assert result["routing"] == "region" and "swap_change" not in result
+        assert result["region_grid"] == study.REGION_GRID
 
 
 def test_lr_grid_keeps_the_best_validation_rate_for_every_plain_lora_run(
@@ -415,6 +425,31 @@ def test_lr_grid_keeps_the_best_validation_rate_for_every_plain_lora_run(
     }
     lora0 = json.loads((tmp_path / "lora" / "seed0" / "results.json").read_text())
     assert lora0["lr_multiplier"] == 4.0
+
+
+def test_lora_bf16_trains_lora_under_bfloat16_at_its_rate_on_the_same_pool(
+    study: ModuleType, assets: Path, mixed_set: Path, tmp_path: Path, monkeypatch
+) -> None:
+    trained = {}
+
+    def fake_train(config, run_dir, progress):
+        trained[run_dir.parent.name] = config
+        return run_dir / "train" / "final"
+
+    monkeypatch.setattr(study, "train_run", fake_train)
+    monkeypatch.setattr(study, "validation_lpips", lambda model_dir, mixed: 0.5)
+    monkeypatch.setattr(study, "evaluate_mixed", lambda *args, **kwargs: {"eval_seconds": 0})
+    settings = study.MixedSettings(
+        str(assets / "tiny.yaml"), "d", 1, (), str(mixed_set), "val", None, ("lpips",),
+        (4.0,),
+    )  # fmt: skip
+    runner = study.MixedStudy(settings, study.load_mixed_set(mixed_set, "val"), tmp_path, False)
+    for variant in ("lora", "lora-bf16"):
+        runner.run(variant, 1)
+    plain, bf16 = trained["lora"], trained["lora-bf16"]
+    assert (plain.mixed_precision, bf16.mixed_precision) == ("no", "bf16")
+    assert bf16.model.variant == "lora" and bf16.optim.lr == pytest.approx(plain.optim.lr)
+    assert bf16.data.pool_cache == plain.data.pool_cache
 
 
 def test_the_lr_grid_trains_what_no_other_process_holds_and_waits_for_the_rest(

@@ -133,6 +133,35 @@ def test_each_half_away_from_the_border_is_routed_as_that_half_alone(
     assert (per_region[..., columns] - outputs[other]).abs().max() > ONE_LEVEL  # routing shows
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_finer_region_window_routes_a_narrow_image_by_its_halves(
+    model: MoRSuperResolver, half_and_half: Tensor, side: str
+) -> None:
+    narrow = torch.cat([half_and_half[..., :32, :32], half_and_half[..., :32, -32:]], dim=-1)
+    fine = {"tile": 48, "tile_overlap": 16, "backend": "torch", "region_window": 32}
+    per_region = Upscaler(model, routing="region", **fine).upscale_tensor(narrow)
+    half = narrow[..., :32] if side == "left" else narrow[..., 32:]
+    routed_as = Upscaler(with_estimator(model, Fixed(Brightness()(half[None]))), **TILES)
+    columns = slice(0, 4 * 24) if side == "left" else slice(4 * 40, None)
+    expected = routed_as.upscale_tensor(narrow)[..., columns]
+    assert (per_region[..., columns] - expected).abs().max() <= ONE_LEVEL
+
+
+def test_the_default_region_window_routes_a_narrow_image_as_one_region(
+    model: MoRSuperResolver, half_and_half: Tensor
+) -> None:
+    narrow = torch.cat([half_and_half[..., :32, :32], half_and_half[..., :32, -32:]], dim=-1)
+    coarse = {"tile": 48, "tile_overlap": 16, "backend": "torch"}
+    per_region = Upscaler(model, routing="region", **coarse).upscale_tensor(narrow)
+    per_image = Upscaler(model, **TILES).upscale_tensor(narrow)
+    assert (per_region - per_image).abs().max() <= ONE_LEVEL
+
+
+def test_a_region_window_below_the_estimators_side_is_refused(model: MoRSuperResolver) -> None:
+    with pytest.raises(ValueError, match="at least 32"):
+        Upscaler(model, routing="region", region_window=16, backend="torch")
+
+
 def test_onnxruntime_runs_each_tiles_own_plan(
     model: MoRSuperResolver, half_and_half: Tensor
 ) -> None:
@@ -158,6 +187,15 @@ def test_cli_upscales_with_region_routing(model_dir: Path, tmp_path: Path) -> No
 def test_cli_refuses_an_unknown_routing(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["upscale", str(tmp_path), "--model", str(model_dir), "--routing", "pixel"])
+
+
+def test_cli_refuses_a_region_window_below_the_estimators_side(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["upscale", str(tmp_path), "--model", str(model_dir), "--routing", "region"]
+    with pytest.raises(SystemExit):
+        main([*args, "--region-window", "16"])
+    assert "a region is at least 32 px, got 16" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("tile", [96, 160])

@@ -17,6 +17,7 @@ from mordasr.sr.regions import (
     RegionScores,
     relative_uncertainty_scores,
     smooth,
+    tile_core,
     window_starts,
 )
 
@@ -35,6 +36,11 @@ def test_windows_cover_the_image_at_most_a_stride_apart() -> None:
     assert starts[0] == 0 and starts[-1] == 200 - 64
     assert max(b - a for a, b in itertools.pairwise(starts)) <= 32
     assert window_starts(50, 64, 32) == [0]
+
+
+def test_a_tile_core_drops_the_context_it_shares_with_its_neighbours() -> None:
+    assert tile_core((0, 16, 48, 64), 48, 64, 16) == (0, 32, 48, 64)  # last column, one row
+    assert tile_core((16, 0, 64, 64), 96, 64, 16) == (32, 0, 48, 64)  # a middle row
 
 
 def test_an_image_smaller_than_a_window_is_one_region_of_its_own_size() -> None:

@@ -24,7 +24,7 @@ from mordasr.mor import merge_shared
 from mordasr.sr.manifest import loading, write_manifest
 from mordasr.sr.mor_sr import ESTIMATOR_FILE, estimate_scores
 from mordasr.sr.protocol import LatentWork, Tiling
-from mordasr.sr.regions import RoutingMode
+from mordasr.sr.regions import REGION_WINDOW, RoutingMode
 from mordasr.sr.registry import check_model_type, register_model_type
 from mordasr.sr.sd.config import OneStepConfig
 from mordasr.sr.sd.generator import ADAPTERS_NAME, CONFIG_NAME, OneStepGenerator, read_config
@@ -112,7 +112,12 @@ class OneStepSR(nn.Module):
         return self.config.unet_mor.score_dim
 
     def prepare(
-        self, lr: Tensor, scores: Tensor | None = None, *, routing: RoutingMode = "image"
+        self,
+        lr: Tensor,
+        scores: Tensor | None = None,
+        *,
+        routing: RoutingMode = "image",
+        region_window: int = REGION_WINDOW,
     ) -> LatentWork:
         """The stages for ``lr``, conditioned once: scores (default: the estimate), prompt
         embeddings, and the UNet's plan folded once for every latent tile (per-image routing
