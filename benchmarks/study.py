@@ -70,7 +70,7 @@ percentile of ``|difference|`` in 8-bit levels.
       for i in 1 2; do
         OMP_NUM_THREADS=1 python benchmarks/study.py --mixed /work/data/mixed_dev \\
           --config configs/study_mixed.yaml --variants lora lora-16 mor mor-no-zero mor-frozen \\
-          mor-spatial mor-region \\
+          mor-spatial mor-region lora-bf16 default backbone \\
           --seeds 3 --steps 400 --lr-grid 1 4 16 --ceilings --realsr --out runs/study_mixed \\
           --quiet > runs/study_mixed_$i.log 2>&1 &
       done; wait
