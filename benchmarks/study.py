@@ -432,6 +432,8 @@ them), 48-px tiles keeping 16 px of context (a 64-px image is 2 x 2 tiles, each 
 region its core covers). A training crop of the CPU recipe (32 LR px) is one such region."""
 REGION_ROUTED = (SPATIAL, REGION)
 """The variants scored with region routing (every other one per image)."""
+PER_IMAGE = "mor"
+"""The per-image routed model the region-routed variants are also compared with."""
 SPECIALIST = "specialist"
 SPECIALIST_PRESETS = {
     "clean": "bicubic",
@@ -1180,6 +1182,8 @@ def summarise_mixed(
             row["vs_lora"] = versus_baseline(runs, baseline, groups)
         if variant != SHIPPED and shipped:
             row["vs_default"] = versus_baseline(runs, shipped, groups)
+        if variant in REGION_ROUTED:
+            row["vs_mor"] = versus_baseline(runs, study.collect(PER_IMAGE, seeds), groups)
         summary["variants"][variant] = row
     if shipped:
         summary["shipping"] = shipping_rule(summary)
@@ -1356,8 +1360,9 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
     region = [v for v in REGION_ROUTED if v in summary["variants"]]
     if region:
         lines += ["", f"{' and '.join(region)}: region routing (every tile routed by the "
-                  "scores of the regions it covers; real experts: mean over each image's "
+                  "scores of the regions its core covers; real experts: mean over each image's "
                   "regions)."]  # fmt: skip
+        lines += region_table({v: summary["variants"][v] for v in region}, summary["groups"])
     for variant, grid in summary.get("lr_grid", {}).items():
         lines += ["", f"| {variant} lr × | validation LPIPS |", "|---|---|"]
         for multiplier, value in grid["validation_lpips"].items():
@@ -1379,6 +1384,24 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
     if "shipping" in summary:
         lines += ["", *shipping_table(summary["shipping"])]
     return "\n".join(lines)
+
+
+def region_table(rows: dict[str, Any], groups: Sequence[str]) -> list[str]:
+    """The region-routed variants against per-image routing (``mor``), per group and pooled."""
+    lines = [
+        "",
+        f"| variant | group | ΔLPIPS vs {PER_IMAGE} [95% CI] | p (Holm) | verdict (±{MARGIN}) |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, row in rows.items():
+        for group in [POOLED, *groups, REALSR]:
+            test = row.get("vs_mor", {}).get(group)
+            if test is not None:
+                lines.append(
+                    f"| {variant} | {group} | {_interval(test)} | {test['p_holm']:.3g} | "
+                    f"{test['verdict']} |"
+                )
+    return lines
 
 
 def shipping_table(shipping: dict[str, Any]) -> list[str]:

@@ -287,6 +287,16 @@ def test_mixed_study_table_has_every_variant_group_and_ceiling(mixed_study) -> N
     )
 
 
+def test_region_routed_variants_are_also_compared_with_per_image_mor(mixed_study) -> None:
+    out, printed = mixed_study
+    summary = json.loads((out / "summary.json").read_text())
+    for variant in ("mor-spatial", "mor-region"):
+        versus = summary["variants"][variant]["vs_mor"]
+        assert set(versus) == {"pooled", *MIXED_GROUPS, "RealSR"}
+        assert f"| {variant} | pooled | {versus['pooled']['mean']:+.4f}" in printed
+    assert "vs_mor" not in summary["variants"]["mor-frozen"]
+
+
 def test_mixed_runs_score_every_test_image_of_every_group(mixed_study) -> None:
     out, _ = mixed_study
     for variant in ("lora", "mor", "mor-frozen", "mor-spatial", "mor-region"):
