@@ -28,7 +28,7 @@ from mordasr.schema import SchemaError, describe, from_mapping, suggest
 from mordasr.sr.mor_sr import SRModelSpec
 from mordasr.sr.sd import OneStepConfig
 
-MixedPrecision = Literal["no", "fp16", "bf16"]
+MixedPrecision = Literal["no", "fp16", "bf16", "auto"]
 RouterScoresFrom = Literal["image", "windows"]
 T = TypeVar("T")
 
@@ -257,6 +257,9 @@ class TrainConfig:
     """Every random choice of step t derives from (seed, t, process), so resuming is exact."""
     total_steps: int = 1000
     mixed_precision: MixedPrecision = "no"
+    """Autocast precision: ``no`` (float32), ``fp16``, ``bf16``, or ``auto``: bf16 where the
+    hardware computes it natively (CPUs with AMX or AVX512-BF16, CUDA devices with bf16), float32
+    elsewhere. The run's ``config.json`` records the one used."""
     gradient_accumulation_steps: int = 1
     """Micro-batches summed per update; gradients are synchronised across processes on the last."""
     checkpoint_every: int = 250

@@ -6,19 +6,21 @@ import csv
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from mordasr.infer.cpu import cpu_features
 from mordasr.train.checkpoint import (
     latest_verified_checkpoint,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
-from mordasr.train.config import TrainConfig
+from mordasr.train.config import MixedPrecision, TrainConfig
 from mordasr.train.data import step_generator
 from mordasr.train.ema import EMA
 from mordasr.train.task import TASKS, TrainTask
@@ -132,6 +134,16 @@ def build_task(config: TrainConfig, accelerator: Any) -> TrainTask:
     return TASKS[config.task](config, accelerator)
 
 
+def resolve_mixed_precision(value: MixedPrecision, cpu: bool) -> MixedPrecision:
+    """``value``, with ``auto`` made concrete: ``bf16`` where the device computes bfloat16
+    natively (a CPU with AMX or AVX512-BF16, a CUDA device with bf16), else ``no``. Detected,
+    never assumed: bf16 autocast on a CPU without it is slower than float32."""
+    if value != "auto":
+        return value
+    native = cpu_features().native_bfloat16 if cpu else torch.cuda.is_bf16_supported()
+    return "bf16" if native else "no"
+
+
 def make_accelerator(config: TrainConfig, cpu: bool | None = None) -> Any:
     """An ``accelerate.Accelerator`` for the config (CPU when no CUDA device is present).
 
@@ -143,7 +155,8 @@ def make_accelerator(config: TrainConfig, cpu: bool | None = None) -> Any:
     if cpu is None:
         cpu = not torch.cuda.is_available()
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(mixed_precision=config.mixed_precision, cpu=cpu, kwargs_handlers=[ddp])
+    precision = resolve_mixed_precision(config.mixed_precision, cpu)
+    return Accelerator(mixed_precision=precision, cpu=cpu, kwargs_handlers=[ddp])
 
 
 def train(
@@ -166,6 +179,7 @@ def train(
     output_dir = Path(config.output_dir)
     claim_output_dir(output_dir, config.task)
     accelerator = make_accelerator(config, cpu=cpu)
+    config = replace(config, mixed_precision=accelerator.mixed_precision)
     torch.manual_seed(config.seed)
     task = build_task(config, accelerator)
     try:

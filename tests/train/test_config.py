@@ -115,7 +115,10 @@ SD = "task: sd21-mor\n"
         ("total_steps: ten\n", "total_steps: expected int, got str 'ten'"),
         ("totl_steps: 3\n", "totl_steps: unknown key (did you mean 'total_steps'?)"),
         ("task: sd21-mro\n", "task: unknown task 'sd21-mro' (did you mean 'sd21-mor'?)"),
-        ("mixed_precision: fp32\n", "mixed_precision: expected one of 'no', 'fp16', 'bf16'"),
+        (
+            "mixed_precision: fp32\n",
+            "mixed_precision: expected one of 'no', 'fp16', 'bf16', 'auto'",
+        ),
         ("tensorboard: 1\n", "tensorboard: expected bool, got int 1"),
         ("data: {batch_sise: 2}\n", "data.batch_sise: unknown key (did you mean 'batch_size'?)"),
         ("data: {hr_dirs: images}\n", "data.hr_dirs: expected a list of str, got str 'images'"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -18,14 +19,16 @@ from launch_helpers import free_port
 from PIL import Image
 
 from mordasr.degrade import PRESETS
+from mordasr.infer.cpu import CpuFeatures
 from mordasr.mor import route
 from mordasr.nets.rrdbnet import RRDBNet
 from mordasr.sr.mor_sr import MoRSuperResolver
+from mordasr.train import trainer
 from mordasr.train.checkpoint import list_checkpoints, load_checkpoint
 from mordasr.train.cli import apply_overrides
 from mordasr.train.config import ConfigError, TrainConfig, from_dict
 from mordasr.train.data import step_generator
-from mordasr.train.trainer import build_task, make_accelerator, train
+from mordasr.train.trainer import build_task, make_accelerator, resolve_mixed_precision, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,6 +142,30 @@ def test_a_bare_no_for_mixed_precision_means_no(assets: Path, tmp_path: Path) ->
     assert cfg.mixed_precision == "no"
     with pytest.raises(ValueError, match="mixed_precision"):
         apply_overrides(cfg, ["mixed_precision=fp32"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [({"amx_bf16"}, "bf16"), ({"avx512_bf16"}, "bf16"), ({"avx2"}, "no")]
+)
+def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it_natively(
+    monkeypatch: pytest.MonkeyPatch, flags: set[str], expected: str
+) -> None:
+    monkeypatch.setattr(trainer, "cpu_features", lambda: CpuFeatures("x86_64", frozenset(flags)))
+    assert resolve_mixed_precision("auto", cpu=True) == expected
+
+
+def test_a_set_precision_is_kept_whatever_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer, "cpu_features", lambda: CpuFeatures("x86_64", frozenset()))
+    assert resolve_mixed_precision("bf16", cpu=True) == "bf16"
+
+
+def test_a_run_with_auto_precision_records_the_one_it_used(
+    assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trainer, "cpu_features", lambda: CpuFeatures("x86_64", frozenset()))
+    out = tmp_path / "run"
+    train(_config(assets, out, total_steps=1, mixed_precision="auto"), progress=False, cpu=True)
+    assert json.loads((out / "config.json").read_text())["mixed_precision"] == "no"
 
 
 def test_overrides_reach_nested_fields(assets: Path, tmp_path: Path) -> None:
