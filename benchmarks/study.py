@@ -1204,6 +1204,7 @@ def summarise_mixed(
             grid = paired_grid(runs, baseline, group)
             if grid.size:
                 estimate = hierarchical_bootstrap(grid)
+                train_seconds = _mean_over(runs, lambda r: r.get("train_seconds"))
                 summary["specialists"][group] = {
                     "preset": runs[0]["preset"],
                     "seeds": [r["seed"] for r in runs],
@@ -1217,7 +1218,7 @@ def summarise_mixed(
                         estimate.p_value,
                         verdict(estimate.ci_low, estimate.ci_high, MARGIN),
                     ),
-                    "train_minutes": _mean_over(runs, lambda r: r.get("train_seconds")),
+                    "train_minutes": None if train_seconds is None else train_seconds / 60,
                 }
     grid_record = study.out / "lr_grid.json"
     if grid_record.is_file():
@@ -1372,14 +1373,15 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
         lines += [
             "",
             "| specialist (own group) | preset | seeds | LPIPS | lora LPIPS | "
-            "Δ vs lora [95% CI] | verdict |",
-            "|---|---|---|---|---|---|---|",
+            "Δ vs lora [95% CI] | verdict | train min |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for group, row in summary["specialists"].items():
+            minutes = row["train_minutes"]
             lines.append(
                 f"| {group} | {row['preset']} | {len(row['seeds'])} | {row['lpips']:.4f} | "
                 f"{row['lpips_lora']:.4f} | {_interval(row['vs_lora'])} | "
-                f"{row['vs_lora']['verdict']} |"
+                f"{row['vs_lora']['verdict']} | {'—' if minutes is None else f'{minutes:.1f}'} |"
             )
     if "shipping" in summary:
         lines += ["", *shipping_table(summary["shipping"])]

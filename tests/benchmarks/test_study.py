@@ -316,6 +316,14 @@ def test_mixed_runs_score_every_test_image_of_every_group(mixed_study) -> None:
     assert list(specialist["groups"]) == ["mild"] and specialist["preset"] == "mordasr-mild"
 
 
+def test_a_specialists_training_time_is_reported_in_minutes(mixed_study) -> None:
+    out, _ = mixed_study
+    run = json.loads((out / "specialist-mild" / "seed0" / "results.json").read_text())
+    row = json.loads((out / "summary.json").read_text())["specialists"]["mild"]
+    assert row["train_minutes"] == pytest.approx(run["train_seconds"] / 60)
+    assert f"| {row['train_minutes']:.1f} |" in (out / "table.md").read_text()
+
+
 def test_a_finished_mixed_study_reruns_without_training_or_scoring(
     study: ModuleType, assets: Path, mixed_set: Path, mixed_study, capsys, monkeypatch
 ) -> None:
