@@ -179,6 +179,9 @@ def train(
     output_dir = Path(config.output_dir)
     claim_output_dir(output_dir, config.task)
     accelerator = make_accelerator(config, cpu=cpu)
+    if config.mixed_precision == "auto" and accelerator.is_main_process:
+        chosen = accelerator.mixed_precision
+        print(f"mordasr train: mixed_precision auto: {chosen}", file=sys.stderr)
     config = replace(config, mixed_precision=accelerator.mixed_precision)
     torch.manual_seed(config.seed)
     task = build_task(config, accelerator)

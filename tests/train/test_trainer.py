@@ -159,13 +159,14 @@ def test_a_set_precision_is_kept_whatever_the_cpu(monkeypatch: pytest.MonkeyPatc
     assert resolve_mixed_precision("bf16", cpu=True) == "bf16"
 
 
-def test_a_run_with_auto_precision_records_the_one_it_used(
-    assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_run_with_auto_precision_says_and_records_the_one_it_used(
+    assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setattr(trainer, "cpu_features", lambda: CpuFeatures("x86_64", frozenset()))
     out = tmp_path / "run"
     train(_config(assets, out, total_steps=1, mixed_precision="auto"), progress=False, cpu=True)
     assert json.loads((out / "config.json").read_text())["mixed_precision"] == "no"
+    assert "mixed_precision auto: no" in capsys.readouterr().err
 
 
 def test_overrides_reach_nested_fields(assets: Path, tmp_path: Path) -> None:
