@@ -324,6 +324,55 @@ def compare_sets(mild: SetRouting, severe: SetRouting) -> dict[str, Any]:
     }
 
 
+def _jaccard(first: list[int], second: list[int], num_real: int) -> float:
+    """Overlap of the real experts among two kept-slot lists (two empty sets count as equal)."""
+    real_a = {i for i in first if i < num_real}
+    real_b = {i for i in second if i < num_real}
+    union = real_a | real_b
+    return len(real_a & real_b) / len(union) if union else 1.0
+
+
+def kept_overlap(a: SetRouting, b: SetRouting) -> float:
+    """How alike the real experts are that the same image keeps under two degradations: the
+    Jaccard overlap of the two kept sets (zero experts left out), averaged over images and
+    layers. 1: the routers pick the same experts whatever the degradation; the real-expert
+    counts alone cannot tell that from routing by kind."""
+    if a.images != b.images:
+        raise ValueError("compare sets built from the same images")
+    overlaps = [
+        _jaccard(kept_a, kept_b, first.num_real)
+        for name, first in a.layers.items()
+        for kept_a, kept_b in zip(
+            first.indices.tolist(), b.layers[name].indices.tolist(), strict=True
+        )
+    ]
+    return sum(overlaps) / len(overlaps)
+
+
+def within_overlap(s: SetRouting) -> float:
+    """The same overlap between different images under one degradation (every pair, every
+    layer): how much the choice follows the degradation rather than the image. 1 for a set of
+    one image."""
+    overlaps = []
+    for routing in s.layers.values():
+        kept = routing.indices.tolist()
+        overlaps += [
+            _jaccard(kept[i], kept[j], routing.num_real)
+            for i in range(len(kept))
+            for j in range(i + 1, len(kept))
+        ]
+    return sum(overlaps) / len(overlaps) if overlaps else 1.0
+
+
+def overlap_table(sets: list[SetRouting]) -> dict[str, dict[str, float]]:
+    """:func:`kept_overlap` of every pair of ``sets``, by name; on the diagonal, a set's
+    :func:`within_overlap` (different images, the same degradation)."""
+    return {
+        a.name: {b.name: within_overlap(a) if a is b else kept_overlap(a, b) for b in sets}
+        for a in sets
+    }
+
+
 def set_summary(s: SetRouting) -> dict[str, Any]:
     """Means of one set: severity, real and zero experts kept per layer."""
     zero = torch.stack([r.num_zero.float() for r in s.layers.values()]).mean(dim=0)

@@ -128,6 +128,20 @@ def report_text(summary: dict[str, Any], command: str) -> str:
             f"| {name} | {s['images']} | {s['mean_severity']:.3f} | "
             f"{s['mean_real_experts_per_layer']:.3f} | {s['mean_zero_experts_per_layer']:.3f} |"
         )
+    names = list(summary["kept_overlap"])
+    lines += [
+        "",
+        "## Which experts: the same image under two degradations",
+        "",
+        "Jaccard overlap of the real experts kept by the same image under the row's and the "
+        "column's degradation (averaged over images and layers; 1: the same experts). On the "
+        "diagonal: different images under the same degradation, for comparison.",
+        "",
+        "| set | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for name, row in summary["kept_overlap"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[n]:.3f}" for n in names) + " |")
     layer = summary["frequency_layer"]
     lines += [
         "",
@@ -234,6 +248,7 @@ def analyse(
         "sets": {name: analysis.set_summary(s) for name, s in sets.items()},
         "comparison": analysis.compare_sets(severity_sets[0], severity_sets[-1]),
         "pearson_severity_real_experts": analysis.severity_correlation(list(sets.values())),
+        "kept_overlap": analysis.overlap_table(list(sets.values())),
     }
     if model is not None:
         summary["swap_change"] = analysis.swap_change(

@@ -149,6 +149,21 @@ def test_the_default_frequency_layer_is_the_one_whose_choices_vary() -> None:
     assert analysis.most_varied_layer([s]) == "varied"
 
 
+def test_kept_overlap_is_the_jaccard_of_real_experts_averaged_over_images_and_layers() -> None:
+    a = hand_made_set("a", {"x": [[0, 1], [0, 3]], "y": [[3, 4], [2, 1]]})
+    b = hand_made_set("b", {"x": [[1, 2], [0, 4]], "y": [[4, 3], [1, 2]]})
+    # x: {0,1} vs {1,2} -> 1/3; {0} vs {0} -> 1. y: nothing vs nothing -> 1; {1,2} vs {1,2} -> 1.
+    assert analysis.kept_overlap(a, b) == pytest.approx((1 / 3 + 1 + 1 + 1) / 4)
+    assert analysis.overlap_table([a, b])["b"]["a"] == analysis.kept_overlap(a, b)
+
+
+def test_within_overlap_compares_every_pair_of_images_of_a_set() -> None:
+    s = hand_made_set("s", {"x": [[0, 1], [0, 2], [0, 1]]})
+    # {0,1}-{0,2}: 1/3, {0,1}-{0,1}: 1, {0,2}-{0,1}: 1/3
+    assert analysis.within_overlap(s) == pytest.approx((1 / 3 + 1 + 1 / 3) / 3)
+    assert analysis.overlap_table([s])["s"]["s"] == analysis.within_overlap(s)
+
+
 def test_sets_of_different_images_are_not_compared() -> None:
     a = hand_made_set("a", {"conv": [[0, 1], [0, 1]]})
     b = hand_made_set("b", {"conv": [[0, 1], [0, 1], [0, 1]]})

@@ -82,6 +82,15 @@ def test_report_answers_the_severity_question_with_the_summary_numbers(analysed:
     assert summary["images"] == 3 and summary["top_k"] == 2
 
 
+def test_report_gives_the_kept_expert_overlap_of_every_pair_of_sets(analysed: Path) -> None:
+    overlap = json.loads((analysed / "summary.json").read_text())["kept_overlap"]
+    assert list(overlap) == ["mordasr-mild", "mordasr-severe", "blur", "noise", "jpeg"]
+    assert all(0.0 <= value <= 1.0 for row in overlap.values() for value in row.values())
+    row = overlap["mordasr-mild"]
+    line = "| mordasr-mild | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |"
+    assert line in (analysed / "report.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("model_path", "options", "message"),
     [
