@@ -1119,6 +1119,12 @@ def _mean_over(runs: list[dict[str, Any]], pick: Any) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _mean_minutes(runs: list[dict[str, Any]], pick: Any) -> float | None:
+    """:func:`_mean_over` of a time in seconds, in minutes."""
+    seconds = _mean_over(runs, pick)
+    return None if seconds is None else seconds / 60
+
+
 def metric_means(
     runs: list[dict[str, Any]], groups: tuple[str, ...], metrics: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -1167,13 +1173,11 @@ def summarise_mixed(
                 k: _mean_over(runs, lambda r, k=k: r.get("swap_change", {}).get(k))
                 for k in ("mean", "p99")
             },
-            "train_minutes": _mean_over(runs, lambda r: r.get("train_seconds")),
-            "eval_minutes": _mean_over(runs, lambda r: r["eval_seconds"]),
+            "train_minutes": _mean_minutes(runs, lambda r: r.get("train_seconds")),
+            "eval_minutes": _mean_minutes(runs, lambda r: r["eval_seconds"]),
             "train_seconds": {r["seed"]: r.get("train_seconds") for r in runs},
             "eval_seconds": {r["seed"]: r["eval_seconds"] for r in runs},
         }
-        for key in ("train_minutes", "eval_minutes"):
-            row[key] = None if row[key] is None else row[key] / 60
         if variant == FROZEN:
             row["frozen_source"] = runs[0]["frozen_source"]
         if variant in FIXED_STRENGTH:
@@ -1204,7 +1208,6 @@ def summarise_mixed(
             grid = paired_grid(runs, baseline, group)
             if grid.size:
                 estimate = hierarchical_bootstrap(grid)
-                train_seconds = _mean_over(runs, lambda r: r.get("train_seconds"))
                 summary["specialists"][group] = {
                     "preset": runs[0]["preset"],
                     "seeds": [r["seed"] for r in runs],
@@ -1218,7 +1221,7 @@ def summarise_mixed(
                         estimate.p_value,
                         verdict(estimate.ci_low, estimate.ci_high, MARGIN),
                     ),
-                    "train_minutes": None if train_seconds is None else train_seconds / 60,
+                    "train_minutes": _mean_minutes(runs, lambda r: r.get("train_seconds")),
                 }
     grid_record = study.out / "lr_grid.json"
     if grid_record.is_file():

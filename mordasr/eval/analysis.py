@@ -290,6 +290,13 @@ def most_varied_layer(sets: list[SetRouting]) -> str:
     return best
 
 
+def _require_same_images(a: SetRouting, b: SetRouting) -> None:
+    """Paired comparisons need the same images in the same order (as :func:`analyse_set` makes
+    them from one image list)."""
+    if a.images != b.images:
+        raise ValueError("compare sets built from the same images")
+
+
 def compare_sets(mild: SetRouting, severe: SetRouting) -> dict[str, Any]:
     """Whether ``severe`` keeps more real experts than ``mild``, on average and image by image.
 
@@ -299,8 +306,7 @@ def compare_sets(mild: SetRouting, severe: SetRouting) -> dict[str, Any]:
     ``s W_g``, whose order does not change when ``s`` is scaled, so near 1 the two sets keep
     nearly the same experts however different their severities.
     """
-    if mild.images != severe.images:
-        raise ValueError("compare sets built from the same images")
+    _require_same_images(mild, severe)
     diff = severe.real_experts() - mild.real_experts()
     return {
         "mild": mild.name,
@@ -337,8 +343,7 @@ def kept_overlap(a: SetRouting, b: SetRouting) -> float:
     Jaccard overlap of the two kept sets (zero experts left out), averaged over images and
     layers. 1: the routers pick the same experts whatever the degradation; the real-expert
     counts alone cannot tell that from routing by kind."""
-    if a.images != b.images:
-        raise ValueError("compare sets built from the same images")
+    _require_same_images(a, b)
     overlaps = [
         _jaccard(kept_a, kept_b, first.num_real)
         for name, first in a.layers.items()
