@@ -38,9 +38,12 @@ percentile of ``|difference|`` in 8-bit levels.
   image of the development set is then 2 x 2 regions and 2 x 2 tiles, and a ``mixed-halves``
   image's border lies between its regions, so each half is routed mostly by its own scores.
   ``mor-region`` (evaluation only): the ``mor`` run of each seed scored the same way, so that
-  the table separates routing per region (and its tiling) from training for it. Their real
-  experts are the mean over the regions of each image, and they have no swap change (no one
-  router input per image to swap).
+  the table separates routing per region from training for it; ``mor-tiled`` (evaluation
+  only): the ``mor`` run routed per image but cut into the same tiles, so that it separates
+  routing per region from the tiling it needs (48-px tiles with 16 px of context change a 64-px
+  image's output beside the whole image at once). The region-routed variants are compared with
+  both. Their real experts are the mean over the regions of each image, and they have no swap
+  change (no one router input per image to swap).
 * ``lora-bf16``: ``lora`` trained under bfloat16 autocast (``mixed_precision: bf16``; AMX
   on CPUs that have it), on the same pool and at the same rate: paired with ``lora`` seed by
   seed, it says whether the faster training gives the same model.
@@ -70,7 +73,7 @@ percentile of ``|difference|`` in 8-bit levels.
       for i in 1 2; do
         OMP_NUM_THREADS=1 python benchmarks/study.py --mixed /work/data/mixed_dev \\
           --config configs/study_mixed.yaml --variants lora lora-16 mor mor-no-zero mor-frozen \\
-          mor-spatial mor-region lora-bf16 default backbone \\
+          mor-spatial mor-region mor-tiled lora-bf16 default backbone \\
           --seeds 3 --steps 400 --lr-grid 1 4 16 --ceilings --realsr --out runs/study_mixed \\
           --quiet > runs/study_mixed_$i.log 2>&1 &
       done; wait
@@ -410,7 +413,9 @@ SPATIAL = "mor-spatial"
 """``mor`` trained on the region scores of its crops, scored with region routing."""
 REGION = "mor-region"
 """The evaluation-only variant: each ``mor`` run scored with region routing."""
-EVALUATED_FROM = {FROZEN: FROZEN_FROM, REGION: "mor"}
+TILED = "mor-tiled"
+"""The evaluation-only variant: each ``mor`` run routed per image, tiled as region routing is."""
+EVALUATED_FROM = {FROZEN: FROZEN_FROM, REGION: "mor", TILED: "mor"}
 """The evaluation-only variants and the variant whose runs each scores."""
 BFLOAT16 = "lora-bf16"
 """``lora`` trained under bfloat16 autocast: whether the faster training gives the same model."""
@@ -432,6 +437,8 @@ them), 48-px tiles keeping 16 px of context (a 64-px image is 2 x 2 tiles, each 
 region its core covers). A training crop of the CPU recipe (32 LR px) is one such region."""
 REGION_ROUTED = (SPATIAL, REGION)
 """The variants scored with region routing (every other one per image)."""
+ON_REGION_GRID = (*REGION_ROUTED, TILED)
+"""The variants scored on :data:`REGION_GRID`'s tiles (every other one whole)."""
 PER_IMAGE = "mor"
 """The per-image routed model the region-routed variants are also compared with."""
 SPECIALIST = "specialist"
@@ -590,21 +597,28 @@ def score_group(
     keep: dict[str, torch.Tensor] | None = None,
     routing: RoutingMode = "image",
     strength: float = 1.0,
+    tiled: bool = False,
 ) -> dict[str, Any]:
     """Per image: ``metrics`` of the 8-bit SR output and, for a routed model, the real experts
     kept; every image routed by ``scores`` if given, else by its own router input, or with
     ``routing="region"`` upscaled by :class:`~mordasr.infer.pipeline.Upscaler` under region
     routing on :data:`REGION_GRID` (the real experts then averaged over the image's regions).
-    A ``strength`` other than 1 runs through the ``Upscaler`` too (0: the plain backbone, no
-    real experts). The float outputs are kept in ``keep`` (by id) when given."""
-    if (routing == "region" or strength != 1.0) and scores is not None:
-        raise ValueError("region routing and strength route every image itself: give no scores")
+    ``tiled`` cuts an image routed per image into the same tiles; a ``strength`` other than 1
+    runs through the ``Upscaler`` too (0: the plain backbone, no real experts). The float
+    outputs are kept in ``keep`` (by id) when given."""
+    through_upscaler = routing == "region" or tiled or strength != 1.0
+    if through_upscaler and scores is not None:
+        raise ValueError("region routing, tiles and strength route every image itself: no scores")
     functions = metric_functions()
     routed = is_routed(model) and strength != 0.0
     upscaler = None
-    if routing == "region" or strength != 1.0:
+    if through_upscaler:
         device = next(model.parameters()).device
-        grid: dict[str, Any] = REGION_GRID if routing == "region" else {"tile": None}
+        grid: dict[str, Any] = {"tile": None}
+        if routing == "region":
+            grid = REGION_GRID
+        elif tiled:
+            grid = {"tile": REGION_GRID["tile"], "tile_overlap": REGION_GRID["tile_overlap"]}
         upscaler = Upscaler(
             model,
             device=device,
@@ -670,15 +684,17 @@ def evaluate_mixed(
     scores: torch.Tensor | None = None,
     routing: RoutingMode = "image",
     strength: float = 1.0,
+    tiled: bool = False,
 ) -> dict[str, Any]:
-    """Every group (or ``groups``) of the test split, routed as ``routing`` says and run at
-    ``strength`` (:func:`score_group`); for a routed model routed per image by its own inputs,
-    the score-swap output change."""
+    """Every group (or ``groups``) of the test split, routed as ``routing`` says, tiled as
+    ``tiled`` says and run at ``strength`` (:func:`score_group`); for a routed model routed per
+    image by its own inputs, whole, the score-swap output change."""
     started = time.time()
     model = MoRSuperResolver.from_pretrained(model_dir)
     swap = (
         scores is None
         and routing == "image"
+        and not tiled
         and strength == 1.0
         and is_routed(model)
         and {SWAP_OWN, SWAP_OTHER} <= set(mixed.groups)
@@ -694,6 +710,7 @@ def evaluate_mixed(
             kept if swap and group == SWAP_OWN else None,
             routing,
             strength,
+            tiled,
         )
         for group in groups or mixed.groups
     }
@@ -716,11 +733,14 @@ def evaluate_realsr(
     scores: torch.Tensor | None = None,
     routing: RoutingMode = "image",
     strength: float = 1.0,
+    tiled: bool = False,
 ) -> dict[str, Any]:
     """``metrics`` per RealSR pair, the model run as in its mixed-set scoring."""
     started = time.time()
     model = MoRSuperResolver.from_pretrained(model_dir)
-    result = score_group(model, pairs, metrics, scores, routing=routing, strength=strength)
+    result = score_group(
+        model, pairs, metrics, scores, routing=routing, strength=strength, tiled=tiled
+    )
     return {
         "model_dir": str(model_dir),
         "images": [hr.name for _, hr in pairs],
@@ -879,6 +899,7 @@ class MixedStudy:
                 None if scores is None else torch.tensor([scores]),
                 result.get("routing", "image"),
                 FIXED_STRENGTH.get(variant, 1.0),
+                result.get("tiled", False),
             )
 
         run_dir = self.out / variant / f"seed{0 if variant in FIXED_STRENGTH else seed}"
@@ -908,8 +929,8 @@ class MixedStudy:
             return json.loads((run_dir / "results.json").read_text())
         if variant == FROZEN:
             return self._frozen(seed)
-        if variant == REGION:
-            return self._region(seed)
+        if variant in (REGION, TILED):
+            return self._on_region_grid(variant, seed)
         multiplier = self.multiplier(variant)
         model_variant, overrides = TRAINED_AS.get(variant, (variant, ()))
         pool = f"{variant}-seed{seed}" if variant in OWN_POOLS else f"seed{seed}"
@@ -969,21 +990,27 @@ class MixedStudy:
             raise Busy(message)
         return source_run / "train" / "final"
 
-    def _region(self, seed: int) -> dict[str, Any]:
-        """The ``mor`` run of ``seed`` scored with region routing."""
-        model_dir = self._evaluated_model(REGION, seed)
+    def _on_region_grid(self, variant: str, seed: int) -> dict[str, Any]:
+        """The ``mor`` run of ``seed`` scored on :data:`REGION_GRID`'s tiles: routed per region
+        (``mor-region``) or per image (``mor-tiled``)."""
+        model_dir = self._evaluated_model(variant, seed)
+        routing: RoutingMode = "region" if variant == REGION else "image"
+        tiled = variant == TILED
 
         def make() -> dict[str, Any]:
             return {
-                "variant": REGION,
+                "variant": variant,
                 "seed": seed,
-                "routing": "region",
+                "routing": routing,
+                **({"tiled": True} if tiled else {}),
                 "region_grid": REGION_GRID,
-                **evaluate_mixed(self.settings, self.mixed, model_dir, routing="region"),
+                **evaluate_mixed(
+                    self.settings, self.mixed, model_dir, routing=routing, tiled=tiled
+                ),
                 "train_seconds": 0.0,
             }
 
-        return self._once(self.out / REGION / f"seed{seed}", f"{REGION} seed {seed}", make)
+        return self._once(self.out / variant / f"seed{seed}", f"{variant} seed {seed}", make)
 
     def _frozen(self, seed: int) -> dict[str, Any]:
         """The ``mor`` run of ``seed`` scored with every image routed by :meth:`frozen_scores`."""
@@ -1186,8 +1213,11 @@ def summarise_mixed(
             row["vs_lora"] = versus_baseline(runs, baseline, groups)
         if variant != SHIPPED and shipped:
             row["vs_default"] = versus_baseline(runs, shipped, groups)
-        if variant in REGION_ROUTED:
+        if variant in ON_REGION_GRID:
             row["vs_mor"] = versus_baseline(runs, study.collect(PER_IMAGE, seeds), groups)
+        tiled = study.collect(TILED, seeds) if TILED in variants else []
+        if variant in REGION_ROUTED and tiled:
+            row["vs_tiled"] = versus_baseline(runs, tiled, groups)
         summary["variants"][variant] = row
     if shipped:
         summary["shipping"] = shipping_rule(summary)
@@ -1366,7 +1396,13 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
         lines += ["", f"{' and '.join(region)}: region routing (every tile routed by the "
                   "scores of the regions its core covers; real experts: mean over each image's "
                   "regions)."]  # fmt: skip
-        lines += region_table({v: summary["variants"][v] for v in region}, summary["groups"])
+    if TILED in summary["variants"]:
+        lines += ["", f"{TILED}: {PER_IMAGE} routed per image, cut into the region-routed "
+                  f"variants' tiles ({REGION_GRID['tile']} px, {REGION_GRID['tile_overlap']} px "
+                  "of context)."]  # fmt: skip
+    on_grid = {v: summary["variants"][v] for v in ON_REGION_GRID if v in summary["variants"]}
+    lines += versus_table(on_grid, summary["groups"], "vs_mor", PER_IMAGE)
+    lines += versus_table(on_grid, summary["groups"], "vs_tiled", TILED)
     for variant, grid in summary.get("lr_grid", {}).items():
         lines += ["", f"| {variant} lr × | validation LPIPS |", "|---|---|"]
         for multiplier, value in grid["validation_lpips"].items():
@@ -1391,16 +1427,21 @@ def mixed_table(summary: dict[str, Any], metrics: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def region_table(rows: dict[str, Any], groups: Sequence[str]) -> list[str]:
-    """The region-routed variants against per-image routing (``mor``), per group and pooled."""
+def versus_table(
+    rows: dict[str, Any], groups: Sequence[str], key: str, reference: str
+) -> list[str]:
+    """The rows' comparisons ``key`` with ``reference`` (the region-routed variants against
+    per-image ``mor``, whole or tiled), per group and pooled; nothing if no row has one."""
+    if not any(row.get(key) for row in rows.values()):
+        return []
     lines = [
         "",
-        f"| variant | group | ΔLPIPS vs {PER_IMAGE} [95% CI] | p (Holm) | verdict (±{MARGIN}) |",
+        f"| variant | group | ΔLPIPS vs {reference} [95% CI] | p (Holm) | verdict (±{MARGIN}) |",
         "|---|---|---|---|---|",
     ]
     for variant, row in rows.items():
         for group in [POOLED, *groups, REALSR]:
-            test = row.get("vs_mor", {}).get(group)
+            test = row.get(key, {}).get(group)
             if test is not None:
                 lines.append(
                     f"| {variant} | {group} | {_interval(test)} | {test['p_holm']:.3g} | "

@@ -246,7 +246,7 @@ def _mixed_argv(assets: Path, mixed_set: Path, out: Path) -> list[str]:
         "--validation-folder", "val",
         "--config", str(assets / "tiny.yaml"),
         "--set", "data.pool_size=4",
-        "--variants", "lora", "mor", "mor-frozen", "mor-spatial", "mor-region",
+        "--variants", "lora", "mor", "mor-frozen", "mor-spatial", "mor-region", "mor-tiled",
         "--seeds", "2",
         "--steps", "1",
         "--lr-grid", "1", "4",
@@ -297,9 +297,21 @@ def test_region_routed_variants_are_also_compared_with_per_image_mor(mixed_study
     assert "vs_mor" not in summary["variants"]["mor-frozen"]
 
 
+def test_region_routed_variants_are_compared_with_mor_tiled_and_it_with_mor(mixed_study) -> None:
+    out, printed = mixed_study
+    summary = json.loads((out / "summary.json").read_text())
+    for variant in ("mor-spatial", "mor-region"):
+        versus = summary["variants"][variant]["vs_tiled"]
+        assert set(versus) == {"pooled", *MIXED_GROUPS, "RealSR"}
+    assert "ΔLPIPS vs mor-tiled [95% CI]" in printed
+    tiled = summary["variants"]["mor-tiled"]
+    assert set(tiled["vs_mor"]) == {"pooled", *MIXED_GROUPS, "RealSR"}
+    assert "vs_tiled" not in tiled
+
+
 def test_mixed_runs_score_every_test_image_of_every_group(mixed_study) -> None:
     out, _ = mixed_study
-    for variant in ("lora", "mor", "mor-frozen", "mor-spatial", "mor-region"):
+    for variant in ("lora", "mor", "mor-frozen", "mor-spatial", "mor-region", "mor-tiled"):
         result = json.loads((out / variant / "seed1" / "results.json").read_text())
         assert result["images"] == ["test-a-0", "test-b-0", "test-c-0"]
         assert set(result["groups"]) == set(MIXED_GROUPS)
@@ -408,6 +420,32 @@ def test_mor_spatial_and_mor_region_are_scored_with_region_routing_only(
         result = json.loads((tmp_path / "out" / variant / "seed0" / "results.json").read_text())
         assert result["routing"] == "region" and "swap_change" not in result
         assert result["region_grid"] == study.REGION_GRID
+
+
+def test_mor_tiled_routes_the_mor_run_per_image_on_the_region_grids_tiles(
+    study: ModuleType, assets: Path, mixed_set: Path, mixed_study, tmp_path: Path, monkeypatch
+) -> None:
+    out, _ = mixed_study
+    shutil.copytree(out, tmp_path / "out")
+    for seed in (0, 1):
+        for name in ("results.json", "realsr.json"):
+            (tmp_path / "out" / "mor-tiled" / f"seed{seed}" / name).unlink()
+    made = []
+    upscaler = study.Upscaler
+
+    def spy(model, **kwargs):
+        made.append((kwargs["routing"], kwargs["tile"], kwargs["tile_overlap"]))
+        return upscaler(model, **kwargs)
+
+    monkeypatch.setattr(study, "Upscaler", spy)
+    monkeypatch.setattr(study, "train", lambda *args, **kwargs: pytest.fail("trained again"))
+    assert study.main(_mixed_argv(assets, mixed_set, tmp_path / "out")) == 0
+    grid = study.REGION_GRID
+    assert made and set(made) == {("image", grid["tile"], grid["tile_overlap"])}
+    result = json.loads((tmp_path / "out" / "mor-tiled" / "seed0" / "results.json").read_text())
+    assert (result["routing"], result["tiled"]) == ("image", True)
+    assert "swap_change" not in result
+    assert not (tmp_path / "out" / "mor-tiled" / "seed0" / "train").exists()
 
 
 def test_lr_grid_keeps_the_best_validation_rate_for_every_plain_lora_run(
