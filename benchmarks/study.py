@@ -1186,6 +1186,9 @@ def summarise_mixed(
     groups, metrics = study.mixed.groups, study.settings.metrics
     baseline = study.collect(BASELINE, seeds)
     shipped = study.collect(SHIPPED, seeds)
+    on_grid = any(v in ON_REGION_GRID for v in variants)
+    per_image = study.collect(PER_IMAGE, seeds) if on_grid else []
+    tiled = study.collect(TILED, seeds) if TILED in variants else []
     summary: dict[str, Any] = {"groups": list(groups), "variants": {}, "specialists": {}}
     collected: dict[str, list[dict[str, Any]]] = {}
     for variant in variants:
@@ -1214,8 +1217,7 @@ def summarise_mixed(
         if variant != SHIPPED and shipped:
             row["vs_default"] = versus_baseline(runs, shipped, groups)
         if variant in ON_REGION_GRID:
-            row["vs_mor"] = versus_baseline(runs, study.collect(PER_IMAGE, seeds), groups)
-        tiled = study.collect(TILED, seeds) if TILED in variants else []
+            row["vs_mor"] = versus_baseline(runs, per_image, groups)
         if variant in REGION_ROUTED and tiled:
             row["vs_tiled"] = versus_baseline(runs, tiled, groups)
         summary["variants"][variant] = row
